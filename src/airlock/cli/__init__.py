@@ -1,0 +1,1 @@
+"""The command line: a thin shell that parses flags, calls the core and renders with rich."""

@@ -1,0 +1,66 @@
+"""``airlock keys create|list|revoke``: API keys for the gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from airlock.keys import KeyStore
+from airlock.settings import Settings
+
+app = typer.Typer(help="Create, list and revoke the gateway's API keys.", no_args_is_help=True)
+console = Console(highlight=False)
+
+
+def _store() -> KeyStore:
+    return KeyStore(Settings.from_env().keys_db)
+
+
+def _when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
+
+
+@app.command()
+def create(
+    name: str = typer.Argument(..., help="Who or what the key is for, e.g. 'alice' or 'ci'."),
+    models: str | None = typer.Option(
+        None, "--models", help="Comma-separated models it may use (default: all)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the key (for scripts)."),
+) -> None:
+    """Create a key. It is shown once; only its hash is stored."""
+    allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    key, token = _store().create(name, allowed)
+    if quiet:
+        typer.echo(token)
+        return
+    scope = ", ".join(key.models) if key.models else "all models"
+    console.print(f"Created key [bold]{key.name}[/] ({scope}). Store it now; it is not shown again:")
+    console.print(token, markup=False, soft_wrap=True)
+
+
+@app.command("list")
+def list_(all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False) -> None:
+    """List keys (names and ids, never the secrets)."""
+    rows = _store().list(include_revoked=all_)
+    table = Table("name", "id", "models", "created", "revoked")
+    for key in rows:
+        table.add_row(
+            key.name,
+            key.key_id,
+            ", ".join(key.models) if key.models else "all",
+            _when(key.created_at),
+            _when(key.revoked_at),
+        )
+    console.print(table)
+
+
+@app.command()
+def revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+    """Revoke a key; a running gateway refuses it within a second."""
+    key = _store().revoke(name)
+    console.print(f"Revoked key [bold]{key.name}[/] ({key.key_id}).")

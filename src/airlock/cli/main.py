@@ -1,0 +1,69 @@
+"""Entry point: ``airlock`` with one sub-command group per verb.
+
+Every :class:`~airlock.errors.AirlockError` becomes one line on stderr and its exit code; the
+traceback is shown only with ``--debug`` (or ``AIRLOCK_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from airlock import __version__
+from airlock.cli import keys as keys_cli
+from airlock.cli import serve as serve_cli
+from airlock.errors import AirlockError
+
+app = typer.Typer(
+    name="airlock",
+    help="Take large language models into air-gapped sites and serve them there, verified.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(keys_cli.app, name="keys")
+app.command("serve")(serve_cli.serve)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print airlock's version."""
+    typer.echo(__version__)
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("AIRLOCK_DEBUG") == "1"
+    try:
+        app(args=args, prog_name="airlock")
+    except AirlockError as exc:
+        if debug:
+            raise
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {exc}", markup=True)
+        tail = getattr(exc, "log_tail", "")
+        if tail:
+            err.print("[dim]--- last lines of the engine's log ---[/]")
+            err.print(tail, markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,98 @@
+"""``airlock serve``: the gateway over supervised engines; the embedded default model without a spec."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvloop
+from rich.console import Console
+
+from airlock.default_model import default_spec
+from airlock.engines.supervisor import EngineEvent, EngineState
+from airlock.keys import KeyStore
+from airlock.serve import Listening, ServeOptions
+from airlock.serve import serve as serve_core
+from airlock.settings import Settings
+from airlock.spec import Spec, load_spec
+
+console = Console(highlight=False, stderr=True)
+
+_STYLE = {
+    EngineState.STARTING: "yellow",
+    EngineState.READY: "green",
+    EngineState.RESTARTING: "yellow",
+    EngineState.FAILED: "red",
+    EngineState.STOPPED: "dim",
+}
+
+
+def _load(config: Path | None, settings: Settings) -> tuple[Spec, str]:
+    if config is not None:
+        return load_spec(config), str(config)
+    local = Path("airlock.yaml")
+    if local.is_file():
+        return load_spec(local), str(local)
+    return default_spec(settings), "the embedded default model (no airlock.yaml)"
+
+
+def _first_key(store: KeyStore) -> str | None:
+    """On a first run with auth on and no key at all, create an admin key to print once."""
+    if store.list(include_revoked=True):
+        return None
+    _, token = store.create("admin")
+    return token
+
+
+def serve(
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="The spec (default: ./airlock.yaml if present).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default: the spec's, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default: the spec's, 8000; 0: any free).")
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Serve without API keys: anyone who can reach the port gets in.")
+    ] = False,
+) -> None:
+    """Serve the spec's models (or the embedded default model) behind an OpenAI-compatible gateway."""
+    settings = Settings.from_env()
+    spec, origin = _load(config, settings)
+    auth = spec.gateway.auth and not no_auth
+    console.print(f"airlock: serving {origin}")
+    token = _first_key(KeyStore(settings.keys_db)) if auth else None
+    starts: dict[str, float] = {}
+
+    def on_event(event: EngineEvent) -> None:
+        starts.setdefault(event.engine, time.monotonic())
+        took = f" [dim]({event.elapsed_s:.1f} s)[/]" if event.elapsed_s else ""
+        style = _STYLE[event.state]
+        console.print(
+            f"  [{style}]{event.state.value:>10}[/]  [bold]{event.engine}[/]  {event.message}{took}"
+        )
+
+    def on_listening(info: Listening) -> None:
+        console.print(f"[bold green]ready[/]: {info.url}/v1  models: {', '.join(info.models)}")
+        if not info.auth:
+            console.print(
+                "[bold red]authentication is OFF[/] (--no-auth): anyone who reaches this port can use it"
+            )
+        elif token:
+            console.print(
+                "First run: created the API key [bold]admin[/]. Store it now; it is not shown again:"
+            )
+            console.print(f"  {token}", markup=False)
+        console.print(
+            f"[dim]try: curl {info.url}/v1/models -H 'Authorization: Bearer <key>'   (Ctrl-C stops)[/]"
+        )
+
+    options = ServeOptions(spec=spec, auth=auth, host=host, port=port)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve_core(options, settings, on_event=on_event, on_listening=on_listening))
+    console.print("airlock: stopped")

@@ -1,0 +1,92 @@
+"""Start and stop an engine's child process: its own session, its log in a file, gone when airlock dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from airlock.engines.base import Launch
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _death_signal_hook() -> Callable[[], None] | None:
+    """On Linux, have the kernel send SIGTERM to the engine if airlock dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return hook
+
+
+_PREEXEC = _death_signal_hook()
+
+
+async def spawn(launch: Launch, log_path: Path) -> asyncio.subprocess.Process:
+    """Start ``launch`` in a new session, appending its stdout and stderr to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        log.write(f"\n=== airlock {stamp}: {' '.join(launch.argv)}\n".encode())
+        log.flush()
+        return await asyncio.create_subprocess_exec(
+            *launch.argv,
+            env=dict(launch.env),
+            cwd=launch.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_PREEXEC,
+        )
+
+
+def _signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+async def terminate(process: asyncio.subprocess.Process, grace_s: float = 10.0) -> int | None:
+    """SIGTERM the engine's whole process group, then SIGKILL after ``grace_s``; return its exit code."""
+    if process.returncode is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace_s)
+        except TimeoutError:
+            _signal_group(process, signal.SIGKILL)
+            await process.wait()
+    # Children that outlived their leader (vLLM's engine core, say) go with the group.
+    _signal_group(process, signal.SIGKILL)
+    return process.returncode
+
+
+def kill_now(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL the whole group: for a hung engine that no longer answers its health route."""
+    _signal_group(process, signal.SIGKILL)
+
+
+def log_tail(log_path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str:
+    """The last ``lines`` lines of an engine's log (read from the end; logs can be large)."""
+    try:
+        with log_path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,25 @@
+"""Turn a spec's models into engine configs, one engine per model."""
+
+from __future__ import annotations
+
+from airlock.engines.base import EngineConfig, free_port, internal_api_key
+from airlock.engines.llamacpp import llamacpp_engine
+from airlock.engines.remote import remote_engine
+from airlock.engines.vllm import vllm_engine
+from airlock.settings import Settings
+from airlock.spec import LlamaCppEngineSpec, RemoteEngineSpec, Spec, VllmEngineSpec
+
+
+def build_engines(spec: Spec, settings: Settings) -> list[EngineConfig]:
+    engines: list[EngineConfig] = []
+    for model in spec.models:
+        engine = model.engine
+        if isinstance(engine, RemoteEngineSpec):
+            engines.append(remote_engine(model, engine))
+        elif isinstance(engine, LlamaCppEngineSpec):
+            engines.append(
+                llamacpp_engine(model, engine, settings, port=free_port(), api_key=internal_api_key())
+            )
+        elif isinstance(engine, VllmEngineSpec):
+            engines.append(vllm_engine(model, engine, settings, port=free_port(), api_key=internal_api_key()))
+    return engines

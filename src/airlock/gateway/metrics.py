@@ -1,0 +1,86 @@
+"""Prometheus metrics for the gateway, in a registry of its own (no global default registry).
+
+Series (all prefixed ``airlock_``):
+
+    requests_total{route,model,status,key}          counter
+    request_duration_seconds{route,model}           histogram, to the last byte
+    time_to_first_token_seconds{model}              histogram, streamed requests, to the first event
+    prompt_tokens_total{model,key}                  counter, from the engine's usage
+    completion_tokens_total{model,key}              counter, from the engine's usage
+    requests_in_flight{route}                       gauge
+    engine_up{engine,kind}                          gauge, 1 when ready (read at scrape time)
+    engine_restarts_total{engine,kind}              counter (read at scrape time)
+    build_info{version}                             gauge, 1
+
+``model`` is airlock's canonical name, or ``-`` when the request named no model it serves, so a
+client cannot grow the series without bound by sending made-up names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from airlock import __version__
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 10, 30, 60)
+
+
+class EngineCollector(Collector):
+    """Reads engine state when Prometheus scrapes, so the request path pays nothing for it."""
+
+    def __init__(self, snapshot: Callable[[], Iterable[tuple[str, str, bool, int]]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("airlock_engine_up", "1 when the engine is ready", labels=["engine", "kind"])
+        restarts = CounterMetricFamily(
+            "airlock_engine_restarts", "Restarts of the engine by the supervisor", labels=["engine", "kind"]
+        )
+        for name, kind, ready, count in self._snapshot():
+            up.add_metric([name, kind], 1.0 if ready else 0.0)
+            restarts.add_metric([name, kind], float(count))
+        yield up
+        yield restarts
+
+
+class GatewayMetrics:
+    def __init__(self, engines: Callable[[], Iterable[tuple[str, str, bool, int]]] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "airlock_requests",
+            "Requests by route, model, status and key",
+            ["route", "model", "status", "key"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "airlock_request_duration_seconds", "Time to the last byte", ["route", "model"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "airlock_time_to_first_token_seconds", "Time to the first streamed event", ["model"],
+            buckets=TTFT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Counter("airlock_prompt_tokens", "Prompt tokens", ["model", "key"], registry=r)
+        self.completion_tokens = Counter(
+            "airlock_completion_tokens", "Completion tokens", ["model", "key"], registry=r
+        )
+        self.in_flight = Gauge("airlock_requests_in_flight", "Requests being served", ["route"], registry=r)
+        info = Gauge("airlock_build_info", "airlock's version", ["version"], registry=r)
+        info.labels(__version__).set(1)
+        if engines is not None:
+            r.register(EngineCollector(engines))
+
+    def tokens(self, model: str, key: str, usage: object) -> None:
+        if not isinstance(usage, dict):
+            return
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and prompt >= 0:
+            self.prompt_tokens.labels(model, key).inc(prompt)
+        if isinstance(completion, int) and completion >= 0:
+            self.completion_tokens.labels(model, key).inc(completion)

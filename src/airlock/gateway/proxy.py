@@ -1,0 +1,104 @@
+"""Forward one validated request to its engine and the answer back, streamed or whole."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from airlock.gateway.asgi import JSON, Send, send_bytes
+from airlock.gateway.errors import APIError, error_body
+from airlock.gateway.sse import UsageScanner
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+@dataclass
+class Outcome:
+    status: int
+    usage: dict[str, Any] | None = None
+    first_byte_s: float | None = None  # seconds from the request's start to the first streamed bytes
+
+
+def upstream_error(status: int, body: bytes) -> bytes:
+    """An engine's error body, kept when it already has the OpenAI shape, wrapped when not."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return body
+    text = body.decode("utf-8", errors="replace").strip()[:500] or f"the engine answered {status}"
+    if isinstance(data, dict) and isinstance(data.get("detail"), str | list):
+        text = str(data["detail"])[:500]
+    return error_body(status, text)
+
+
+async def forward(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: bytes,
+    headers: dict[str, str],
+    send: Send,
+    *,
+    stream: bool,
+    drop_usage_only: bool,
+    started: float,
+    timeout: aiohttp.ClientTimeout,
+) -> Outcome:
+    try:
+        async with session.post(url, data=payload, headers=headers, timeout=timeout) as resp:
+            if resp.status != 200 or not stream:
+                body = await resp.read()
+                if resp.status != 200:
+                    await send_bytes(send, resp.status, upstream_error(resp.status, body))
+                    return Outcome(resp.status)
+                content_type = resp.headers.get("Content-Type", "application/json").encode("latin-1")
+                await send_bytes(send, 200, body, content_type)
+                return Outcome(200, usage=_usage(body) if content_type.startswith(JSON) else None)
+            return await _stream(resp, send, drop_usage_only=drop_usage_only, started=started)
+    except aiohttp.ClientConnectionError as exc:
+        raise APIError(503, f"the engine is not reachable ({type(exc).__name__}); try again shortly",
+                       headers={"Retry-After": "2"}) from exc  # fmt: skip
+    except TimeoutError as exc:
+        raise APIError(504, "the engine did not answer in time") from exc
+
+
+def _usage(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+async def _stream(
+    resp: aiohttp.ClientResponse, send: Send, *, drop_usage_only: bool, started: float
+) -> Outcome:
+    await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+    scanner = UsageScanner(drop_usage_only=drop_usage_only)
+    first: float | None = None
+    try:
+        async for chunk in resp.content.iter_any():
+            if first is None:
+                first = time.perf_counter() - started
+            out = scanner.feed(chunk)
+            if out:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # The status line is gone already: tell the client in-band, as OpenAI does, and end the stream.
+        event = (
+            b"data: " + error_body(502, f"the engine broke off the stream ({type(exc).__name__})") + b"\n\n"
+        )
+        await send({"type": "http.response.body", "body": scanner.flush() + event, "more_body": False})
+        return Outcome(502, usage=scanner.usage, first_byte_s=first)
+    await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
+    return Outcome(200, usage=scanner.usage, first_byte_s=first)

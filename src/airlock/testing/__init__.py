@@ -1,0 +1,1 @@
+"""Test seams shipped with airlock: a fake OpenAI-compatible engine (a real HTTP server)."""

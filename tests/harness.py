@@ -1,0 +1,135 @@
+"""Run the real gateway and supervisor on a loopback port in a background thread, for sync tests."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from airlock.engines.base import EngineConfig, Launch, engine_env, free_port, internal_api_key
+from airlock.engines.supervisor import Backoff, EngineEvent, Supervisor
+from airlock.gateway.auth import KeyCache
+from airlock.serve import Listening, bind, serve_engines
+from airlock.spec import GatewaySpec
+
+
+def fake_engine_config(
+    name: str = "fake",
+    *,
+    token_delay: float = 0.0,
+    startup_delay: float = 0.0,
+    startup_timeout_s: float = 20.0,
+    argv_extra: tuple[str, ...] = (),
+) -> EngineConfig:
+    """An EngineConfig that launches airlock's fake engine as a child process."""
+    port = free_port()
+    key = internal_api_key()
+    argv = (
+        sys.executable, "-m", "airlock.testing.fake_engine", "--port", str(port), "--model", name,
+        "--token-delay", str(token_delay), "--startup-delay", str(startup_delay), *argv_extra,
+    )  # fmt: skip
+    return EngineConfig(
+        name=name,
+        kind="fake",
+        base_url=f"http://127.0.0.1:{port}",
+        upstream_model=name,
+        launch=Launch(argv=argv, env=engine_env({"FAKE_ENGINE_API_KEY": key})),
+        api_key=key,
+        startup_timeout_s=startup_timeout_s,
+        version="fake 1",
+    )
+
+
+class GatewayThread:
+    """Start engines + gateway in a thread; ``url`` once ready; ``stop()`` shuts both down."""
+
+    def __init__(
+        self,
+        configs: list[EngineConfig],
+        log_dir: Path,
+        *,
+        gateway: GatewaySpec | None = None,
+        keys: KeyCache | None = None,
+        aliases: dict[str, list[str]] | None = None,
+        backoff: Backoff | None = None,
+        health_interval_s: float = 0.5,
+        health_failures: int = 3,
+        health_timeout_s: float = 1.0,
+    ) -> None:
+        self.events: list[EngineEvent] = []
+        self.supervisor = Supervisor(
+            configs,
+            log_dir=log_dir,
+            backoff=backoff or Backoff(initial_s=0.2, max_s=1.0),
+            health_interval_s=health_interval_s,
+            health_failures=health_failures,
+            health_timeout_s=health_timeout_s,
+            on_event=self.events.append,
+        )
+        self.gateway = gateway or GatewaySpec()
+        self.keys = keys
+        self.aliases = aliases
+        self.listening: Listening | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self._loop = uvloop.new_event_loop()
+        sock = bind("127.0.0.1", 0)
+
+        def listening(info: Listening) -> None:
+            self.listening = info
+            self._ready.set()
+
+        try:
+            self._loop.run_until_complete(
+                serve_engines(
+                    self.supervisor,
+                    self.gateway,
+                    sock,
+                    keys=self.keys,
+                    aliases=self.aliases,
+                    on_listening=listening,
+                )
+            )
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            sock.close()
+            self._ready.set()
+            self._loop.close()
+
+    def start(self, timeout: float = 60.0) -> GatewayThread:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the gateway did not start in time")
+        if self.error is not None:
+            raise self.error
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.listening is not None
+        return self.listening.url
+
+    def call(self, fn: Callable[[], Any]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.listening is not None and self._thread.is_alive():
+            self.call(self.listening.stop)
+        self._thread.join(timeout)
+
+    def __enter__(self) -> GatewayThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
