@@ -106,7 +106,9 @@ class GatewayThread:
             self._ready.set()
             self._loop.close()
 
-    def start(self, timeout: float = 60.0) -> GatewayThread:
+    def start(self, timeout: float | None = None) -> GatewayThread:
+        if timeout is None:
+            timeout = max(rt.config.startup_timeout_s for rt in self.supervisor.engines.values()) + 30
         self._thread.start()
         if not self._ready.wait(timeout):
             raise TimeoutError("the gateway did not start in time")
