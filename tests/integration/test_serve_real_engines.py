@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from harness import GatewayThread
 
 from airlock.default_model import default_spec
 from airlock.engines.base import EngineConfig, free_port, internal_api_key
@@ -22,6 +21,7 @@ from airlock.gateway.auth import KeyCache
 from airlock.keys import KeyStore
 from airlock.settings import Settings
 from airlock.spec import GatewaySpec, LlamaCppEngineSpec, ModelSpec, VllmEngineSpec
+from harness import GatewayThread
 
 
 def _wait_restarted(gw: GatewayThread, name: str, timeout: float) -> None:
