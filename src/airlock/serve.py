@@ -146,6 +146,7 @@ async def serve_engines(
             access_log=False,
             timeout_keep_alive=30,
             server_header=False,
+            proxy_headers=False,  # X-Forwarded-* are not trusted unless a proxy is configured in front
         )
         server = _Server(config)
         if on_listening is not None:

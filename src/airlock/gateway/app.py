@@ -141,7 +141,7 @@ class Gateway:
         if entry is None and method == "GET" and path.startswith("/v1/models/"):
             entry = (self._model, True)
         route = path if entry is not None else "other"
-        gauge = self.metrics.in_flight.labels(route)
+        gauge = self.metrics.in_flight_for(route)
         gauge.inc()
         status = 500
         try:
@@ -166,9 +166,9 @@ class Gateway:
         finally:
             gauge.dec()
             elapsed = time.perf_counter() - request.started
-            self.metrics.requests.labels(route, request.model, str(status), request.key_label).inc()
-            if route in _GENERATION:
-                self.metrics.duration.labels(route, request.model).observe(elapsed)
+            self.metrics.request_done(
+                route, request.model, status, request.key_label, elapsed, route in _GENERATION
+            )
 
     @staticmethod
     async def _send_error(send: Send, request: _Request, err: APIError) -> None:

@@ -19,6 +19,7 @@ client cannot grow the series without bound by sending made-up names.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -76,11 +77,40 @@ class GatewayMetrics:
         if engines is not None:
             r.register(EngineCollector(engines))
 
+        # labels() takes a lock and normalises its arguments on every call; the request path keeps
+        # its own dict of children instead (bounded: routes x known models x statuses x keys).
+        self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._token_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._gauges: dict[str, Any] = {}
+
+    def request_done(
+        self, route: str, model: str, status: int, key: str, elapsed_s: float, timed: bool
+    ) -> None:
+        """Count one finished request; ``timed`` adds it to the latency histogram."""
+        ident = (route, model, str(status), key)
+        children = self._children.get(ident)
+        if children is None:
+            children = (self.requests.labels(*ident), self.duration.labels(route, model))
+            self._children[ident] = children
+        children[0].inc()
+        if timed:
+            children[1].observe(elapsed_s)
+
+    def in_flight_for(self, route: str) -> Any:
+        gauge = self._gauges.get(route)
+        if gauge is None:
+            gauge = self._gauges[route] = self.in_flight.labels(route)
+        return gauge
+
     def tokens(self, model: str, key: str, usage: object) -> None:
         if not isinstance(usage, dict):
             return
+        counters = self._token_children.get((model, key))
+        if counters is None:
+            counters = (self.prompt_tokens.labels(model, key), self.completion_tokens.labels(model, key))
+            self._token_children[(model, key)] = counters
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if isinstance(prompt, int) and prompt >= 0:
-            self.prompt_tokens.labels(model, key).inc(prompt)
+            counters[0].inc(prompt)
         if isinstance(completion, int) and completion >= 0:
-            self.completion_tokens.labels(model, key).inc(completion)
+            counters[1].inc(completion)
