@@ -5,7 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 export AIRLOCK_CACHE ?= $(HOME)/.cache/airlock
 
-.PHONY: setup setup-vllm demo test test-fast lint typecheck clean
+.PHONY: system-deps setup setup-vllm demo test test-fast lint typecheck clean
+
+## system-deps: Debian packages (cmake, g++, wrk, curl), only those missing
+system-deps:
+	scripts/install-system-deps.sh
 
 $(BIN)/airlock: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +20,7 @@ $(BIN)/airlock: pyproject.toml
 	touch $(BIN)/airlock
 
 ## setup: the Python environment, the default model and a llama-server build (cached)
-setup: $(BIN)/airlock
+setup: system-deps $(BIN)/airlock
 	scripts/build-llama-server.sh >/dev/null
 
 ## setup-vllm: vLLM's CPU build in its own environment (cached), for the vllm engine and its tests
