@@ -22,11 +22,19 @@ def free_port() -> int:
 class Proc:
     """A child process with its output in a log file; ``stop()`` terminates it (then kills it)."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
         with self.log.open("wb") as out:
-            self.popen = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
 
     def wait_http(self, url: str, timeout: float = 120.0, headers: dict[str, str] | None = None) -> None:
         deadline = time.monotonic() + timeout

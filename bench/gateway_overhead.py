@@ -30,7 +30,11 @@ from _procs import Proc, free_port
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("AIRLOCK_CACHE", Path.home() / ".cache/airlock"))
 LITELLM_VENV = CACHE / "bench" / "litellm-1.108.7"
-BODY = {"model": "mock", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16}
+BODY = {
+    "model": "mock",
+    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+    "max_tokens": 16,
+}
 
 LUA = """
 wrk.method = "POST"
@@ -58,7 +62,9 @@ class Cell:
     requests: int
 
 
-def run_wrk(url: str, *, stream: bool, concurrency: int, duration: int, token: str | None, workdir: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, *, stream: bool, concurrency: int, duration: int, token: str | None, workdir: Path
+) -> dict[str, float]:
     body = dict(BODY, stream=True) if stream else BODY
     auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
     script = workdir / "req.lua"
@@ -81,7 +87,12 @@ def start_airlock(mock_url: str, workdir: Path) -> tuple[Proc, str, str]:
     spec = workdir / "airlock.yaml"
     spec.write_text(f"models:\n  - name: mock\n    engine: {{kind: remote, url: '{mock_url}/v1'}}\n")
     port = free_port()
-    proc = Proc("airlock", [sys.executable, "-m", "airlock.cli.main", "serve", "--config", str(spec), "--port", str(port)], workdir, env)
+    proc = Proc(
+        "airlock",
+        [sys.executable, "-m", "airlock.cli.main", "serve", "--config", str(spec), "--port", str(port)],
+        workdir,
+        env,
+    )
     url = f"http://127.0.0.1:{port}"
     proc.wait_http(url + "/ready")
     return proc, url, token
@@ -93,7 +104,9 @@ def litellm_binary(mode: str) -> Path | None:
         return binary if binary.exists() and mode != "off" else None
     if mode == "install":
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
-        subprocess.run([str(LITELLM_VENV / "bin/pip"), "install", "--quiet", "litellm[proxy]==1.108.7"], check=True)
+        subprocess.run(
+            [str(LITELLM_VENV / "bin/pip"), "install", "--quiet", "litellm[proxy]==1.108.7"], check=True
+        )
         return binary
     return None
 
@@ -109,7 +122,22 @@ def start_litellm(binary: Path, mock_url: str, workdir: Path) -> tuple[Proc, str
     )
     port = free_port()
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
-    proc = Proc("litellm", [str(binary), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"], workdir, env)
+    proc = Proc(
+        "litellm",
+        [
+            str(binary),
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num_workers",
+            "1",
+        ],
+        workdir,
+        env,
+    )
     url = f"http://127.0.0.1:{port}"
     proc.wait_http(url + "/health/liveliness", timeout=180)
     return proc, url, key
@@ -117,12 +145,16 @@ def start_litellm(binary: Path, mock_url: str, workdir: Path) -> tuple[Proc, str
 
 def render(cells: list[Cell]) -> str:
     direct = {(c.stream, c.concurrency): c for c in cells if c.target == "direct"}
-    lines = [f"{'target':<13}{'mode':<8}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'added p50 ms':>14}{'errors':>8}"]
+    lines = [
+        f"{'target':<13}{'mode':<8}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'added p50 ms':>14}{'errors':>8}"
+    ]
     for c in cells:
         base = direct[(c.stream, c.concurrency)]
         added = "" if c.target == "direct" else f"{c.p50_ms - base.p50_ms:.3f}"
         mode = "stream" if c.stream else "plain"
-        lines.append(f"{c.target:<13}{mode:<8}{c.concurrency:>8}{c.rps:>10.0f}{c.p50_ms:>9.3f}{c.p99_ms:>9.3f}{added:>14}{c.errors:>8}")
+        lines.append(
+            f"{c.target:<13}{mode:<8}{c.concurrency:>8}{c.rps:>10.0f}{c.p50_ms:>9.3f}{c.p99_ms:>9.3f}{added:>14}{c.errors:>8}"
+        )
     return "\n".join(lines)
 
 
@@ -130,7 +162,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--concurrency", default="1,32")
-    parser.add_argument("--litellm", choices=["auto", "off", "install"], default="auto", help="auto: use it if installed")
+    parser.add_argument(
+        "--litellm", choices=["auto", "off", "install"], default="auto", help="auto: use it if installed"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gateway_overhead.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -141,13 +175,26 @@ def main() -> None:
         procs: list[Proc] = []
         try:
             port = free_port()
-            mock = Proc("mock", [sys.executable, str(ROOT / "bench/mock_openai.py"), "--port", str(port)], workdir)
+            mock = Proc(
+                "mock", [sys.executable, str(ROOT / "bench/mock_openai.py"), "--port", str(port)], workdir
+            )
             procs.append(mock)
             mock_url = f"http://127.0.0.1:{port}"
             mock.wait_http(mock_url + "/health")
             targets: list[tuple[str, str, str | None]] = [("direct", mock_url, None)]
             pport = free_port()
-            bare = Proc("passthrough", [sys.executable, str(ROOT / "bench/passthrough_proxy.py"), "--port", str(pport), "--upstream", mock_url], workdir)
+            bare = Proc(
+                "passthrough",
+                [
+                    sys.executable,
+                    str(ROOT / "bench/passthrough_proxy.py"),
+                    "--port",
+                    str(pport),
+                    "--upstream",
+                    mock_url,
+                ],
+                workdir,
+            )
             procs.append(bare)
             bare.wait_http(f"http://127.0.0.1:{pport}/health")
             targets.append(("passthrough", f"http://127.0.0.1:{pport}", None))
@@ -165,17 +212,48 @@ def main() -> None:
             for stream in (False, True):
                 for concurrency in levels:
                     for name, url, key in targets:
-                        run_wrk(url, stream=stream, concurrency=concurrency, duration=1, token=key, workdir=workdir)  # warm-up
-                        r = run_wrk(url, stream=stream, concurrency=concurrency, duration=args.duration, token=key, workdir=workdir)
-                        cell = Cell(name, stream, concurrency, r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1000, r["p99_us"] / 1000, int(r["errors"]), int(r["requests"]))
+                        run_wrk(
+                            url,
+                            stream=stream,
+                            concurrency=concurrency,
+                            duration=1,
+                            token=key,
+                            workdir=workdir,
+                        )  # warm-up
+                        r = run_wrk(
+                            url,
+                            stream=stream,
+                            concurrency=concurrency,
+                            duration=args.duration,
+                            token=key,
+                            workdir=workdir,
+                        )
+                        cell = Cell(
+                            name,
+                            stream,
+                            concurrency,
+                            r["requests"] / (r["duration_us"] / 1e6),
+                            r["p50_us"] / 1000,
+                            r["p99_us"] / 1000,
+                            int(r["errors"]),
+                            int(r["requests"]),
+                        )
                         cells.append(cell)
-                        print(f"  {name:<12} stream={stream!s:<5} c={concurrency:<3} {cell.rps:8.0f} req/s  p50 {cell.p50_ms:.3f} ms", file=sys.stderr)
+                        print(
+                            f"  {name:<12} stream={stream!s:<5} c={concurrency:<3} {cell.rps:8.0f} req/s  p50 {cell.p50_ms:.3f} ms",
+                            file=sys.stderr,
+                        )
         finally:
             for proc in reversed(procs):
                 proc.stop()
     print(render(cells))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(), "machine": platform.machine(), "duration_s": args.duration}
+    meta = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "duration_s": args.duration,
+    }
     args.out.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
 

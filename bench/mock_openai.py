@@ -20,12 +20,23 @@ import uvloop
 MODEL = "mock"
 COMPLETION = json.dumps(
     {
-        "id": "cmpl-mock", "object": "chat.completion", "created": 0, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris is the capital of France."}, "finish_reason": "stop"}],
+        "id": "cmpl-mock",
+        "object": "chat.completion",
+        "created": 0,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Paris is the capital of France."},
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20},
-    }  # fmt: skip
+    }
 ).encode()
-MODELS = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "mock"}]}).encode()
+MODELS = json.dumps(
+    {"object": "list", "data": [{"id": MODEL, "object": "model", "owned_by": "mock"}]}
+).encode()
 HEALTH = b'{"status":"ok"}'
 
 
@@ -39,10 +50,25 @@ def _chunked(*parts: bytes) -> bytes:
 
 _WORDS = ["Paris", " is", " the", " capital", " of", " France", ".", ""]
 _EVENTS = [
-    _event({"id": "c", "object": "chat.completion.chunk", "model": MODEL, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None if w else "stop"}]})
+    _event(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "model": MODEL,
+            "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None if w else "stop"}],
+        }
+    )
     for w in _WORDS
 ]
-_USAGE = _event({"id": "c", "object": "chat.completion.chunk", "model": MODEL, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}})
+_USAGE = _event(
+    {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "model": MODEL,
+        "choices": [],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19},
+    }
+)
 _DONE = b"data: [DONE]\n\n"
 _SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 STREAM = _SSE_HEAD + _chunked(b"".join(_EVENTS) + _DONE)
@@ -50,7 +76,11 @@ STREAM_USAGE = _SSE_HEAD + _chunked(b"".join(_EVENTS) + _USAGE + _DONE)
 
 
 def _json(body: bytes, status: bytes = b"200 OK") -> bytes:
-    return b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body)
+    return b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        status,
+        len(body),
+        body,
+    )
 
 
 R_COMPLETION, R_MODELS, R_HEALTH = _json(COMPLETION), _json(MODELS), _json(HEALTH)

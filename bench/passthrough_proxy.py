@@ -24,7 +24,9 @@ def make_app(upstream: str) -> web.Application:
     async def proxy(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
-        async with request.app["session"].request(request.method, upstream + request.path_qs, data=body, headers=headers) as up:
+        async with request.app["session"].request(
+            request.method, upstream + request.path_qs, data=body, headers=headers
+        ) as up:
             if up.headers.get("Content-Type", "").startswith("text/event-stream"):
                 resp = web.StreamResponse(status=up.status, headers={"Content-Type": "text/event-stream"})
                 await resp.prepare(request)
@@ -45,7 +47,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     args = parser.parse_args()
-    web.run_app(make_app(args.upstream.rstrip("/")), host="127.0.0.1", port=args.port, print=None, access_log=None, loop=uvloop.new_event_loop())
+    web.run_app(
+        make_app(args.upstream.rstrip("/")),
+        host="127.0.0.1",
+        port=args.port,
+        print=None,
+        access_log=None,
+        loop=uvloop.new_event_loop(),
+    )
 
 
 if __name__ == "__main__":
