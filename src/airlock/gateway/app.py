@@ -39,6 +39,7 @@ from airlock.gateway.asgi import (
     send_json,
     until_disconnect,
 )
+from airlock.gateway.audit import AuditLog
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
 from airlock.gateway.metrics import GatewayMetrics
@@ -61,7 +62,7 @@ NO_KEY = "-"
 
 
 class _Request:
-    __slots__ = ("_send", "key", "model", "request_id", "responded", "started")
+    __slots__ = ("_send", "key", "model", "request_id", "responded", "started", "usage")
 
     def __init__(self, send: Send) -> None:
         self.started = time.perf_counter()
@@ -69,6 +70,7 @@ class _Request:
         self.model = NO_KEY
         self.request_id = uuid.uuid4().hex
         self.responded = False
+        self.usage: dict[str, Any] | None = None
         self._send = send
 
     async def send(self, message: Message) -> None:
@@ -91,6 +93,7 @@ class Gateway:
         self.keys = keys
         self.metrics = metrics
         self.session: aiohttp.ClientSession | None = None
+        self.audit = AuditLog(spec.audit_log) if spec.audit_log is not None else None
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=spec.request_timeout_s)
         self._routes: dict[tuple[str, str], tuple[Handler, bool]] = {
             ("GET", "/health"): (self._health, False),
@@ -125,10 +128,14 @@ class Gateway:
     async def startup(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=60)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        if self.audit is not None:
+            self.audit.open()
         if self.keys is None:
-            log.warning("authentication is OFF (--no-auth): anyone who reaches this port can use every model")
+            log.warning("authentication is OFF: anyone who reaches this port can use every model")
 
     async def shutdown(self) -> None:
+        if self.audit is not None:
+            await self.audit.close()
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -169,6 +176,30 @@ class Gateway:
             self.metrics.request_done(
                 route, request.model, status, request.key_label, elapsed, route in _GENERATION
             )
+            if self.audit is not None:
+                self._audit(self.audit, scope, route, status, elapsed, request)
+
+    @staticmethod
+    def _audit(
+        audit: AuditLog, scope: Scope, route: str, status: int, elapsed: float, request: _Request
+    ) -> None:
+        usage = request.usage or {}
+        client = scope.get("client")
+        audit.write(
+            {
+                "ts": round(time.time(), 3),
+                "id": request.request_id,
+                "key": request.key_label,
+                "client": client[0] if client else None,
+                "method": scope["method"],
+                "route": route if route != "other" else scope["path"][:200],
+                "model": request.model,
+                "status": status,
+                "ms": round(elapsed * 1000, 1),
+                "prompt_tokens": usage.get("prompt_tokens"),
+                "completion_tokens": usage.get("completion_tokens"),
+            }
+        )
 
     @staticmethod
     async def _send_error(send: Send, request: _Request, err: APIError) -> None:
@@ -293,6 +324,7 @@ class Gateway:
         if outcome.first_byte_s is not None:
             self.metrics.ttft.labels(route.name).observe(outcome.first_byte_s)
         self.metrics.tokens(route.name, request.key_label, outcome.usage)
+        request.usage = outcome.usage
         return outcome.status
 
 

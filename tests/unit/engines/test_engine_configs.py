@@ -139,3 +139,27 @@ def test_settings_from_env(tmp_path: Path) -> None:
     assert s.keys_db == s.home / "keys.db"
     assert s.vllm_python == Path(os.path.expanduser("~/py"))
     assert Settings.from_env({"AIRLOCK_HOME": "/srv/a", "XDG_CACHE_HOME": "/c"}).cache == Path("/c/airlock")
+
+
+def test_vllm_image_runs_the_container_with_loopback_port_and_no_secret_in_argv(
+    tmp_path: Path, settings: Settings
+) -> None:
+    engine = VllmEngineSpec(
+        kind="vllm", image="vllm/vllm-openai:v0.11.0", tensor_parallel_size=2, env={"NCCL_DEBUG": "WARN"}
+    )
+    model = ModelSpec(name="llama-70b", path=tmp_path / "llama", engine=engine)
+    config = vllm_engine(model, engine, settings, port=7001, api_key="topsecret")
+    assert config.launch is not None
+    argv = list(config.launch.argv)
+    assert argv[:4] == ["docker", "run", "--rm", "--name"]
+    assert argv[argv.index("--publish") + 1] == "127.0.0.1:7001:8000"
+    assert argv[argv.index("--volume") + 1] == f"{tmp_path / 'llama'}:/model:ro"
+    assert argv[argv.index("--gpus") + 1] == "all"
+    image_at = argv.index("vllm/vllm-openai:v0.11.0")
+    assert argv[image_at + 1 : image_at + 3] == ["--model", "/model"]
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+    passed = {argv[i + 1] for i, a in enumerate(argv) if a == "--env"}
+    assert {"VLLM_API_KEY", "HF_HUB_OFFLINE", "VLLM_NO_USAGE_STATS", "NCCL_DEBUG"} <= passed
+    assert "topsecret" not in " ".join(argv)
+    assert config.launch.env["VLLM_API_KEY"] == "topsecret"
+    assert config.version == "image vllm/vllm-openai:v0.11.0"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,8 @@ def token(store: KeyStore) -> str:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory: pytest.TempPathFactory, store: KeyStore, token: str) -> Iterator[GatewayThread]:
-    gateway = GatewaySpec(max_body_bytes=64 * 1024, max_tokens_limit=1000, max_n=4)
+    audit = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    gateway = GatewaySpec(max_body_bytes=64 * 1024, max_tokens_limit=1000, max_n=4, audit_log=audit)
     configs = [fake_engine_config("tiny", token_delay=0.002), fake_engine_config("other")]
     thread = GatewayThread(
         configs, tmp_path_factory.mktemp("logs"), gateway=gateway, keys=KeyCache(store, refresh_s=0.1),
@@ -344,3 +346,26 @@ def test_client_disconnect_cancels_a_non_streamed_request(
     assert after["completed"] == before["completed"], (
         "the upstream request ran to the end after the client left"
     )
+
+
+def test_audit_log_records_who_used_what_but_not_the_text(gw: GatewayThread, client: openai.OpenAI) -> None:
+    client.chat.completions.create(
+        model="small", messages=[{"role": "user", "content": "classified words here"}], max_tokens=3
+    )
+    httpx.get(gw.url + "/v1/models")  # a 401
+    path = gw.gateway.audit_log
+    assert path is not None
+    deadline = time.monotonic() + 5
+    records: list[dict[str, object]] = []
+    while not any(r.get("status") == 401 for r in records):
+        assert time.monotonic() < deadline, records
+        time.sleep(0.1)
+        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    chat = [r for r in records if r["route"] == "/v1/chat/completions" and r["completion_tokens"] == 3]
+    assert chat
+    assert chat[-1]["key"] == "tester"
+    assert chat[-1]["model"] == "tiny"
+    assert chat[-1]["status"] == 200
+    assert chat[-1]["client"] == "127.0.0.1"
+    assert "classified" not in path.read_text()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
