@@ -67,6 +67,9 @@ class GatewaySpec(_Strict):
     max_n: int = Field(16, ge=1)
     request_timeout_s: float = Field(600.0, gt=0)
     metrics_auth: bool = True
+    audit_log: Path | None = Field(None, description="append one JSON line per request to this file")
+
+    _paths = field_validator("audit_log")(_resolve)
 
 
 class _EngineBase(_Strict):
@@ -95,6 +98,9 @@ class VllmEngineSpec(_EngineBase):
     pipeline_parallel_size: int | None = Field(None, ge=1)
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     max_num_seqs: int | None = Field(None, ge=1)
+    image: str | None = Field(None, description="run this vllm/vllm-openai image instead of a local Python")
+    container_runtime: Literal["docker", "podman"] = "docker"
+    gpus: str = Field("all", description="the container's --gpus value")
     startup_timeout_s: float = Field(900.0, gt=0)
 
     _paths = field_validator("python")(_resolve)
