@@ -56,6 +56,7 @@ class EngineEvent:
     state: EngineState
     message: str
     elapsed_s: float = 0.0
+    progress: bool = False  # a periodic "still starting" note (the log's last line), not a state change
 
 
 @dataclass
@@ -183,8 +184,10 @@ class Supervisor:
                 raise EngineStartError(
                     f"engine {config.name!r}: cannot start {config.launch.argv[0]}: {exc}"
                 ) from exc
-        deadline = time.monotonic() + config.startup_timeout_s
+        started = time.monotonic()
+        deadline = started + config.startup_timeout_s
         delay = 0.05
+        next_note = started + 2.0
         while True:
             proc = rt.process
             if proc is not None and proc.returncode is not None:
@@ -205,6 +208,12 @@ class Supervisor:
                     f"{reason}",
                     log_tail=log_tail(rt.log_path) if proc is not None else "",
                     hint="raise engine.startup_timeout_s if it is only slow",
+                )
+            if proc is not None and time.monotonic() >= next_note and self._on_event is not None:
+                next_note = time.monotonic() + 2.0
+                last = log_tail(rt.log_path, lines=1).strip()
+                self._on_event(
+                    EngineEvent(config.name, rt.state, last[:160], time.monotonic() - started, progress=True)
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 1.0)

@@ -37,8 +37,17 @@ def test_waits_for_readiness_before_serving(tmp_path: Path) -> None:
     with GatewayThread([config], tmp_path) as gw:
         assert time.monotonic() - started >= 1.0
         assert _chat(gw.url).status_code == 200
-        states = [e.state for e in gw.events]
+        states = [e.state for e in gw.events if not e.progress]
         assert states == [EngineState.STARTING, EngineState.READY]
+
+
+def test_slow_start_reports_progress_with_the_logs_last_line(tmp_path: Path) -> None:
+    with GatewayThread([fake_engine_config(startup_delay=2.6)], tmp_path) as gw:
+        notes = [e for e in gw.events if e.progress]
+        assert notes, "a start longer than 2 s should report progress"
+        assert notes[0].state is EngineState.STARTING
+        assert notes[0].elapsed_s >= 2.0
+        assert "airlock.testing.fake_engine" in notes[0].message  # the log's header line names the command
 
 
 def test_killed_engine_answers_503_then_is_restarted(tmp_path: Path) -> None:
