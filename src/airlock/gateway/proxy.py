@@ -54,7 +54,8 @@ async def forward(
     timeout: aiohttp.ClientTimeout,
 ) -> Outcome:
     try:
-        async with session.post(url, data=payload, headers=headers, timeout=timeout) as resp:
+        resp = await _post(session, url, payload, headers, timeout)
+        async with resp:
             if resp.status != 200 or not stream:
                 body = await resp.read()
                 if resp.status != 200:
@@ -69,6 +70,33 @@ async def forward(
                        headers={"Retry-After": "2"}) from exc  # fmt: skip
     except TimeoutError as exc:
         raise APIError(504, "the engine did not answer in time") from exc
+
+
+#: How often a request that died on a reused keep-alive connection is sent again on a fresh one.
+STALE_RETRIES = 3
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    url: str,
+    payload: bytes,
+    headers: dict[str, str],
+    timeout: aiohttp.ClientTimeout,
+) -> aiohttp.ClientResponse:
+    """POST and wait for the status line; a pooled connection the engine had closed is retried.
+
+    llama-server closes the connection after a streamed answer without sending ``Connection: close``,
+    so the pool may hand out a socket that is already dead; the request then fails before any answer
+    (the engine never read it) and is safe to send again. A refused connection is not retried here:
+    that engine is down, and the client gets 503 with Retry-After.
+    """
+    for attempt in range(STALE_RETRIES + 1):
+        try:
+            return await session.post(url, data=payload, headers=headers, timeout=timeout)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError):
+            if attempt == STALE_RETRIES:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _usage(body: bytes) -> dict[str, Any] | None:
