@@ -23,6 +23,7 @@ from airlock.gateway.app import create_app
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.routing import Router
 from airlock.keys import KeyStore
+from airlock.plan.apply import apply_plan
 from airlock.settings import Settings
 from airlock.spec import GatewaySpec, Spec
 
@@ -37,6 +38,7 @@ class ServeOptions:
     port: int | None = None  # overrides spec.gateway.port; 0 picks a free one
     backoff: Backoff = field(default_factory=Backoff)
     health_interval_s: float = 5.0
+    force: bool = False  # start vLLM models even where `airlock plan` says they cannot start
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,10 @@ async def serve(
     spec = options.spec
     if not spec.models:
         raise ConfigError("the spec lists no models to serve")
+    # Plan's start check: fills engine arguments the spec leaves unset, refuses what cannot start.
+    spec, checks = apply_plan(spec, force=options.force)
+    for check in checks:
+        log.info("plan: %s: %s", check.model, check.message)
     host = options.host or spec.gateway.host
     port = spec.gateway.port if options.port is None else options.port
     sock = bind(host, port)  # fail on a taken port before spending a minute starting engines

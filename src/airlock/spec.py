@@ -101,6 +101,9 @@ class VllmEngineSpec(_EngineBase):
     image: str | None = Field(None, description="run this vllm/vllm-openai image instead of a local Python")
     container_runtime: Literal["docker", "podman"] = "docker"
     gpus: str = Field("all", description="the container's --gpus value")
+    version: str | None = Field(
+        None, description="vLLM release the site runs, for `airlock plan` (e.g. 0.11.0)"
+    )
     startup_timeout_s: float = Field(900.0, gt=0)
 
     _paths = field_validator("python")(_resolve)
@@ -163,11 +166,58 @@ class ModelSpec(_Strict):
         return [self.name, *self.aliases]
 
 
+class WheelsSpec(_Strict):
+    """Python wheels for the air-gapped hosts, fetched by ``pip download`` at pack time."""
+
+    requirements: list[str] = Field(default_factory=list, description="e.g. ['vllm==0.6.3', 'airlock']")
+    requirement_files: list[Path] = Field(default_factory=list)
+    platforms: list[str] = Field(default_factory=list, description="e.g. ['manylinux2014_x86_64']")
+    python_version: str | None = Field(None, pattern=r"^3(\.[0-9]+)?$", description="e.g. '3.11'")
+    implementation: str | None = Field(None, pattern=r"^(cp|pp|py)$")
+    abis: list[str] = Field(default_factory=list, description="e.g. ['cp311', 'abi3', 'none']")
+    index_url: str | None = None
+    extra_index_urls: list[str] = Field(default_factory=list)
+    find_links: list[str] = Field(default_factory=list)
+    no_index: bool = Field(False, description="only find_links, no index (pip --no-index)")
+    no_deps: bool = False
+
+    _paths = field_validator("requirement_files")(lambda v, info: [_resolve(p, info) for p in v])
+
+
+class FileSpec(_Strict):
+    """A plain file or folder (configs, licences) carried to the store's ``files/``."""
+
+    path: Path
+    dest: str | None = Field(None, description="its path under the store's files/ (default: its name)")
+
+    _paths = field_validator("path")(_resolve)
+
+
+class HardwareSpec(_Strict):
+    """The site's GPUs, for `airlock plan` and the start check in serve/deploy (absent: plan for the CPU)."""
+
+    gpu: str | None = Field(
+        None, description="a catalog name, e.g. h100-80gb (see `airlock plan --list-gpus`)"
+    )
+    count: int = Field(1, ge=1, description="GPUs per server")
+    gpu_memory: ByteSize | None = Field(None, description="per-GPU memory instead of a catalog name")
+    driver: str | None = Field(None, pattern=r"^\d+(\.\d+){0,2}$", description="NVIDIA driver version")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> HardwareSpec:
+        if (self.gpu is None) == (self.gpu_memory is None):
+            raise ValueError("give exactly one of 'gpu' or 'gpu_memory'")
+        return self
+
+
 class Spec(_Strict):
     version: Literal[1] = 1
     store: Path | None = Field(None, description="airlock's model store (see `airlock install`)")
+    hardware: HardwareSpec | None = Field(None, description="the site's GPUs, for `airlock plan`")
     gateway: GatewaySpec = Field(default_factory=GatewaySpec)
     models: list[ModelSpec] = Field(default_factory=list)
+    wheels: WheelsSpec | None = Field(None, description="wheels that `airlock pack` carries")
+    files: list[FileSpec] = Field(default_factory=list, description="plain files that `airlock pack` carries")
 
     _paths = field_validator("store")(_resolve)
 

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from airlock import __version__
 from airlock.cli import keys as keys_cli
+from airlock.cli import plan as plan_cli
 from airlock.cli import serve as serve_cli
 from airlock.errors import AirlockError
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_cli.app, name="keys")
 app.command("serve")(serve_cli.serve)
+app.command("plan")(plan_cli.plan_cli)
 
 
 @app.callback()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvloop
 from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
 
 from airlock.default_model import default_spec
 from airlock.engines.supervisor import EngineEvent, EngineState
@@ -60,6 +61,10 @@ def serve(
     no_auth: Annotated[
         bool, typer.Option("--no-auth", help="Serve without API keys: anyone who can reach the port gets in.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Start vLLM models even where `airlock plan` says they cannot start."),
+    ] = False,
 ) -> None:
     """Serve the spec's models (or the embedded default model) behind an OpenAI-compatible gateway."""
     settings = Settings.from_env()
@@ -67,14 +72,27 @@ def serve(
     auth = spec.gateway.auth and not no_auth
     console.print(f"airlock: serving {origin}")
     token = _first_key(KeyStore(settings.keys_db)) if auth else None
-    starts: dict[str, float] = {}
+    waiting: dict[str, str] = {}  # engine -> its latest "still starting" note
+    spinner: list[Status] = []
 
     def on_event(event: EngineEvent) -> None:
-        starts.setdefault(event.engine, time.monotonic())
+        if event.progress:  # a live line on a terminal, nothing in logs
+            if console.is_terminal:
+                waiting[event.engine] = f"{event.engine} ({event.elapsed_s:.0f} s): {escape(event.message)}"
+                text = "\n".join(waiting.values())
+                if spinner:
+                    spinner[0].update(text)
+                else:
+                    spinner.append(console.status(text))
+                    spinner[0].start()
+            return
+        waiting.pop(event.engine, None)
+        if spinner and not waiting:
+            spinner.pop().stop()
         took = f" [dim]({event.elapsed_s:.1f} s)[/]" if event.elapsed_s else ""
         style = _STYLE[event.state]
         console.print(
-            f"  [{style}]{event.state.value:>10}[/]  [bold]{event.engine}[/]  {event.message}{took}"
+            f"  [{style}]{event.state.value:>10}[/]  [bold]{event.engine}[/]  {escape(event.message)}{took}"
         )
 
     def on_listening(info: Listening) -> None:
@@ -92,7 +110,7 @@ def serve(
             f"[dim]try: curl {info.url}/v1/models -H 'Authorization: Bearer <key>'   (Ctrl-C stops)[/]"
         )
 
-    options = ServeOptions(spec=spec, auth=auth, host=host, port=port)
+    options = ServeOptions(spec=spec, auth=auth, host=host, port=port, force=force)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(serve_core(options, settings, on_event=on_event, on_listening=on_listening))
     console.print("airlock: stopped")

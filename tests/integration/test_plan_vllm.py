@@ -1,0 +1,128 @@
+"""The plan's KV capacity equals what real vLLM (the CPU build) logs, for tiny models of different shapes.
+
+Each model is written here with random weights by transformers in vLLM's own environment; vLLM is
+started with a fixed VLLM_CPU_KVCACHE_SPACE and stopped as soon as it has logged
+"KV cache size: N tokens, Maximum concurrency for L tokens per request: C x".
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airlock.engines.base import free_port
+from airlock.plan import PlanOptions, plan, read_facts
+
+VLLM_PYTHON = Path(
+    os.environ.get("AIRLOCK_VLLM_PYTHON", "/root/.cache/airlock/engines/vllm-cpu/0.32.0/bin/python")
+)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not VLLM_PYTHON.exists(), reason=f"no vLLM CPU environment at {VLLM_PYTHON}"),
+]
+
+# name -> (transformers config class, config kwargs, torch dtype, max_model_len, extra vLLM flags)
+SHAPES: dict[str, tuple[str, dict[str, object], str, int, list[str]]] = {
+    # GQA, bf16, a length that is a multiple of vLLM's CPU block (128)
+    "llama-gqa-bf16": ("LlamaConfig", {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4,
+                       "num_key_value_heads": 2, "intermediate_size": 256}, "bfloat16", 1024, []),
+    # MQA (1 kv head), fp16, head_dim 64, a length that is not a multiple of the block
+    "qwen2-mqa-fp16": ("Qwen2Config", {"num_hidden_layers": 3, "hidden_size": 512, "num_attention_heads": 8,
+                       "num_key_value_heads": 1, "intermediate_size": 512}, "float16", 1000, []),
+    # float32 checkpoint served as float32, explicit head_dim 128 larger than hidden / heads
+    "qwen3-fp32-hd128": ("Qwen3Config", {"num_hidden_layers": 6, "hidden_size": 128, "num_attention_heads": 4,
+                         "num_key_value_heads": 4, "head_dim": 128, "intermediate_size": 256}, "float32", 2048,
+                         ["--dtype", "float32"]),
+}  # fmt: skip
+
+_BUILD = r"""
+import json, sys, torch, transformers
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+out, cls_name, kwargs, dtype = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+text = ["the quick brown fox jumps over the lazy dog " * 20, "hello world, this is a tiny model " * 20]
+tok = Tokenizer(models.BPE(unk_token="<unk>"))
+tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+fast.save_pretrained(out)
+cfg = getattr(transformers, cls_name)(vocab_size=320, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
+                                      tie_word_embeddings=False, **kwargs)
+torch.manual_seed(0)
+model = transformers.AutoModelForCausalLM.from_config(cfg).to(getattr(torch, dtype))
+model.save_pretrained(out, safe_serialization=True)
+"""
+
+_LOG = re.compile(
+    r"KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x"
+)
+
+
+def _build(folder: Path, cls_name: str, kwargs: dict[str, object], dtype: str) -> None:
+    import json
+
+    subprocess.run(
+        [str(VLLM_PYTHON), "-c", _BUILD, str(folder), cls_name, json.dumps(kwargs), dtype],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+
+
+def _logged_capacity(folder: Path, max_len: int, extra: list[str], log_path: Path) -> tuple[int, float]:
+    """Start vLLM, read its KV line, stop it; returns (tokens, concurrency)."""
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    argv = [
+        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+        "--host", "127.0.0.1", "--port", str(free_port()), "--max-model-len", str(max_len),
+        "--enforce-eager",  # with a fixed KV space vLLM then skips the compile warm-up: same KV, minutes faster
+        *extra,
+    ]  # fmt: skip
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                m = _LOG.search(log_path.read_text(errors="replace"))
+                if m:
+                    assert int(m.group(2).replace(",", "")) == max_len
+                    return int(m.group(1).replace(",", "")), float(m.group(3))
+                if proc.poll() is not None:
+                    break
+                time.sleep(1)
+            tail = log_path.read_text(errors="replace")[-3000:]
+            pytest.fail(f"vLLM logged no KV cache size (exit {proc.poll()}):\n{tail}")
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+def test_predicted_kv_capacity_equals_vllm_log(name: str, tmp_path: Path) -> None:
+    cls_name, kwargs, dtype, max_len, extra = SHAPES[name]
+    folder = tmp_path / name
+    _build(folder, cls_name, kwargs, dtype)
+    facts = read_facts(folder)
+    assert facts.weight_bytes > 0 and facts.param_count > 0
+    dtype_flag = extra[extra.index("--dtype") + 1] if "--dtype" in extra else None
+    predicted = plan(
+        facts,
+        PlanOptions(
+            cpu=True, cpu_kv_space_gib=1, max_model_len=max_len, vllm_version="0.32.0", dtype=dtype_flag
+        ),
+    )
+    tokens, concurrency = _logged_capacity(folder, max_len, extra, tmp_path / f"{name}.log")
+    print(f"{name}: predicted {predicted.capacity.tokens:,} tokens / {predicted.capacity.max_concurrency:.2f}x, "
+          f"vLLM logged {tokens:,} / {concurrency:.2f}x", file=sys.stderr)  # fmt: skip
+    assert predicted.capacity.tokens == tokens
+    assert round(predicted.capacity.max_concurrency, 2) == pytest.approx(concurrency, abs=0.005)

@@ -1,0 +1,144 @@
+"""Serve's start check (fill unset engine arguments, refuse what cannot start) and the CLI's JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from airlock.cli.plan import plan_cli
+from airlock.errors import CannotStartError, ConfigError
+from airlock.plan.apply import apply_plan, args_options
+from airlock.spec import VllmEngineSpec, parse_spec
+
+CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+          "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+          "max_position_embeddings": 131072, "torch_dtype": "bfloat16"}  # fmt: skip
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "llama-8b"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(CONFIG))  # no weights: sizes estimated from the shapes
+    return folder
+
+
+def _spec(model_dir: Path, hardware: dict[str, object] | None, engine: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+    data: dict[str, object] = {
+        "models": [{"name": "m", "path": str(model_dir), "engine": {"kind": "vllm", **(engine or {})}}]
+    }
+    if hardware:
+        data["hardware"] = hardware
+    return parse_spec(data)
+
+
+def test_cpu_without_hardware_never_blocks_or_fills(model_dir: Path) -> None:
+    spec = _spec(model_dir, None)
+    new, checks = apply_plan(spec, environ={})
+    assert new == spec
+    assert (
+        len(checks) == 1
+        and not checks[0].blocking
+        and checks[0].plan is not None
+        and checks[0].plan.informational
+    )
+
+
+def test_gpu_plan_fills_unset_fields(model_dir: Path) -> None:
+    spec = _spec(model_dir, {"gpu": "h100-80gb", "count": 2}, {"max_model_len": 32768})
+    new, checks = apply_plan(spec, environ={})
+    engine = new.models[0].engine
+    assert isinstance(engine, VllmEngineSpec)
+    assert engine.max_model_len == 32768  # the spec's own value stays
+    assert engine.tensor_parallel_size is None and engine.gpu_memory_utilization == 0.92
+    assert checks[0].filled == {"gpu_memory_utilization": 0.92}
+    assert checks[0].plan is not None and checks[0].plan.engine_args == (
+        "--max-model-len", "32768", "--gpu-memory-utilization", "0.92")  # fmt: skip
+
+
+def test_gpu_plan_fills_tensor_parallel_when_one_gpu_is_not_enough(model_dir: Path) -> None:
+    spec = _spec(model_dir, {"gpu": "rtx-4090", "count": 4})
+    new, checks = apply_plan(spec, environ={})
+    engine = new.models[0].engine
+    assert isinstance(engine, VllmEngineSpec)
+    assert engine.tensor_parallel_size == 2 and engine.max_model_len is not None
+    assert checks[0].plan is not None and "--tensor-parallel-size" in checks[0].plan.engine_args
+
+
+def test_refuses_what_cannot_start_unless_forced(model_dir: Path) -> None:
+    spec = _spec(model_dir, {"gpu": "t4-16gb"}, {"max_model_len": 8192})
+    with pytest.raises(CannotStartError, match="cannot start on 1 x NVIDIA T4") as err:
+        apply_plan(spec, environ={})
+    assert err.value.reasons and err.value.exit_code == 6
+    _, checks = apply_plan(spec, force=True, environ={})
+    assert checks[0].blocking and checks[0].plan is not None and checks[0].plan.problems
+
+
+def test_engine_args_feed_the_plan(model_dir: Path) -> None:
+    assert args_options(["--kv-cache-dtype=fp8", "--quantization", "awq", "--block-size", "32"]) == {
+        "kv_cache_dtype": "fp8", "quantization": "awq", "block_size": 32}  # fmt: skip
+    spec = _spec(
+        model_dir, {"gpu": "rtx-4090-24gb"}, {"max_model_len": 8192, "args": ["--kv-cache-dtype", "fp8"]}
+    )
+    _, checks = apply_plan(spec, environ={})
+    assert checks[0].plan is not None and checks[0].plan.layout.bytes_per_token == 32 * 8 * 256
+
+
+def test_spec_hardware_validation() -> None:
+    from airlock.errors import SpecError
+
+    with pytest.raises(SpecError, match="exactly one of 'gpu' or 'gpu_memory'"):
+        parse_spec({"hardware": {"count": 2}})
+    with pytest.raises(SpecError, match="driver"):
+        parse_spec({"hardware": {"gpu": "h100", "driver": "new"}})
+
+
+def _cli() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(plan_cli)
+    return app
+
+
+def test_cli_json(model_dir: Path) -> None:
+    result = CliRunner().invoke(
+        _cli(), [str(model_dir), "--gpu", "h100-80gb:2", "--max-model-len", "32768", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["kv_cache"]["bytes_per_token_per_gpu"] == 131072
+    assert data["fits"] and data["engine_args"][:2] == ["--max-model-len", "32768"]
+    assert [t["size"] for t in data["tensor_parallel"] if t["ok"]] == [1, 2]
+
+
+def test_cli_table_and_exit_code_when_it_does_not_fit(model_dir: Path) -> None:
+    result = CliRunner().invoke(
+        _cli(), [str(model_dir), "--gpu", "t4", "--max-model-len", "8192"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 6
+    assert "does not fit" in result.output and "would fit" in result.output
+
+
+def test_cli_contradictory_flags(model_dir: Path) -> None:
+    result = CliRunner().invoke(_cli(), [str(model_dir), "--gpu", "h100", "--gpu-memory", "80GiB"])
+    assert isinstance(result.exception, ConfigError) and "not both" in str(result.exception)
+    result = CliRunner().invoke(_cli(), [str(model_dir), "--gpu", "h100:2", "--gpus", "4"])
+    assert isinstance(result.exception, ConfigError)
+
+
+def test_serve_refuses_before_starting_anything(model_dir: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from airlock.serve import ServeOptions, serve
+    from airlock.settings import Settings
+
+    spec = _spec(model_dir, {"gpu": "t4-16gb"}, {"max_model_len": 8192})
+    settings = Settings.from_env(
+        {"AIRLOCK_HOME": str(tmp_path / "home"), "AIRLOCK_CACHE": str(tmp_path / "cache")}
+    )
+    with pytest.raises(CannotStartError, match="cannot start"):
+        asyncio.run(serve(ServeOptions(spec=spec, port=0), settings))
+    assert not (tmp_path / "home" / "logs").exists()  # no engine was launched
