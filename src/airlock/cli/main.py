@@ -15,9 +15,11 @@ import typer
 from rich.console import Console
 
 from airlock import __version__
+from airlock.cli import bundle as bundle_cli
 from airlock.cli import keys as keys_cli
 from airlock.cli import plan as plan_cli
 from airlock.cli import serve as serve_cli
+from airlock.cli import store as store_cli
 from airlock.errors import AirlockError
 
 app = typer.Typer(
@@ -30,6 +32,13 @@ app = typer.Typer(
 app.add_typer(keys_cli.app, name="keys")
 app.command("serve")(serve_cli.serve)
 app.command("plan")(plan_cli.plan_cli)
+app.command("keygen")(bundle_cli.keygen)
+app.command("pack")(bundle_cli.pack_cmd)
+app.command("verify")(bundle_cli.verify_cmd)
+app.command("install")(bundle_cli.install_cmd)
+app.command("rebuild")(bundle_cli.rebuild_cmd)
+app.command("inventory")(store_cli.inventory_cmd)
+app.command("ls")(store_cli.ls_cmd)
 
 
 @app.callback()

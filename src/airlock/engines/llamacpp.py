@@ -16,6 +16,7 @@ from airlock.engines.base import EngineConfig, Launch, engine_env
 from airlock.errors import EngineNotFoundError
 from airlock.settings import Settings
 from airlock.spec import LlamaCppEngineSpec, ModelSpec
+from airlock.store.resolve import resolve_gguf
 
 BINARY = "llama-server"
 
@@ -58,14 +59,19 @@ def build_info(binary: Path) -> str:
 
 
 def llamacpp_engine(
-    model: ModelSpec, engine: LlamaCppEngineSpec, settings: Settings, *, port: int, api_key: str
+    model: ModelSpec,
+    engine: LlamaCppEngineSpec,
+    settings: Settings,
+    *,
+    port: int,
+    api_key: str,
+    store: Path | None = None,
 ) -> EngineConfig:
-    if model.gguf is None:
-        raise EngineNotFoundError(f"model {model.name!r}: the llamacpp engine needs a 'gguf' file")
     binary = locate_llama_server(engine, settings)
+    gguf = resolve_gguf(model, store)  # the spec's file, else the store's (by file name, or 'hf' repo)
     argv = [
         str(binary),
-        "--model", str(model.gguf),
+        "--model", str(gguf),
         "--alias", model.name,
         "--host", "127.0.0.1",
         "--port", str(port),

@@ -20,6 +20,7 @@ from airlock.engines.base import OFFLINE_ENV, EngineConfig, Launch, engine_env
 from airlock.errors import EngineNotFoundError
 from airlock.settings import Settings
 from airlock.spec import ModelSpec, VllmEngineSpec
+from airlock.store.resolve import resolve_model_dir, store_env
 
 
 def _cached_envs(settings: Settings) -> list[Path]:
@@ -56,15 +57,20 @@ def vllm_version(python: Path) -> str:
 
 
 def vllm_engine(
-    model: ModelSpec, engine: VllmEngineSpec, settings: Settings, *, port: int, api_key: str
+    model: ModelSpec,
+    engine: VllmEngineSpec,
+    settings: Settings,
+    *,
+    port: int,
+    api_key: str,
+    store: Path | None = None,
 ) -> EngineConfig:
-    if model.path is None:
-        raise EngineNotFoundError(
-            f"model {model.name!r}: serving from the model store arrives with `airlock install`; give 'path'"
-        )
-    env = engine_env({**engine.env, "VLLM_API_KEY": api_key})
+    # A 'path' folder, or for 'hf' (and a 'path' not on this machine) the store's snapshot folder;
+    # HF_HOME points at the store, so anything else vLLM looks up by id resolves there, offline.
+    model = model.model_copy(update={"path": resolve_model_dir(model, store), "hf": None})
+    env = engine_env({**store_env(store), **engine.env, "VLLM_API_KEY": api_key})
     if engine.image is not None:
-        argv, version = _container_argv(model, engine, port, env), f"image {engine.image}"
+        argv, version = _container_argv(model, engine, port, env, store), f"image {engine.image}"
     else:
         python = locate_vllm_python(engine, settings)
         argv = [
@@ -89,7 +95,9 @@ def vllm_engine(
     )
 
 
-def _container_argv(model: ModelSpec, engine: VllmEngineSpec, port: int, env: dict[str, str]) -> list[str]:
+def _container_argv(
+    model: ModelSpec, engine: VllmEngineSpec, port: int, env: dict[str, str], store: Path | None = None
+) -> list[str]:
     """``docker run`` of the vllm/vllm-openai image: the model mounted read-only, the port on loopback only.
 
     Secrets and the offline variables are passed as ``-e NAME`` (the value comes from the runtime's
@@ -98,11 +106,14 @@ def _container_argv(model: ModelSpec, engine: VllmEngineSpec, port: int, env: di
     """
     assert engine.image is not None and model.path is not None
     name = re.sub(r"[^a-zA-Z0-9_.-]", "-", f"airlock-{model.name}-{port}")
+    mount, inside = f"{model.path}:/model:ro", "/model"
+    if store is not None and model.path.is_relative_to(store):  # snapshot links point into ../../blobs
+        mount, inside = f"{store}:/store:ro", f"/store/{model.path.relative_to(store).as_posix()}"
     argv = [
         engine.container_runtime, "run", "--rm", "--name", name,
         "--gpus", engine.gpus, "--ipc=host",
         "--publish", f"127.0.0.1:{port}:8000",
-        "--volume", f"{model.path}:/model:ro",
+        "--volume", mount,
     ]  # fmt: skip
     for key in sorted({*OFFLINE_ENV, "VLLM_API_KEY", *engine.env}):
         if key in env:
@@ -111,7 +122,7 @@ def _container_argv(model: ModelSpec, engine: VllmEngineSpec, port: int, env: di
         *argv,
         engine.image,
         "--model",
-        "/model",
+        inside,
         "--served-model-name",
         model.name,
         "--host",

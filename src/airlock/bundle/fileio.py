@@ -1,0 +1,223 @@
+"""Streaming I/O for bundles: hashing, copying with chunk hashes, atomic writes, full-disk errors.
+
+Reads are large (8 MiB) and sequential, with ``posix_fadvise(SEQUENTIAL)`` so the kernel reads ahead
+while we hash; ``hashlib`` releases the GIL on large buffers, so threads hash on several cores.
+
+Every write goes through a :class:`Disk`, the seam where tests inject a full disk::
+
+    class FullAfter(Disk):
+        def write(self, fd, data): ...raise OSError(errno.ENOSPC, "No space left on device")
+
+An ``OSError`` with ``ENOSPC``/``EDQUOT`` becomes :class:`~airlock.errors.NoSpaceError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from airlock.errors import NoSpaceError
+
+BUF = 1024 * 1024  # 1 MiB: with the kernel's readahead, smaller reads stream faster cold than 8 MiB ones
+OnBytes = Callable[[int], None]
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class Disk:
+    """Where bytes are written; subclass to inject faults in tests."""
+
+    def write(self, fd: int, data: memoryview, offset: int) -> None:
+        """Write all of ``data`` at ``offset`` of ``fd``."""
+        while data:
+            n = os.pwrite(fd, data, offset)
+            data = data[n:]
+            offset += n
+
+    def free_bytes(self, path: Path) -> int:
+        return shutil.disk_usage(path).free
+
+
+DEFAULT_DISK = Disk()
+
+
+def is_disk_full(exc: OSError) -> bool:
+    return exc.errno in _FULL
+
+
+def no_space(exc: OSError, where: Path, *, needed: int | None = None) -> NoSpaceError:
+    extra = f"; {human(needed)} more are needed" if needed else ""
+    return NoSpaceError(
+        f"{where}: the disk is full ({exc.strerror}){extra}",
+        hint="free space or choose another folder; what was written is kept and a re-run resumes",
+    )
+
+
+def human(n: int | float) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def temp_name(name: str) -> str:
+    """A temp name unique to this process (and call): ``.NAME.tmp-PID-RANDOM``."""
+    return f".{name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and ".tmp-" in name
+
+
+def _advise(fd: int, offset: int, length: int) -> None:
+    with contextlib.suppress(AttributeError, OSError):  # not on every platform; only a hint
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
+
+
+def read_ranges(
+    path: Path, offset: int = 0, length: int | None = None, *, buf: int = BUF, follow: bool = True
+) -> Iterator[memoryview]:
+    """Yield the bytes of ``path[offset:offset+length]`` in buffers (reused: copy what you keep).
+
+    Raises ``EOFError`` if the file ends early (a truncated blob). With ``follow=False`` a link is
+    refused (``OSError`` ELOOP) rather than followed: what a volume holds is read only from the volume.
+    """
+    flags = os.O_RDONLY | (0 if follow else os.O_NOFOLLOW)
+    with open(os.open(path, flags), "rb", buffering=0) as fh:
+        fd = fh.fileno()
+        if length is None:
+            length = os.fstat(fd).st_size - offset
+        _advise(fd, offset, length)
+        block = bytearray(min(buf, max(length, 1)))
+        view = memoryview(block)
+        pos, end = offset, offset + length
+        while pos < end:
+            want = min(len(block), end - pos)
+            n = os.preadv(fd, [view[:want]], pos)
+            if n == 0:
+                raise EOFError(f"{path} ends at byte {pos}, before byte {end}")
+            pos += n
+            yield view[:n]
+
+
+def hash_file(path: Path, *, on_bytes: OnBytes | None = None) -> tuple[int, str]:
+    """(size, sha256 hex) of a file, streamed."""
+    h = hashlib.sha256()
+    size = 0
+    for data in read_ranges(path):
+        h.update(data)
+        size += len(data)
+        if on_bytes:
+            on_bytes(len(data))
+    return size, h.hexdigest()
+
+
+def hash_range(
+    path: Path, offset: int, length: int, *, on_bytes: OnBytes | None = None, follow: bool = True
+) -> str:
+    h = hashlib.sha256()
+    for data in read_ranges(path, offset, length, follow=follow):
+        h.update(data)
+        if on_bytes:
+            on_bytes(len(data))
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ChunkHash:
+    size: int
+    sha256: str
+
+
+def copy_range(
+    src: Path,
+    src_offset: int,
+    length: int,
+    dst_fd: int,
+    dst_offset: int,
+    *,
+    chunk: int,
+    disk: Disk = DEFAULT_DISK,
+    on_bytes: OnBytes | None = None,
+    follow: bool = True,
+) -> tuple[str, list[ChunkHash]]:
+    """Copy ``length`` bytes and return (sha256 of all of them, sha256 of each ``chunk`` of them).
+
+    When ``length <= chunk`` the one chunk is the whole, and is hashed once.
+    """
+    if length <= chunk:
+        h = hashlib.sha256()
+        pos = dst_offset
+        for data in read_ranges(src, src_offset, length, follow=follow):
+            h.update(data)
+            disk.write(dst_fd, data, pos)
+            pos += len(data)
+            if on_bytes:
+                on_bytes(len(data))
+        return h.hexdigest(), [ChunkHash(length, h.hexdigest())]
+    whole = hashlib.sha256()
+    part = hashlib.sha256()
+    in_part = 0
+    chunks: list[ChunkHash] = []
+    pos = dst_offset
+    for data in read_ranges(src, src_offset, length, follow=follow):
+        whole.update(data)
+        view = data
+        while view:
+            take = min(len(view), chunk - in_part)
+            part.update(view[:take])
+            in_part += take
+            view = view[take:]
+            if in_part == chunk:
+                chunks.append(ChunkHash(in_part, part.hexdigest()))
+                part, in_part = hashlib.sha256(), 0
+        disk.write(dst_fd, data, pos)
+        pos += len(data)
+        if on_bytes:
+            on_bytes(len(data))
+    if in_part or not chunks:
+        chunks.append(ChunkHash(in_part, part.hexdigest()))
+    return whole.hexdigest(), chunks
+
+
+def write_atomic(path: Path, data: bytes, *, disk: Disk = DEFAULT_DISK, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` through a temp name in the same folder, fsync, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(temp_name(path.name))
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            disk.write(fd, memoryview(data), 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise no_space(exc, path, needed=len(data)) from exc
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

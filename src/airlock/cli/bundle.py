@@ -1,0 +1,309 @@
+"""``airlock keygen | pack | verify | install | rebuild``: the crossing, on both sides.
+
+Keys: ``keygen`` writes ``$AIRLOCK_HOME/signing/airlock.key`` (and ``.pub``) unless told otherwise;
+``pack`` signs with that key when ``--sign`` is not given and it exists. ``verify`` and ``install``
+trust the keys given with ``--trust``, else every ``*.pub`` in ``$AIRLOCK_HOME/trusted/``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ByteSize, TypeAdapter, ValidationError
+from rich.console import Console
+
+from airlock.bundle.fileio import human
+from airlock.bundle.install import InstallOptions, install
+from airlock.bundle.pack import Compression, PackOptions, default_workers, pack
+from airlock.bundle.sign import generate_keypair
+from airlock.bundle.verify import VerifyOptions, verify
+from airlock.cli.bundle_render import RichProgress, rate, verify_table
+from airlock.errors import ConfigError, MissingVolumeError
+from airlock.settings import Settings
+from airlock.store.resolve import default_store
+
+console = Console(highlight=False, stderr=True)
+out = Console(highlight=False)
+DEFAULT_WORKERS = default_workers()
+
+TrustOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--trust", help="A public key to trust (repeatable; default: $AIRLOCK_HOME/trusted/*.pub)."),
+]
+UnsignedOpt = Annotated[
+    bool, typer.Option("--allow-unsigned", help="Accept a bundle without a (trusted) signature: hashes only.")
+]
+WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Threads hashing and copying.")]
+
+
+def default_key(settings: Settings) -> Path:
+    return settings.home / "signing" / "airlock.key"
+
+
+def trusted_keys(given: list[Path] | None, settings: Settings) -> list[Path]:
+    if given:
+        return given
+    return sorted((settings.home / "trusted").glob("*.pub"))
+
+
+def parse_size(value: str) -> int:
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(value))
+    except ValidationError as exc:
+        raise ConfigError(f"--volume-size {value!r}: not a size (e.g. 4G, 25G, 1T, 700MiB)") from exc
+    if size <= 0:
+        raise ConfigError(f"--volume-size {value!r}: must be more than 0")
+    return size
+
+
+def keygen(
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Private key file (default: $AIRLOCK_HOME/signing/airlock.key)."),
+    ] = None,
+    comment: Annotated[str, typer.Option(help="A comment kept in the public key line.")] = "airlock",
+) -> None:
+    """Write an Ed25519 key pair: KEY signs bundles (keep it on staging), KEY.pub is trusted on the other side."""
+    settings = Settings.from_env()
+    keys = generate_keypair(out_path or default_key(settings), comment=comment)
+    out.print(f"key [bold]{keys.key_id}[/]: private {keys.private} (mode 600), public {keys.public}")
+    out.print(
+        f"[dim]on the air-gapped side: cp {keys.public.name} $AIRLOCK_HOME/trusted/  (or --trust {keys.public.name})[/]"
+    )
+
+
+def pack_cmd(
+    spec: Annotated[Path, typer.Argument(help="The spec (airlock.yaml) listing models, wheels and files.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for the bundle (one vol-NNNN/ per volume).")
+    ],
+    volume_size: Annotated[
+        str | None,
+        typer.Option("--volume-size", help="Most bytes per volume: 4G (FAT32), 25G (Blu-ray), 1T."),
+    ] = None,
+    sign_key: Annotated[
+        Path | None,
+        typer.Option("--sign", help="Private key (default: $AIRLOCK_HOME/signing/airlock.key if it exists)."),
+    ] = None,
+    no_sign: Annotated[
+        bool, typer.Option("--no-sign", help="Do not sign (verify then needs --allow-unsigned).")
+    ] = False,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base", help="An earlier manifest.json or a store's inventory.json: carry only what it lacks."
+        ),
+    ] = None,
+    trust: TrustOpt = None,
+    parity: Annotated[
+        float,
+        typer.Option(
+            "--parity",
+            min=0,
+            max=100,
+            help="Reed-Solomon parity, as a percent of the data volumes (rounded up to whole volumes).",
+        ),
+    ] = 0.0,
+    compress: Annotated[
+        str, typer.Option("--compress", help="none | zstd | auto (zstd where it saves at least 10%).")
+    ] = "none",
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Carry pickle-based weights (.bin .pt .pth .ckpt .pkl).")
+    ] = False,
+    hf_endpoint: Annotated[
+        str | None, typer.Option("--hf-endpoint", help="The Hub (default: HF_ENDPOINT or huggingface.co).")
+    ] = None,
+    hf_cache: Annotated[
+        Path | None,
+        typer.Option("--hf-cache", help="huggingface_hub's cache to download into (default: its own)."),
+    ] = None,
+    workers: WorkersOpt = DEFAULT_WORKERS,
+) -> None:
+    """Pack the spec's models, wheels and files into a signed bundle of volumes."""
+    settings = Settings.from_env()
+    if compress not in ("none", "zstd", "auto"):
+        raise ConfigError(f"--compress {compress!r}: choose none, zstd or auto")
+    key = (
+        None if no_sign else (sign_key or (default_key(settings) if default_key(settings).exists() else None))
+    )
+    started = time.monotonic()
+    with RichProgress(console) as progress:
+        result = pack(
+            PackOptions(
+                spec_path=spec,
+                out=out_dir,
+                volume_size=parse_size(volume_size) if volume_size else None,
+                sign_key=key,
+                base=base,
+                trust=tuple(trust or ()),
+                allow_pickle=allow_pickle,
+                parity_percent=parity,
+                compress=_compression(compress),
+                workers=workers,
+                hf_endpoint=hf_endpoint,
+                hf_cache=hf_cache,
+                progress=progress,
+            )
+        )
+    took = time.monotonic() - started
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    out.print(
+        f"bundle [bold]{result.bundle[:16]}[/]: {result.files} files, {result.blobs} blobs, "
+        f"{human(result.carried_bytes)} carried on {len(result.volumes)} volume(s), {rate(result.written_bytes, took)}"
+    )
+    if result.skipped_blobs:
+        out.print(
+            f"  left out {result.skipped_blobs} blobs ({human(result.skipped_bytes)}) the other side holds (--base)"
+        )
+    if result.kept_bytes:
+        out.print(f"  kept {human(result.kept_bytes)} written by an earlier, interrupted run")
+    for v in result.volumes:
+        out.print(f"  {v.path}  {v.role:6}  {human(v.bytes):>10}  {v.entries} entries")
+    out.print(f"  signed by key {result.signed_by}" if result.signed_by else "  [yellow]unsigned[/]")
+
+
+def _compression(value: str) -> Compression:
+    if value == "zstd":
+        return "zstd"
+    if value == "auto":
+        return "auto"
+    return "none"
+
+
+def verify_cmd(
+    dirs: Annotated[
+        list[Path], typer.Argument(help="Volumes (where each is mounted) or the folder pack wrote.")
+    ],
+    trust: TrustOpt = None,
+    allow_unsigned: UnsignedOpt = False,
+    partial: Annotated[
+        bool,
+        typer.Option(
+            "--partial", help="Check only the volumes given (one stick at a time): missing ones are fine."
+        ),
+    ] = False,
+    workers: WorkersOpt = DEFAULT_WORKERS,
+) -> None:
+    """Check a bundle: signature, every blob's hash, no unlisted file, no link; report each volume.
+
+    Exit codes: 0 intact and complete, 11 not a bundle, 12 signature, 13 unsafe path, 14 corrupt,
+    15 unlisted file, 16 volumes missing (those present are intact).
+    """
+    settings = Settings.from_env()
+    with RichProgress(console) as progress:
+        report = verify(
+            VerifyOptions(
+                dirs=dirs,
+                trust=trusted_keys(trust, settings),
+                allow_unsigned=allow_unsigned,
+                partial=partial,
+                workers=workers,
+                progress=progress,
+            )
+        )
+    out.print(verify_table(report))
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    for p in report.problems:
+        console.print(f"[red]{p.kind}:[/] {p.message}")
+    if report.manifest.parity is not None and (report.missing or report.corrupt_volumes()):
+        lost = sorted(set(report.missing) | set(report.corrupt_volumes()))
+        if len(lost) <= report.manifest.parity.parity_volumes:
+            console.print(
+                f"[bold]parity can rebuild volume(s) {', '.join(map(str, lost))}:[/] "
+                f"airlock rebuild {' '.join(map(str, dirs))} --volume {lost[0]} --out NEW_FOLDER"
+            )
+    signer = f"signed by key {report.signed_by}" if report.signed_by else "not signature-checked"
+    out.print(f"{signer}; {rate(report.checked_bytes, report.seconds)} hashed")
+    report.raise_for_problems()
+    out.print("[bold green]bundle verified[/]")
+
+
+def install_cmd(
+    dirs: Annotated[
+        list[Path], typer.Argument(help="Volumes as mounted (any subset; run again for the rest).")
+    ],
+    store: Annotated[
+        Path | None, typer.Option("--store", help="The model store (default: $AIRLOCK_HOME/store).")
+    ] = None,
+    trust: TrustOpt = None,
+    allow_unsigned: UnsignedOpt = False,
+    workers: WorkersOpt = DEFAULT_WORKERS,
+) -> None:
+    """Verify a bundle and install it into the model store (Hugging Face cache layout), straight from its volumes."""
+    settings = Settings.from_env()
+    started = time.monotonic()
+    with RichProgress(console) as progress:
+        result = install(
+            InstallOptions(
+                dirs=dirs,
+                store=store or default_store(settings),
+                trust=trusted_keys(trust, settings),
+                allow_unsigned=allow_unsigned,
+                workers=workers,
+                progress=progress,
+            )
+        )
+    took = time.monotonic() - started
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    copied = rate(result.copied_bytes, took)
+    if not result.complete:
+        out.print(f"installed what volume(s) {', '.join(map(str, result.mounted))} hold: {copied}")
+        raise MissingVolumeError(
+            f"mount volume(s) {', '.join(map(str, result.needed))} and run the same command again",
+            hint="what is installed so far is kept and verified",
+        )
+    out.print(f"[bold green]installed[/] bundle {result.bundle[:16]} into {result.store}: {copied}")
+    if result.reused_bytes:
+        out.print(f"  {human(result.reused_bytes)} were already in the store and were not copied again")
+    for m in result.models:
+        out.print(f"  model [bold]{m.name}[/]: {m.repo}@{m.commit[:12]}  {m.path}")
+    if result.wheels:
+        out.print(
+            f"  {len(result.wheels)} wheels: pip install --no-index --find-links {result.store}/wheels ..."
+        )
+    if result.files:
+        out.print(f"  {len(result.files)} files under {result.store}/files/")
+    if result.spec_path:
+        out.print(f"serve them: [bold]airlock serve --config {result.spec_path}[/]")
+
+
+def rebuild_cmd(
+    dirs: Annotated[
+        list[Path], typer.Argument(help="The volumes still at hand (at least as many as data volumes).")
+    ],
+    volume: Annotated[int, typer.Option("--volume", min=1, help="The number of the volume to rebuild.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", "-o", help="Where to write it (vol-NNNN/ is created there).")
+    ],
+    trust: TrustOpt = None,
+    allow_unsigned: UnsignedOpt = False,
+    workers: WorkersOpt = DEFAULT_WORKERS,
+) -> None:
+    """Rebuild a lost or damaged volume from the others and the parity volumes (pack --parity)."""
+    from airlock.bundle.parity import RebuildOptions, rebuild
+
+    settings = Settings.from_env()
+    started = time.monotonic()
+    with RichProgress(console) as progress:
+        result = rebuild(
+            RebuildOptions(
+                dirs=dirs,
+                volume=volume,
+                out=out_dir,
+                trust=trusted_keys(trust, settings),
+                allow_unsigned=allow_unsigned,
+                workers=workers,
+                progress=progress,
+            )
+        )
+    out.print(
+        f"[bold green]rebuilt[/] volume {result.volume} at {result.path} from volumes "
+        f"{', '.join(map(str, result.used))}: {rate(result.bytes, time.monotonic() - started)}"
+    )
+    out.print(f"[dim]check it: airlock verify {result.path}[/]")
