@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from airlock import __version__
+from airlock.cli import bench as bench_cli
 from airlock.cli import bundle as bundle_cli
 from airlock.cli import keys as keys_cli
 from airlock.cli import plan as plan_cli
@@ -30,6 +31,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(keys_cli.app, name="keys")
+app.add_typer(bench_cli.app, name="bench")
 app.command("serve")(serve_cli.serve)
 app.command("plan")(plan_cli.plan_cli)
 app.command("keygen")(bundle_cli.keygen)

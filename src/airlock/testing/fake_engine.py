@@ -1,7 +1,8 @@
 """A fake engine: a real HTTP server that speaks enough of the OpenAI API to test the gateway against.
 
 Deterministic: the reply to any prompt is ``reply`` cut to ``max_tokens`` words, streamed one word
-per event every ``token_delay`` seconds; usage counts words. Special prompts steer it:
+per event every ``token_delay`` seconds, the first after ``ttft`` seconds (default 0); usage counts
+words. Special prompts steer it:
 
     "please fail 400"    -> 400 with an OpenAI error body
     "please fail 500"    -> 500 with a plain-text body
@@ -34,9 +35,12 @@ def _event(data: object) -> bytes:
 
 
 class FakeEngine:
-    def __init__(self, model: str, token_delay: float, startup_delay: float, api_key: str | None) -> None:
+    def __init__(
+        self, model: str, token_delay: float, startup_delay: float, api_key: str | None, ttft: float = 0.0
+    ) -> None:
         self.model = model
         self.token_delay = token_delay
+        self.ttft = ttft
         self.ready_at = time.monotonic() + startup_delay
         self.api_key = api_key
         self.stats: dict[str, int] = {"requests": 0, "streams": 0, "cancelled": 0, "completed": 0}
@@ -153,6 +157,8 @@ class FakeEngine:
         await resp.prepare(request)
         obj = "chat.completion.chunk" if chat else "text_completion"
         try:
+            if self.ttft:
+                await asyncio.sleep(self.ttft)
             i = 0
             while hang or i < len(words):
                 word = words[i % len(words)] if words else "x"
@@ -197,9 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="fake")
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--startup-delay", type=float, default=0.0)
+    parser.add_argument("--ttft", type=float, default=0.0, help="seconds before a stream's first token")
     args = parser.parse_args(argv)
     engine = FakeEngine(
-        args.model, args.token_delay, args.startup_delay, os.environ.get("FAKE_ENGINE_API_KEY")
+        args.model, args.token_delay, args.startup_delay, os.environ.get("FAKE_ENGINE_API_KEY"), args.ttft
     )
     web.run_app(
         engine.app(), host=args.host, port=args.port, print=None, access_log=None, handler_cancellation=True

@@ -1,0 +1,28 @@
+"""``airlock bench``: load tests and reports for any OpenAI-compatible endpoint.
+
+    options (what to run) -> runner (resolve, probe, warm up, levels) -> loadgen (users or arrivals)
+        -> client (one streamed, timed request) -> stats (percentiles, throughput, goodput)
+        -> results (JSON) -> report (HTML with plots) / compare (runs side by side)
+
+Example::
+
+    from airlock.bench import BenchOptions, Load, run_bench, save_results
+    results = run_bench(BenchOptions(url="http://127.0.0.1:8000/v1", loads=(Load("concurrency", 8),), requests=64))
+    save_results(results, Path("run.json"))
+"""
+
+from airlock.bench.options import BenchOptions, Load, Slo
+from airlock.bench.results import BenchResults, load_results, save_results
+from airlock.bench.runner import Observer, run_bench, run_bench_async
+
+__all__ = [
+    "BenchOptions",
+    "BenchResults",
+    "Load",
+    "Observer",
+    "Slo",
+    "load_results",
+    "run_bench",
+    "run_bench_async",
+    "save_results",
+]

@@ -1,0 +1,150 @@
+"""Whole runs against the fake engine (a real server in a child process with fixed timings).
+
+Token counts, prompt sizing and request counts are exact; timings are checked within tolerances
+that hold on a busy two-core machine (TTFT 100 ms, then a token every 20 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import uvloop
+
+from airlock.bench import BenchOptions, Load, Observer, Slo, run_bench, run_bench_async
+from airlock.bench.results import LevelResult
+from airlock.bench.runner import BenchInterrupted
+from airlock.errors import EndpointError
+from airlock.gateway.auth import KeyCache
+from airlock.keys import KeyStore
+from harness import GatewayThread, fake_engine_config
+
+from .conftest import TOKEN_DELAY_S, TTFT_S, Launcher
+
+TOKENS = 8
+#: The least time a request can take: TTFT, then TOKENS - 1 gaps.
+MIN_REQUEST_S = TTFT_S + (TOKENS - 1) * TOKEN_DELAY_S
+
+
+def options(url: str, **kw: object) -> BenchOptions:
+    base: dict[str, object] = {
+        "url": url + "/v1",
+        "loads": (Load("concurrency", 1), Load("concurrency", 4)),
+        "requests": 12,
+        "prompt_tokens": 40,
+        "output_tokens": TOKENS,
+    }
+    return BenchOptions(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def check_timings(level: LevelResult, users: int) -> None:
+    assert level.ttft is not None and level.itl is not None and level.e2e is not None
+    assert TTFT_S <= level.ttft.p50 < TTFT_S + 0.06, level.ttft
+    assert TOKEN_DELAY_S * 0.75 <= level.itl.p50 < TOKEN_DELAY_S * 1.5, level.itl
+    assert level.e2e.min >= MIN_REQUEST_S
+    ceiling = users * TOKENS / MIN_REQUEST_S  # no request can be faster than MIN_REQUEST_S
+    assert 0.5 * ceiling <= level.output_throughput <= ceiling, (level.output_throughput, ceiling)
+
+
+def test_closed_loop_run(fake_url: str) -> None:
+    results = run_bench(options(fake_url, slo=Slo(ttft_s=1.0)))
+    assert results.info.model == "fake"  # the endpoint's only model
+    assert results.info.calibration is not None
+    # The fake engine counts words: the probes find 0 tokens of template and 1 token per word.
+    assert results.info.calibration.intercept == pytest.approx(0)
+    assert results.info.calibration.per_word == pytest.approx(1)
+    assert results.info.calibration.words == 40
+    assert [lv.label for lv in results.levels] == ["1 user", "4 users"]
+    for level, users in zip(results.levels, (1, 4), strict=True):
+        assert (level.requests, level.ok, level.failed) == (12, 12, 0)
+        assert level.mean_prompt_tokens == 40 and level.mean_output_tokens == TOKENS
+        assert all(r.output_tokens == TOKENS for r in level.records)
+        assert level.missing_usage == 0
+        assert level.max_in_flight == users
+        assert level.slo_attainment == 1.0
+        check_timings(level, users)
+    assert results.warnings == []
+
+
+def test_open_loop_run(fake_url: str) -> None:
+    results = run_bench(options(fake_url, loads=(Load("rate", 20),), requests=10, arrival="constant"))
+    (level,) = results.levels
+    assert level.ok == 10 and level.label == "20 req/s"
+    # Arrivals every 50 ms and answers after >= 240 ms: several are always open at once.
+    assert level.max_in_flight >= 4
+    starts = sorted(r.start for r in level.records)
+    assert starts[-1] == pytest.approx(0.45, abs=0.05)
+    assert results.info.arrival == "constant"
+
+
+def test_errors_are_counted_by_kind(fake_url: str, tmp_path: Path) -> None:
+    dataset = tmp_path / "mixed.jsonl"
+    dataset.write_text('{"prompt": "hello"}\n{"prompt": "please fail 500"}\n{"prompt": "please fail 400"}\n')
+    results = run_bench(options(fake_url, loads=(Load("concurrency", 3),), requests=9, dataset=str(dataset)))
+    (level,) = results.levels
+    assert (level.ok, level.failed) == (3, 6)  # each line three times
+    assert level.errors == {"http 400": 3, "http 500": 3}
+    assert level.error_examples["http 500"] == "engine exploded"
+    assert results.info.calibration is None and "mixed.jsonl" in results.info.workload
+
+
+def test_warmup_requests_are_not_counted(fake_url: str) -> None:
+    results = run_bench(options(fake_url, loads=(Load("concurrency", 2),), requests=4, warmup=3))
+    assert results.levels[0].requests == 4 and results.info.warmup == 3
+
+
+def test_wrong_model_and_dead_endpoint_fail_before_any_load(fake_url: str) -> None:
+    with pytest.raises(EndpointError, match="model 'nope' not found") as info:
+        run_bench(options(fake_url, model="nope"))
+    assert info.value.hint is not None and "--model" in info.value.hint
+    with pytest.raises(EndpointError, match="cannot reach"):
+        run_bench(options("http://127.0.0.1:9"))
+
+
+def test_api_key_is_sent(launch_fake: Launcher) -> None:
+    url = launch_fake(model="locked", api_key="sesame")
+    with pytest.raises(EndpointError, match="HTTP 401") as info:
+        run_bench(options(url, requests=1))
+    assert info.value.hint is not None and "AIRLOCK_API_KEY" in info.value.hint
+    results = run_bench(options(url, requests=2, api_key="sesame", loads=(Load("concurrency", 1),)))
+    assert results.levels[0].ok == 2
+    assert "sesame" not in results.model_dump_json()
+
+
+def test_through_the_gateway(tmp_path: Path) -> None:
+    """The gateway passes usage through and keeps the timings; its own API key is what it checks."""
+    store = KeyStore(tmp_path / "keys.db")
+    token = store.create("bench")[1]
+    config = fake_engine_config("tiny", token_delay=TOKEN_DELAY_S, argv_extra=("--ttft", str(TTFT_S)))
+    with GatewayThread([config], tmp_path / "logs", keys=KeyCache(store)) as gw:
+        results = run_bench(options(gw.url, api_key=token))
+    assert results.info.model == "tiny"
+    for level, users in zip(results.levels, (1, 4), strict=True):
+        assert level.ok == 12 and level.mean_output_tokens == TOKENS and level.mean_prompt_tokens == 40
+        check_timings(level, users)
+
+
+class _CancelAfterFirstLevel(Observer):
+    def __init__(self) -> None:
+        self.task: asyncio.Task[object] | None = None
+
+    def level_done(self, index: int, result: LevelResult) -> None:
+        assert self.task is not None
+        self.task.cancel()
+
+
+def test_interrupted_run_keeps_finished_levels(fake_url: str) -> None:
+    observer = _CancelAfterFirstLevel()
+
+    async def go() -> object:
+        observer.task = asyncio.current_task()
+        return await run_bench_async(options(fake_url, requests=3), observer)
+
+    with pytest.raises(BenchInterrupted) as info:
+        uvloop.run(go())
+    partial = info.value.results
+    assert [lv.label for lv in partial.levels] == ["1 user"]
+    assert partial.levels[0].ok == 3
+    assert "interrupted during 4 users" in partial.warnings[-1]
+    assert info.value.exit_code == 130

@@ -1,0 +1,84 @@
+"""The run around the levels: choosing the model, servers without usage or keep-alive, prompt sizing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from airlock.bench import BenchOptions, Load, Observer, run_bench, runner
+from airlock.errors import EndpointError
+
+
+def options(url: str, script: dict[str, Any], **kw: Any) -> BenchOptions:
+    base: dict[str, Any] = {
+        "url": url,
+        "model": "a",
+        "loads": (Load("concurrency", 2),),
+        "requests": 6,
+        "prompt_tokens": 50,
+        "output_tokens": 4,
+        "extra_body": {"script": script},
+    }
+    return BenchOptions(**{**base, **kw})
+
+
+def test_several_models_need_a_choice(scripted_url: str) -> None:
+    with pytest.raises(EndpointError, match=r"lists 2 models \(a, b\)") as info:
+        run_bench(options(scripted_url, {}, model=None))
+    assert info.value.hint == "pick one with --model"
+
+
+def test_a_model_not_listed_is_only_a_warning(scripted_url: str) -> None:
+    results = run_bench(options(scripted_url, {"chunks": 2}, model="c"))
+    assert results.levels[0].ok == 6
+    assert any("'c' is not in the endpoint's model list (a, b)" in w for w in results.warnings)
+    assert results.info.server is not None and "aiohttp" in results.info.server  # from GET /models
+
+
+def test_prompt_sizing_uses_the_servers_count(scripted_url: str) -> None:
+    # The scripted server counts words plus 3 tokens of "template".
+    results = run_bench(options(scripted_url, {"chunks": 2}))
+    calibration = results.info.calibration
+    assert calibration is not None
+    assert (calibration.intercept, calibration.per_word, calibration.words) == (3.0, 1.0, 47)
+    assert results.levels[0].mean_prompt_tokens == 50
+    assert results.info.keep_alive
+
+
+def test_a_server_without_usage_is_flagged_not_guessed(scripted_url: str) -> None:
+    results = run_bench(options(scripted_url, {"chunks": 3, "usage": False}))
+    (level,) = results.levels
+    assert level.ok == 6 and level.missing_usage == 6
+    assert level.output_throughput == 0.0 and level.mean_output_tokens is None
+    assert results.info.calibration is None
+    assert any("sent no usage" in w for w in results.warnings)
+
+
+def test_a_server_that_drops_connections_after_streams(scripted_url: str) -> None:
+    results = run_bench(options(scripted_url, {"chunks": 2, "close": True}, requests=10))
+    (level,) = results.levels
+    assert (level.ok, level.failed) == (10, 0), level.error_examples
+    assert not results.info.keep_alive
+
+
+def test_a_busy_first_answer_is_tried_again(scripted_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "PROBE_BACKOFF_S", 0.01)
+    with pytest.raises(EndpointError, match="HTTP 503: overloaded"):
+        run_bench(options(scripted_url, {"status": 503, "text": "overloaded"}))
+    with pytest.raises(EndpointError, match="HTTP 404"):  # not transient: no second try
+        run_bench(options(scripted_url, {"status": 404}))
+
+
+def test_retries_are_reported(scripted_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    warnings: list[str] = []
+
+    class Seen(Observer):
+        def warning(self, text: str) -> None:
+            warnings.append(text)
+
+    monkeypatch.setattr(runner, "PROBE_BACKOFF_S", 0.01)
+    with pytest.raises(EndpointError):
+        run_bench(options(scripted_url, {"status": 429, "text": "slow down"}), Seen())
+    assert len(warnings) == runner.PROBE_TRIES - 1
+    assert all("answered http 429 (slow down); trying again" in w for w in warnings)
