@@ -93,7 +93,10 @@ async def _post(
     for attempt in range(STALE_RETRIES + 1):
         try:
             return await session.post(url, data=payload, headers=headers, timeout=timeout)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError):
+        except aiohttp.ClientConnectorError:
+            raise  # could not connect at all: the engine is down
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError, aiohttp.ClientOSError):
+            # closed (EOF) or reset (RST) under a request on a reused connection
             if attempt == STALE_RETRIES:
                 raise
     raise AssertionError("unreachable")

@@ -9,28 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
-from harness import GatewayThread
 
 from airlock.engines.base import EngineConfig
+from harness import GatewayThread
 
 COMPLETION = json.dumps(
-    {"id": "x", "object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
+    {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    }
 ).encode()
 MODELS = json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode()
 
 
 def _answer(body: bytes) -> bytes:
-    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
 
 
 class DroppingServer(asyncio.Protocol):
-    stats = {"posts": 0, "dropped": 0}
+    stats: ClassVar[dict[str, int]] = {"posts": 0, "dropped": 0}
+    reset = False  # True: drop with a TCP reset (the client sees ClientOSError), else a clean close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
@@ -41,7 +53,14 @@ class DroppingServer(asyncio.Protocol):
         self.buf += data
         while (end := self.buf.find(b"\r\n\r\n")) >= 0:
             head = self.buf[:end]
-            length = next((int(v) for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:]) if k.lower() == b"content-length"), 0)
+            length = next(
+                (
+                    int(v)
+                    for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:])
+                    if k.lower() == b"content-length"
+                ),
+                0,
+            )
             if len(self.buf) < end + 4 + length:
                 return
             self.buf = self.buf[end + 4 + length :]
@@ -49,6 +68,9 @@ class DroppingServer(asyncio.Protocol):
                 self.posts += 1
                 if self.posts > 1:
                     DroppingServer.stats["dropped"] += 1
+                    if DroppingServer.reset:
+                        sock = self.transport.get_extra_info("socket")
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.transport.close()
                     return
                 DroppingServer.stats["posts"] += 1
@@ -57,8 +79,10 @@ class DroppingServer(asyncio.Protocol):
                 self.transport.write(_answer(MODELS))
 
 
-@pytest.fixture
-def upstream() -> Iterator[str]:
+@pytest.fixture(params=[False, True], ids=["close", "reset"])
+def upstream(request: pytest.FixtureRequest) -> Iterator[str]:
+    DroppingServer.stats = {"posts": 0, "dropped": 0}
+    DroppingServer.reset = request.param
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(loop.create_server(DroppingServer, "127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
@@ -70,7 +94,9 @@ def upstream() -> Iterator[str]:
 
 
 def test_requests_on_dropped_keepalive_connections_are_resent(upstream: str, tmp_path: Path) -> None:
-    config = EngineConfig(name="m", kind="remote", base_url=upstream, upstream_model="m", launch=None, health_path=None)
+    config = EngineConfig(
+        name="m", kind="remote", base_url=upstream, upstream_model="m", launch=None, health_path=None
+    )
     with GatewayThread([config], tmp_path) as gw, httpx.Client(base_url=gw.url) as http:
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
         statuses = [http.post("/v1/chat/completions", json=body).status_code for _ in range(5)]
