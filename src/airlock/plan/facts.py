@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from airlock.errors import ModelFactsError
+from airlock.formats.gguf import GgufFile, read_gguf
 from airlock.plan.facts_layers import layer_kinds, mamba_state_bytes
-from airlock.plan.gguf_reader import GgufFile, read_gguf
 from airlock.plan.safetensors_header import DTYPE_BYTES, read_header
 
 DTYPE_NAMES = {

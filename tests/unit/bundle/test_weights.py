@@ -62,7 +62,7 @@ def test_a_good_gguf_passes(tmp_path: Path) -> None:
     ("data", "why"),
     [
         (gguf_bytes(64, truncate=4), "past the end of the file"),
-        (gguf_bytes(64)[:40], "ends inside its header"),
+        (gguf_bytes(64)[:40], "the file ends inside it"),
         (b"GGML" + gguf_bytes(64)[4:], "does not start with 'GGUF'"),
         (gguf_bytes(64, version=1), "version 1"),
         (gguf_bytes(64, alignment=24), "power of two"),

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from airlock.errors import ModelFactsError
+from airlock.formats.gguf import read_gguf
 from airlock.plan.facts import read_facts
-from airlock.plan.gguf_reader import read_gguf
 from airlock.plan.safetensors_header import read_header
 
 LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,

@@ -1,9 +1,11 @@
 """Read a GGUF file's metadata and tensor table, never its tensor data.
 
-A small reader rather than the ``gguf`` package from llama.cpp: that package memory-maps the whole
-file through numpy to build its reader, and we need only the key/value header and the tensor table
-(a few megabytes at most, mostly the tokenizer), with bounds on every length so that a corrupt or
-hostile file fails with its name instead of an allocation of gigabytes.
+A small reader rather than the ``gguf`` package's ``GGUFReader``: that memory-maps the whole file
+through numpy, and we need only the key/value header and the tensor table (a few megabytes at most,
+mostly the tokenizer), with bounds on every length so that a corrupt or hostile file fails with its
+name instead of an allocation of gigabytes. The block sizes of the quantization types come from the
+``gguf`` package's constants (kept by llama.cpp's authors), so new types are known when it updates.
+Used by ``airlock plan`` (model facts) and by ``airlock pack`` (every tensor inside the file).
 
 Layout (GGUF v2/v3): ``b"GGUF"``, u32 version, u64 tensor count, u64 key/value count, the key/value
 pairs, then per tensor: name, u32 n_dims, u64 dims[n_dims], u32 ggml type, u64 offset.
@@ -35,17 +37,16 @@ _SCALARS: dict[int, tuple[str, int]] = {
 }  # fmt: skip
 _STRING, _ARRAY = 8, 9
 
-# ggml type id -> (name, elements per block, bytes per block), from ggml.h / ggml.c's type traits.
-GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34), 9: ("Q8_1", 32, 36), 10: ("Q2_K", 256, 84),
-    11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176), 14: ("Q6_K", 256, 210),
-    15: ("Q8_K", 256, 292), 16: ("IQ2_XXS", 256, 66), 17: ("IQ2_XS", 256, 74), 18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50), 20: ("IQ4_NL", 32, 18), 21: ("IQ3_S", 256, 110), 22: ("IQ2_S", 256, 82),
-    23: ("IQ4_XS", 256, 136), 24: ("I8", 1, 1), 25: ("I16", 1, 2), 26: ("I32", 1, 4), 27: ("I64", 1, 8),
-    28: ("F64", 1, 8), 29: ("IQ1_M", 256, 56), 30: ("BF16", 1, 2), 34: ("TQ1_0", 256, 54),
-    35: ("TQ2_0", 256, 66), 39: ("MXFP4", 32, 17),
-}  # fmt: skip
+
+def _ggml_types() -> dict[int, tuple[str, int, int]]:
+    """ggml type id -> (name, elements per block, bytes per block)."""
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    return {int(t): (GGMLQuantizationType(t).name, int(b), int(n)) for t, (b, n) in GGML_QUANT_SIZES.items()}
+
+
+GGML_TYPES = _ggml_types()
+DEFAULT_ALIGNMENT = 32
 
 MetaValue = int | float | bool | str | list["MetaValue"]
 
@@ -56,6 +57,8 @@ class GgufTensor:
     shape: tuple[int, ...]
     ggml_type: str
     nbytes: int
+    offset: int = 0  # from the start of the data section
+    whole_blocks: bool = True  # the element count is a whole number of the type's blocks
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,13 @@ class GgufFile:
     version: int
     metadata: dict[str, MetaValue]
     tensors: tuple[GgufTensor, ...]
+    data_start: int = 0  # byte where the data section starts (the header's end, aligned)
+    size: int = 0  # the file's size in bytes
+
+    @property
+    def alignment(self) -> int:
+        value = self.metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
     @property
     def architecture(self) -> str:
@@ -88,7 +98,7 @@ class _Reader:
     def take(self, n: int) -> bytes:
         data = self.fh.read(n)
         if len(data) != n:
-            raise ModelFactsError(f"{self.path}: GGUF header is truncated")
+            raise ModelFactsError(f"{self.path}: GGUF header is truncated (the file ends inside it)")
         return data
 
     def scalar(self, fmt: str, size: int) -> int | float | bool:
@@ -128,7 +138,7 @@ def read_gguf(path: Path) -> GgufFile:
         with path.open("rb") as fh:
             r = _Reader(fh, path)
             if r.take(4) != b"GGUF":
-                raise ModelFactsError(f"{path}: not a GGUF file (no GGUF magic)")
+                raise ModelFactsError(f"{path}: not a GGUF file (it does not start with 'GGUF')")
             version = r.u32()
             if version not in (2, 3):
                 raise ModelFactsError(f"{path}: GGUF version {version} is not supported (2 or 3)")
@@ -142,9 +152,17 @@ def read_gguf(path: Path) -> GgufFile:
                 key = r.string()
                 metadata[key] = r.value(r.u32())
             tensors = tuple(_tensor(r) for _ in range(n_tensors))
+            header_end = fh.tell()
+            size = fh.seek(0, 2)
     except OSError as exc:
         raise ModelFactsError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
-    return GgufFile(path=path, version=version, metadata=metadata, tensors=tensors)
+    gguf = GgufFile(path=path, version=version, metadata=metadata, tensors=tensors, size=size)
+    align = gguf.alignment
+    if align <= 0 or align & (align - 1):
+        raise ModelFactsError(
+            f"{path}: general.alignment {metadata.get('general.alignment')!r} is not a power of two"
+        )
+    return GgufFile(path, version, metadata, tensors, data_start=-(-header_end // align) * align, size=size)
 
 
 def _tensor(r: _Reader) -> GgufTensor:
@@ -154,10 +172,13 @@ def _tensor(r: _Reader) -> GgufTensor:
         raise ModelFactsError(f"{r.path}: tensor {name!r} has {n_dims} dimensions; the file is corrupt")
     shape = tuple(r.u64() for _ in range(n_dims))
     type_id = r.u32()
-    r.u64()  # offset into the data section
+    offset = r.u64()
     kind = GGML_TYPES.get(type_id)
     if kind is None:
         raise ModelFactsError(f"{r.path}: tensor {name!r} has unknown ggml type {type_id}")
     type_name, block, block_bytes = kind
     numel = math.prod(shape)
-    return GgufTensor(name=name, shape=shape, ggml_type=type_name, nbytes=numel // block * block_bytes)
+    return GgufTensor(
+        name=name, shape=shape, ggml_type=type_name, nbytes=numel // block * block_bytes, offset=offset,
+        whole_blocks=numel % block == 0,
+    )  # fmt: skip
