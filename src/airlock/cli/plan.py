@@ -70,7 +70,7 @@ def _render(p: Plan, title: str) -> None:
         mem.add_row(
             "- activation peak",
             _gib(b.activation),
-            f"profiling run: {b.batched_tokens:,} tokens, {b.max_num_seqs:,} sequences",
+            f"profiling run: {b.batched_tokens:,} tokens, {b.max_num_seqs:,} sequences, {b.sampler} sampler",
         )
         mem.add_row("- non-torch", _gib(b.non_torch), "CUDA context, NCCL")
         mem.add_row("- CUDA graphs", _gib(b.cuda_graphs), "subtracted from vLLM 0.21 on")

@@ -13,9 +13,13 @@ default since then). The V0 engine (before 0.8) profiled one forward pass of
 
 The peak is estimated, not measured; the constants below were fitted to published vLLM logs:
 
-- V1 sampler pass: 38.9 bytes per (sequence x vocabulary) element (vLLM 0.11 on an H100: Llama-3.1-8B
-  4.76 GiB, Qwen3-0.6B 5.56, Qwen3-32B 5.64, gpt-oss-20b 7.38 with 1,024 sequences; llm-d-benchmark
-  config_explorer/empirical-vllm-memory-results.md).
+- V1 sampler pass, which depends on the top-k/top-p implementation the release profiles with
+  (``sampler_path``): PyTorch's sort-based path costs 38.9 bytes per (sequence x vocabulary) element
+  (H100, 1,024 sequences: Llama-3.1-8B 4.76 GiB, Llama-3.3-70B-FP8 at tp 2 4.84, Qwen3-0.6B 5.56,
+  Qwen3-32B 5.64, gpt-oss-20b 7.38; llm-d-benchmark config_explorer/empirical-vllm-memory-results.md);
+  FlashInfer's rejection sampler, which needs no sort, 17.0 (Mistral-Small-3.2-24B on vLLM 0.11.0,
+  2.12 GiB, same file; counting its tensors gives at least 14: bf16 and fp32 logits, masked logits,
+  probabilities).
 - Forward pass: tokens x dtype bytes x (3 x intermediate / tp + 3 x hidden) (vLLM 0.6 on an RTX 3090,
   Llama-3.1-8B: 2.07 GiB at 20,000 tokens and 2.99 GiB at 29,000; vllm-project/vllm issue 10517).
 - Non-torch: 0.13-0.14 GiB at tp 1 and 0.55 at tp 2 (H100, 0.11); 0.35 GiB in V0 (RTX 3090).
@@ -36,7 +40,7 @@ from airlock.plan.facts import ModelFacts
 from airlock.plan.hardware import GIB, Hardware
 from airlock.plan.parallel import stage_layers
 
-SAMPLER_BYTES_PER_LOGIT = 38.9
+SAMPLER_BYTES_PER_LOGIT = {"native": 38.9, "flashinfer": 17.0}
 NON_TORCH_TP1 = int(0.14 * GIB)
 NON_TORCH_MULTI = int(0.55 * GIB)
 NON_TORCH_V0 = int(0.35 * GIB)
@@ -55,10 +59,25 @@ class Budget:
     batched_tokens: int
     max_num_seqs: int
     engine: str  # "v1" | "v0"
+    sampler: str = "native"  # the top-k/top-p path the profiling run measures: "native" | "flashinfer"
 
 
 def uses_v1(version: str) -> bool:
     return version_key(version) >= (0, 8, 0)
+
+
+def sampler_path(version: str, hw: Hardware) -> str:
+    """Which top-k/top-p sampler vLLM's profiling run uses on this hardware: "native" or "flashinfer".
+
+    From 0.8 to 0.11.0 the V1 sampler used FlashInfer whenever it was importable, and the
+    vllm/vllm-openai image ships it (pip's wheel did not require it before 0.11.1). 0.11.1 made it
+    opt-in (VLLM_USE_FLASHINFER_SAMPLER=1); 0.21 made it the default again but also warms the
+    PyTorch path during profiling, so that path's peak counts (vllm/v1/sample/ops/topk_topp_sampler.py
+    and gpu_model_runner.py ``_dummy_sampler_run`` of each release).
+    """
+    if hw.is_cpu or not uses_v1(version):
+        return "native"
+    return "flashinfer" if version_key(version) <= (0, 11, 0) else "native"
 
 
 def default_batching(version: str, hw: Hardware) -> tuple[int, int]:
@@ -99,7 +118,9 @@ def weights_per_gpu(facts: ModelFacts, tp: int, pp: int) -> int:
     return worst + rope
 
 
-def activation_peak(facts: ModelFacts, tp: int, version: str, tokens: int, seqs: int, act_bytes: int) -> int:
+def activation_peak(
+    facts: ModelFacts, tp: int, version: str, tokens: int, seqs: int, act_bytes: int, sampler: str = "native"
+) -> int:
     inter = facts.intermediate_size
     if facts.num_experts and facts.experts_per_token:
         moe = facts.experts_per_token * (3 * facts.moe_intermediate_size + facts.hidden_size)
@@ -107,8 +128,8 @@ def activation_peak(facts: ModelFacts, tp: int, version: str, tokens: int, seqs:
     forward = tokens * act_bytes * (3 * inter // tp + 3 * facts.hidden_size)
     if not uses_v1(version):
         return int(forward)
-    sampler = seqs * facts.vocab_size * SAMPLER_BYTES_PER_LOGIT
-    return int(max(forward, sampler))
+    logits = seqs * facts.vocab_size * SAMPLER_BYTES_PER_LOGIT[sampler]
+    return int(max(forward, logits))
 
 
 def gpu_budget(
@@ -135,7 +156,10 @@ def gpu_budget(
             batched_tokens = max(max_model_len, 2048) if max_model_len <= 32768 else 2048
     requested = int(hw.memory_bytes * util)
     weights = weights_per_gpu(facts, tp, pp)
-    act = activation_peak(facts, tp, version, batched_tokens, seqs, act_bytes or min(facts.dtype_bytes, 2))
+    sampler = sampler_path(version, hw)
+    act = activation_peak(
+        facts, tp, version, batched_tokens, seqs, act_bytes or min(facts.dtype_bytes, 2), sampler
+    )
     non_torch = NON_TORCH_V0 if not v1 else NON_TORCH_TP1 if tp * pp == 1 else NON_TORCH_MULTI
     graphs = CUDA_GRAPHS if version_key(version) >= (0, 21, 0) and not enforce_eager else 0
     kv = requested - weights - act - non_torch - graphs
@@ -150,6 +174,7 @@ def gpu_budget(
         batched_tokens=batched_tokens,
         max_num_seqs=seqs,
         engine="v1" if v1 else "v0",
+        sampler=sampler,
     )
 
 

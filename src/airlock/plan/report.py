@@ -64,6 +64,7 @@ def plan_to_dict(p: Plan) -> dict[str, Any]:
             "kv_cache": b.kv_bytes,
             "max_num_batched_tokens": b.batched_tokens,
             "max_num_seqs": b.max_num_seqs,
+            "profiled_sampler": b.sampler,
         },
         "kv_cache": {
             "bytes_per_token_per_gpu": lay.bytes_per_token,

@@ -6,7 +6,8 @@ import pytest
 
 from airlock.errors import ConfigError
 from airlock.plan import compat
-from airlock.plan.hardware import GIB, parse_bytes, resolve_hardware
+from airlock.plan.hardware import GIB, cpu_hardware, parse_bytes, resolve_hardware
+from airlock.plan.memory import sampler_path
 
 
 def test_catalog_gpu_with_count() -> None:
@@ -65,3 +66,15 @@ def test_driver_against_image_cuda() -> None:
     assert compat.newest_release_for_driver("550.54.14") == "0.8.5"
     with pytest.raises(ConfigError, match="not an NVIDIA driver version"):
         compat.driver_runs("latest", "0.11.0")
+
+
+@pytest.mark.parametrize(
+    ("version", "path"),
+    [("0.6.4", "native"), ("0.8.5", "flashinfer"), ("0.9.2", "flashinfer"), ("0.11.0", "flashinfer"),
+     ("0.11.1", "native"), ("0.19.1", "native"), ("0.22.0", "native"), ("0.33.0", "native")],
+)  # fmt: skip
+def test_sampler_that_each_release_profiles_with(version: str, path: str) -> None:
+    # V0 has no V1 sampler; 0.8-0.11.0 images use FlashInfer by default; 0.11.1 made it opt-in; from 0.21
+    # it is the default again, but profiling also warms the sort-based path, whose peak then counts.
+    assert sampler_path(version, resolve_hardware(gpu="h100-80gb")) == path
+    assert sampler_path(version, cpu_hardware(None)) == "native"
