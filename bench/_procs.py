@@ -11,6 +11,8 @@ from pathlib import Path
 
 import httpx
 
+from airlock.engines.process import stop_group
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -49,11 +51,5 @@ class Proc:
             time.sleep(0.2)
         raise TimeoutError(f"{self.name} did not answer {url} within {timeout} s; see {self.log}")
 
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, 15)
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, 9)
-                self.popen.wait()
+    def stop(self, grace_s: float = 15.0) -> None:
+        stop_group(self.popen, grace_s)

@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import time
@@ -40,8 +39,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from _procs import Proc
 from airlock.bench import BenchOptions, BenchResults, Load, run_bench, save_results
 from airlock.bench.report import write_report
 from airlock.default_model import locate_default_model
@@ -69,29 +67,15 @@ def server(
 ) -> Iterator[None]:
     """Run a server in its own process group until the block ends; ready when ``url`` answers 200."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    proc = Proc(log.stem, argv, log.parent, env)
+    try:
         try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"{argv[0]} exited with {proc.returncode}; see {log}")
-                try:
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"{argv[0]} was not ready in {timeout_s:.0f} s; see {log}")
-                time.sleep(0.5)
-            yield
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            proc.wait_http(url, timeout_s)
+        except (RuntimeError, TimeoutError) as e:
+            raise SystemExit(str(e)) from None
+        yield
+    finally:
+        proc.stop(30)
 
 
 def llama_argv(binary: Path, gguf: Path, port: int, slots: int, threads: int) -> list[str]:

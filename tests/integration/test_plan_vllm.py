@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from airlock.engines.base import free_port
+from airlock.engines.process import stop_group
 from airlock.plan import PlanOptions, plan, read_facts
 
 VLLM_PYTHON = Path(
@@ -97,13 +97,7 @@ def _logged_capacity(folder: Path, max_len: int, extra: list[str], log_path: Pat
             tail = log_path.read_text(errors="replace")[-3000:]
             pytest.fail(f"vLLM logged no KV cache size (exit {proc.poll()}):\n{tail}")
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+            stop_group(proc, 30)
     raise AssertionError("unreachable")
 
 

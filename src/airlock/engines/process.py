@@ -7,6 +7,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -90,3 +91,17 @@ def log_tail(log_path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str
         return ""
     text = data.decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_group(popen: subprocess.Popen[bytes], grace_s: float = 15.0) -> int:
+    """The synchronous twin of ``terminate`` for a ``subprocess.Popen`` started in its own session."""
+    if popen.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+    return popen.returncode
