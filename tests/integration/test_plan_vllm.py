@@ -40,6 +40,14 @@ SHAPES: dict[str, tuple[str, dict[str, object], str, int, list[str]]] = {
     "qwen3-fp32-hd128": ("Qwen3Config", {"num_hidden_layers": 6, "hidden_size": 128, "num_attention_heads": 4,
                          "num_key_value_heads": 4, "head_dim": 128, "intermediate_size": 256}, "float32", 2048,
                          ["--dtype", "float32"]),
+    # a sliding window on every layer (Mistral v0.1 style): one sliding group, capped at the window
+    "mistral-sliding": ("MistralConfig", {"num_hidden_layers": 3, "hidden_size": 128, "num_attention_heads": 4,
+                        "num_key_value_heads": 2, "intermediate_size": 256, "sliding_window": 512}, "bfloat16",
+                        2048, []),
+    # Gemma-2: sliding and full layers alternate (vLLM's hybrid allocator: one group of each kind)
+    "gemma2-hybrid": ("Gemma2Config", {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4,
+                      "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 256, "sliding_window": 256,
+                      "tie_word_embeddings": True}, "bfloat16", 2048, []),
 }  # fmt: skip
 
 _BUILD = r"""
@@ -52,8 +60,8 @@ tok.pre_tokenizer = pre_tokenizers.ByteLevel()
 tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
 fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 fast.save_pretrained(out)
-cfg = getattr(transformers, cls_name)(vocab_size=320, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2,
-                                      tie_word_embeddings=False, **kwargs)
+base = dict(vocab_size=320, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+cfg = getattr(transformers, cls_name)(**{**base, **kwargs})
 torch.manual_seed(0)
 model = transformers.AutoModelForCausalLM.from_config(cfg).to(getattr(torch, dtype))
 model.save_pretrained(out, safe_serialization=True)
@@ -119,4 +127,6 @@ def test_predicted_kv_capacity_equals_vllm_log(name: str, tmp_path: Path) -> Non
     print(f"{name}: predicted {predicted.capacity.tokens:,} tokens / {predicted.capacity.max_concurrency:.2f}x, "
           f"vLLM logged {tokens:,} / {concurrency:.2f}x", file=sys.stderr)  # fmt: skip
     assert predicted.capacity.tokens == tokens
+    if name == "gemma2-hybrid":
+        assert [g.kind for g in predicted.layout.groups] == ["sliding", "full"]
     assert round(predicted.capacity.max_concurrency, 2) == pytest.approx(concurrency, abs=0.005)
