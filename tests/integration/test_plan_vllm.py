@@ -48,6 +48,12 @@ SHAPES: dict[str, tuple[str, dict[str, object], str, int, list[str]]] = {
     "gemma2-hybrid": ("Gemma2Config", {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4,
                       "num_key_value_heads": 2, "head_dim": 32, "intermediate_size": 256, "sliding_window": 256,
                       "tie_word_embeddings": True}, "bfloat16", 2048, []),
+    # DeepSeek-V2 MLA (kv_lora_rank + qk_rope_head_dim per token and layer, one latent "head") with MoE
+    "deepseek-v2-mla": ("DeepseekV2Config", {"num_hidden_layers": 2, "hidden_size": 128, "num_attention_heads": 4,
+                        "num_key_value_heads": 4, "intermediate_size": 256, "moe_intermediate_size": 64,
+                        "n_routed_experts": 4, "num_experts_per_tok": 2, "n_shared_experts": 1,
+                        "first_k_dense_replace": 1, "kv_lora_rank": 64, "q_lora_rank": None,
+                        "qk_rope_head_dim": 16, "qk_nope_head_dim": 32, "v_head_dim": 32}, "bfloat16", 2048, []),
 }  # fmt: skip
 
 _BUILD = r"""
@@ -129,4 +135,6 @@ def test_predicted_kv_capacity_equals_vllm_log(name: str, tmp_path: Path) -> Non
     assert predicted.capacity.tokens == tokens
     if name == "gemma2-hybrid":
         assert [g.kind for g in predicted.layout.groups] == ["sliding", "full"]
+    if name == "deepseek-v2-mla":
+        assert facts.mla is not None and predicted.layout.bytes_per_token == 2 * (64 + 16) * 2
     assert round(predicted.capacity.max_concurrency, 2) == pytest.approx(concurrency, abs=0.005)
