@@ -40,6 +40,10 @@ SHAPES: dict[str, tuple[str, dict[str, object], str, int, list[str]]] = {
     "qwen3-fp32-hd128": ("Qwen3Config", {"num_hidden_layers": 6, "hidden_size": 128, "num_attention_heads": 4,
                          "num_key_value_heads": 4, "head_dim": 128, "intermediate_size": 256}, "float32", 2048,
                          ["--dtype", "float32"]),
+    # the same GQA model with an fp8 KV cache: half the bytes per token, twice the tokens
+    "llama-gqa-fp8-kv": ("LlamaConfig", {"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 4,
+                         "num_key_value_heads": 2, "intermediate_size": 256}, "bfloat16", 1024,
+                         ["--kv-cache-dtype", "fp8"]),
     # a sliding window on every layer (Mistral v0.1 style): one sliding group, capped at the window
     "mistral-sliding": ("MistralConfig", {"num_hidden_layers": 3, "hidden_size": 128, "num_attention_heads": 4,
                         "num_key_value_heads": 2, "intermediate_size": 256, "sliding_window": 512}, "bfloat16",
@@ -123,12 +127,14 @@ def test_predicted_kv_capacity_equals_vllm_log(name: str, tmp_path: Path) -> Non
     facts = read_facts(folder)
     assert facts.weight_bytes > 0 and facts.param_count > 0
     dtype_flag = extra[extra.index("--dtype") + 1] if "--dtype" in extra else None
+    kv_dtype = extra[extra.index("--kv-cache-dtype") + 1] if "--kv-cache-dtype" in extra else "auto"
     predicted = plan(
         facts,
         PlanOptions(
-            cpu=True, cpu_kv_space_gib=1, max_model_len=max_len, vllm_version="0.32.0", dtype=dtype_flag
+            cpu=True, cpu_kv_space_gib=1, max_model_len=max_len, vllm_version="0.32.0", dtype=dtype_flag,
+            kv_cache_dtype=kv_dtype,
         ),
-    )
+    )  # fmt: skip
     tokens, concurrency = _logged_capacity(folder, max_len, extra, tmp_path / f"{name}.log")
     print(f"{name}: predicted {predicted.capacity.tokens:,} tokens / {predicted.capacity.max_concurrency:.2f}x, "
           f"vLLM logged {tokens:,} / {concurrency:.2f}x", file=sys.stderr)  # fmt: skip
