@@ -55,7 +55,7 @@ async def spawn(launch: Launch, log_path: Path) -> asyncio.subprocess.Process:
         )
 
 
-def _signal_group(process: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+def _signal_group(process: asyncio.subprocess.Process | subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
 
@@ -96,12 +96,10 @@ def log_tail(log_path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str
 def stop_group(popen: subprocess.Popen[bytes], grace_s: float = 15.0) -> int:
     """The synchronous twin of ``terminate`` for a ``subprocess.Popen`` started in its own session."""
     if popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(popen.pid, signal.SIGTERM)
+        _signal_group(popen, signal.SIGTERM)
         try:
             popen.wait(grace_s)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
+            _signal_group(popen, signal.SIGKILL)
             popen.wait()
     return popen.returncode

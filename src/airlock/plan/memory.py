@@ -119,7 +119,7 @@ def weights_per_gpu(facts: ModelFacts, tp: int, pp: int) -> int:
 
 
 def activation_peak(
-    facts: ModelFacts, tp: int, version: str, tokens: int, seqs: int, act_bytes: int, sampler: str = "native"
+    facts: ModelFacts, tp: int, version: str, tokens: int, seqs: int, act_bytes: int, sampler: str
 ) -> int:
     inter = facts.intermediate_size
     if facts.num_experts and facts.experts_per_token:
