@@ -16,7 +16,8 @@ from html import escape
 from pathlib import Path
 
 from airlock.bench.compare import Comparison, compare_runs
-from airlock.bench.results import BenchResults, LevelResult, Summary, write_atomic
+from airlock.bench.results import BenchResults, LevelResult, Summary
+from airlock.bundle.fileio import write_atomic
 
 Run = tuple[str, BenchResults]
 

@@ -6,18 +6,18 @@ request's record, so plots and new statistics can be drawn later without rerunni
     {"format": "airlock-bench/1", "info": {...}, "levels": [{"label": "8 users", "ttft": {...},
      "output_throughput": 170.2, ..., "records": [...]}], "warnings": []}
 
-Written atomically (a temp name unique to the process, then ``os.replace``).
+Written atomically (``airlock.bundle.fileio.write_atomic``: a temp name, fsync, ``os.replace``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from airlock.bundle.fileio import write_atomic
 from airlock.errors import ResultsError
 
 FORMAT: Final = "airlock-bench/1"
@@ -127,17 +127,6 @@ def save_results(results: BenchResults, path: Path) -> Path:
     data = orjson.dumps(results.model_dump(mode="json"), option=orjson.OPT_INDENT_2)
     write_atomic(path, data)
     return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp name unique to this process, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_results(path: Path) -> BenchResults:
