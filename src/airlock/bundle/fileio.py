@@ -20,7 +20,6 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.errors import NoSpaceError
@@ -131,12 +130,6 @@ def hash_range(
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class ChunkHash:
-    size: int
-    sha256: str
-
-
 def copy_range(
     src: Path,
     src_offset: int,
@@ -144,48 +137,20 @@ def copy_range(
     dst_fd: int,
     dst_offset: int,
     *,
-    chunk: int,
     disk: Disk = DEFAULT_DISK,
     on_bytes: OnBytes | None = None,
     follow: bool = True,
-) -> tuple[str, list[ChunkHash]]:
-    """Copy ``length`` bytes and return (sha256 of all of them, sha256 of each ``chunk`` of them).
-
-    When ``length <= chunk`` the one chunk is the whole, and is hashed once.
-    """
-    if length <= chunk:
-        h = hashlib.sha256()
-        pos = dst_offset
-        for data in read_ranges(src, src_offset, length, follow=follow):
-            h.update(data)
-            disk.write(dst_fd, data, pos)
-            pos += len(data)
-            if on_bytes:
-                on_bytes(len(data))
-        return h.hexdigest(), [ChunkHash(length, h.hexdigest())]
-    whole = hashlib.sha256()
-    part = hashlib.sha256()
-    in_part = 0
-    chunks: list[ChunkHash] = []
+) -> str:
+    """Copy ``length`` bytes of ``src`` into ``dst_fd`` and return their sha256 (read once)."""
+    h = hashlib.sha256()
     pos = dst_offset
     for data in read_ranges(src, src_offset, length, follow=follow):
-        whole.update(data)
-        view = data
-        while view:
-            take = min(len(view), chunk - in_part)
-            part.update(view[:take])
-            in_part += take
-            view = view[take:]
-            if in_part == chunk:
-                chunks.append(ChunkHash(in_part, part.hexdigest()))
-                part, in_part = hashlib.sha256(), 0
+        h.update(data)
         disk.write(dst_fd, data, pos)
         pos += len(data)
         if on_bytes:
             on_bytes(len(data))
-    if in_part or not chunks:
-        chunks.append(ChunkHash(in_part, part.hexdigest()))
-    return whole.hexdigest(), chunks
+    return h.hexdigest()
 
 
 def write_atomic(path: Path, data: bytes, *, disk: Disk = DEFAULT_DISK, mode: int = 0o644) -> None:

@@ -291,10 +291,9 @@ def _tasks(job: _EntryJob, chunk: int, options: InstallOptions, meter: Meter) ->
 
     def task(off: int, length: int, expected: str) -> Callable[[], None]:
         def run() -> None:
-            sha, _ = copy_range(
-                src, off, length, job.fd, entry.offset + off, chunk=max(length, 1), disk=options.disk,
-                on_bytes=meter, follow=False,
-            )  # fmt: skip
+            sha = copy_range(
+                src, off, length, job.fd, entry.offset + off, disk=options.disk, on_bytes=meter, follow=False
+            )
             if sha != expected:
                 where = f" (bytes {off}-{off + length})" if entry.chunks else ""
                 raise IntegrityError(f"hash mismatch{where}")

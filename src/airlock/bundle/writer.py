@@ -231,15 +231,8 @@ class VolumeWriter:
 
             def piece(off: int, n: int) -> str:
                 try:
-                    sha, _ = copy_range(
-                        source.path,
-                        p.stored_offset + off,
-                        n,
-                        fd,
-                        off,
-                        chunk=max(n, 1),
-                        disk=self.disk,
-                        on_bytes=meter,
+                    sha = copy_range(
+                        source.path, p.stored_offset + off, n, fd, off, disk=self.disk, on_bytes=meter
                     )
                 except OSError as exc:
                     if is_disk_full(exc):
