@@ -118,15 +118,6 @@ def volume_stream(root: Path, entries: list[Entry], rows: int, block: int) -> It
         sent += 1
 
 
-def _share_stream(path: Path, rows: int, block: int) -> Iterator[bytes]:
-    buf = bytearray()
-    for data in read_ranges(path, 0, rows * block, follow=False):
-        buf += data
-        while len(buf) >= block:
-            yield bytes(buf[:block])
-            del buf[:block]
-
-
 class _Sink:
     """Writes one file through a temp name, hashing it whole and per chunk."""
 
@@ -308,13 +299,8 @@ def rebuild(options: RebuildOptions) -> RebuildResult:
         )
     use = sorted(intact, key=lambda v: (manifest.volumes[v.number - 1].role != "data", v.number))[:k]
     block, rows = parity.block, parity.rows
-    streams = []
-    for v in use:
-        vol = manifest.volumes[v.number - 1]
-        if vol.role == "data":
-            streams.append(volume_stream(v.root, vol.entries, rows, block))
-        else:
-            streams.append(_share_stream(v.root / vol.entries[0].path, rows, block))
+    # A parity volume's one entry, its share, is exactly ``rows`` blocks: the same stream serves both roles.
+    streams = [volume_stream(v.root, manifest.volumes[v.number - 1].entries, rows, block) for v in use]
     nums = tuple(v.number - 1 for v in use)  # zfec block number = volume number - 1
     decoder = zfec.Decoder(k, k + parity.parity_volumes)
     encoder = zfec.Encoder(k, k + parity.parity_volumes)
