@@ -34,7 +34,14 @@ from typing import Literal
 
 import zstandard
 
-from airlock.bundle.fileio import DEFAULT_DISK, Disk, OnBytes, is_disk_full, no_space, read_ranges, temp_name
+from airlock.bundle.fileio import (
+    DEFAULT_DISK,
+    Disk,
+    OnBytes,
+    full_disk_named,
+    read_ranges,
+    temp_name,
+)
 from airlock.bundle.manifest import Blob, Entry
 from airlock.bundle.progress import Meter, ProgressSink
 from airlock.bundle.volumes import Frame
@@ -153,36 +160,33 @@ def encode_one(
     frames: list[Frame] = []
     tmp = out.with_name(temp_name(out.name))
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            pos = 0
+        with full_disk_named(out):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                pos = 0
 
-            def job(raw: bytes) -> tuple[int, bytes]:
-                check_len = len(raw)
-                return check_len, _compress_frame(raw, group)
+                def job(raw: bytes) -> tuple[int, bytes]:
+                    check_len = len(raw)
+                    return check_len, _compress_frame(raw, group)
 
-            raws = _frames_of(origin, size, frame)
+                raws = _frames_of(origin, size, frame)
 
-            def hashed() -> Iterator[bytes]:
-                for raw in raws:
-                    check.update(raw)
-                    yield raw
+                def hashed() -> Iterator[bytes]:
+                    for raw in raws:
+                        check.update(raw)
+                        yield raw
 
-            for raw_len, stored in pool.map(job, hashed()):
-                disk.write(fd, memoryview(stored), pos)
-                pos += len(stored)
-                frames.append(Frame(raw=raw_len, stored=len(stored)))
-                on_bytes(raw_len)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if check.hexdigest() != sha:
-            raise SourceError(f"{origin} changed while it was being compressed", hint="run pack again")
-        os.replace(tmp, out)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise no_space(exc, out) from exc
-        raise
+                for raw_len, stored in pool.map(job, hashed()):
+                    disk.write(fd, memoryview(stored), pos)
+                    pos += len(stored)
+                    frames.append(Frame(raw=raw_len, stored=len(stored)))
+                    on_bytes(raw_len)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if check.hexdigest() != sha:
+                raise SourceError(f"{origin} changed while it was being compressed", hint="run pack again")
+            os.replace(tmp, out)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

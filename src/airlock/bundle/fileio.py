@@ -8,7 +8,8 @@ Every write goes through a :class:`Disk`, the seam where tests inject a full dis
     class FullAfter(Disk):
         def write(self, fd, data): ...raise OSError(errno.ENOSPC, "No space left on device")
 
-An ``OSError`` with ``ENOSPC``/``EDQUOT`` becomes :class:`~airlock.errors.NoSpaceError` naming the file.
+An ``OSError`` with ``ENOSPC``/``EDQUOT`` becomes :class:`~airlock.errors.NoSpaceError` naming the file,
+through one context manager, :func:`full_disk_named`.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class Disk:
 DEFAULT_DISK = Disk()
 
 
-def is_disk_full(exc: OSError) -> bool:
-    return exc.errno in _FULL
+def is_disk_full(exc: BaseException) -> bool:
+    """A full disk or quota, as the OS reports it or as one of ours already named it."""
+    return isinstance(exc, NoSpaceError) or (isinstance(exc, OSError) and exc.errno in _FULL)
 
 
 def no_space(exc: OSError, where: Path, *, needed: int | None = None) -> NoSpaceError:
@@ -56,6 +58,18 @@ def no_space(exc: OSError, where: Path, *, needed: int | None = None) -> NoSpace
         f"{where}: the disk is full ({exc.strerror}){extra}",
         hint="free space or choose another folder; what was written is kept and a re-run resumes",
     )
+
+
+@contextlib.contextmanager
+def full_disk_named(where: Path, *, needed: int | None = None, by_file: bool = False) -> Iterator[None]:
+    """Turn a full disk inside the block into a NoSpaceError naming ``where`` (with ``by_file``, the file
+    the error names, when it names one) and, when given, how many bytes are ``needed``."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise no_space(exc, Path(exc.filename) if by_file and exc.filename else where, needed=needed) from exc
 
 
 def human(n: int | float) -> str:
@@ -158,17 +172,14 @@ def write_atomic(path: Path, data: bytes, *, disk: Disk = DEFAULT_DISK, mode: in
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(temp_name(path.name))
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            disk.write(fd, memoryview(data), 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise no_space(exc, path, needed=len(data)) from exc
-        raise
+        with full_disk_named(path, needed=len(data)):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            try:
+                disk.write(fd, memoryview(data), 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

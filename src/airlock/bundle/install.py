@@ -32,7 +32,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from airlock.bundle.fileio import DEFAULT_DISK, Disk, copy_range, human, is_disk_full, no_space, temp_name
+from airlock.bundle.fileio import (
+    DEFAULT_DISK,
+    Disk,
+    copy_range,
+    full_disk_named,
+    human,
+    is_disk_full,
+    temp_name,
+)
 from airlock.bundle.manifest import Blob, Entry, Manifest
 from airlock.bundle.parallel import run_jobs
 from airlock.bundle.progress import Meter, ProgressSink
@@ -134,12 +142,8 @@ def _space_check(store: Store, needed: int, disk: Disk) -> None:
 
 
 def install(options: InstallOptions) -> InstallResult:
-    try:
+    with full_disk_named(options.store, by_file=True):  # wherever it strikes: named, never a traceback
         return _install(options)
-    except OSError as exc:
-        if is_disk_full(exc):  # wherever it struck: a full disk is named, never a traceback
-            raise no_space(exc, Path(exc.filename or options.store)) from exc
-        raise
 
 
 def _install(options: InstallOptions) -> InstallResult:
@@ -238,11 +242,8 @@ def _run_jobs(jobs: list[_EntryJob], manifest: Manifest, incoming: _Incoming, op
         _finish(job, incoming, ok=False)
 
     try:
-        run_jobs(jobs, tasks=tasks, done=done, abort=abort, workers=options.workers, fatal=_disk_full)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise no_space(exc, incoming.root, needed=sum(j.entry.stored_size for j in jobs)) from exc
-        raise
+        with full_disk_named(incoming.root, needed=sum(j.entry.stored_size for j in jobs)):
+            run_jobs(jobs, tasks=tasks, done=done, abort=abort, workers=options.workers, fatal=is_disk_full)
     finally:
         meter.finish()
         for job in jobs:
@@ -264,19 +265,11 @@ def _run_jobs(jobs: list[_EntryJob], manifest: Manifest, incoming: _Incoming, op
     return sum(j.entry.stored_size for j in jobs)
 
 
-def _disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, NoSpaceError) or (isinstance(exc, OSError) and is_disk_full(exc))
-
-
 def _open_dest(job: _EntryJob) -> None:
-    try:
+    with full_disk_named(job.dest, needed=job.entry.stored_size):
         job.fd = os.open(job.dest, os.O_RDWR | os.O_CREAT, 0o644)
         if os.fstat(job.fd).st_size < job.blob.size:
             os.ftruncate(job.fd, job.blob.size if job.entry.part is not None else 0)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise no_space(exc, job.dest, needed=job.entry.stored_size) from exc
-        raise
 
 
 def _tasks(job: _EntryJob, chunk: int, options: InstallOptions, meter: Meter) -> list[Callable[[], None]]:

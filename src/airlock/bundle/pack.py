@@ -26,7 +26,7 @@ from typing import Any, Literal
 from airlock import __version__
 from airlock.bundle import layout
 from airlock.bundle.collect import CollectOptions, collect
-from airlock.bundle.fileio import DEFAULT_DISK, Disk, is_disk_full, no_space, write_atomic
+from airlock.bundle.fileio import DEFAULT_DISK, Disk, full_disk_named, write_atomic
 from airlock.bundle.hashing import HashCache, Hashed, hash_files
 from airlock.bundle.manifest import (
     Artifact,
@@ -226,12 +226,8 @@ def _plan(
 
 
 def pack(options: PackOptions) -> PackResult:
-    try:
+    with full_disk_named(options.out, by_file=True):  # wherever it strikes: named, never a traceback
         return _pack(options)
-    except OSError as exc:
-        if is_disk_full(exc):  # wherever it struck: a full disk is named, never a traceback
-            raise no_space(exc, Path(exc.filename or options.out)) from exc
-        raise
 
 
 def _pack(options: PackOptions) -> PackResult:

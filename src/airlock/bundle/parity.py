@@ -32,8 +32,7 @@ from airlock.bundle.fileio import (
     DEFAULT_DISK,
     Disk,
     fsync_dir,
-    is_disk_full,
-    no_space,
+    full_disk_named,
     read_ranges,
     temp_name,
     write_atomic,
@@ -131,12 +130,8 @@ class _Sink:
         self.disk = disk
 
     def write(self, data: bytes) -> None:
-        try:
+        with full_disk_named(self.final, needed=len(data)):
             self.disk.write(self.fd, memoryview(data), self.pos)
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise no_space(exc, self.final, needed=len(data)) from exc
-            raise
         self.pos += len(data)
         self.hasher.update(data)
 

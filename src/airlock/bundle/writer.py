@@ -29,10 +29,10 @@ from airlock.bundle.fileio import (
     Disk,
     copy_range,
     fsync_dir,
+    full_disk_named,
     hash_range,
     is_disk_full,
     is_temp_name,
-    no_space,
     temp_name,
 )
 from airlock.bundle.hashing import Stamp
@@ -40,7 +40,7 @@ from airlock.bundle.manifest import Entry
 from airlock.bundle.parallel import run_jobs
 from airlock.bundle.progress import Meter, ProgressSink
 from airlock.bundle.volumes import Placement
-from airlock.errors import BundleError, IntegrityError, NoSpaceError, SourceError
+from airlock.errors import BundleError, IntegrityError, SourceError
 
 
 @dataclass(frozen=True)
@@ -230,15 +230,10 @@ class VolumeWriter:
             open_files[id(job)] = (tmp, fd)
 
             def piece(off: int, n: int) -> str:
-                try:
-                    sha = copy_range(
+                with full_disk_named(final, needed=p.stored_size):
+                    return copy_range(
                         source.path, p.stored_offset + off, n, fd, off, disk=self.disk, on_bytes=meter
                     )
-                except OSError as exc:
-                    if is_disk_full(exc):
-                        raise no_space(exc, final, needed=p.stored_size) from exc
-                    raise
-                return sha
 
             return [partial(piece, off, n) for off, n in self._pieces(p.stored_size)]
 
@@ -291,12 +286,8 @@ class VolumeWriter:
                 }
             )  # fmt: skip
 
-        try:
-            run_jobs(jobs, tasks=tasks, done=done, abort=abort, workers=self.workers, fatal=_disk_full)
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise no_space(exc, self.out, needed=sum(j.placement.stored_size for j in jobs)) from exc
-            raise
+        with full_disk_named(self.out, needed=sum(j.placement.stored_size for j in jobs)):
+            run_jobs(jobs, tasks=tasks, done=done, abort=abort, workers=self.workers, fatal=is_disk_full)
 
     # -- cleaning --------------------------------------------------------------------------------
     def clean(self, *, plan_paths: set[tuple[int, str]], volumes: int) -> None:
@@ -329,7 +320,3 @@ class VolumeWriter:
             if number > volumes:
                 with contextlib.suppress(OSError):
                     vol_dir.rmdir()
-
-
-def _disk_full(exc: BaseException) -> bool:
-    return isinstance(exc, NoSpaceError) or (isinstance(exc, OSError) and is_disk_full(exc))
