@@ -186,11 +186,19 @@ class Entry(_Strict):
         """(offset, length, sha256) of each piece of the stored bytes to check: one per chunk, or the whole."""
         if self.chunks:
             return [
-                (i * chunk_size, min(chunk_size, self.stored_size - i * chunk_size), sha)
-                for i, sha in enumerate(self.chunks)
+                (off, n, sha)
+                for (off, n), sha in zip(chunk_spans(self.stored_size, chunk_size), self.chunks, strict=True)
             ]
         assert self.stored_sha256 is not None  # the validator above
         return [(0, self.stored_size, self.stored_sha256)]
+
+
+def chunk_spans(stored_size: int, chunk_size: int) -> list[tuple[int, int]]:
+    """(offset, length) of each chunk an entry is hashed by; none when it fits in one chunk (its whole
+    hash covers it). The format's one rule for chunk hashes: ``_check_coverage`` holds every entry to it."""
+    if stored_size <= chunk_size:
+        return []
+    return [(off, min(chunk_size, stored_size - off)) for off in range(0, stored_size, chunk_size)]
 
 
 class Volume(_Strict):
@@ -305,7 +313,7 @@ def _check_coverage(volumes: list[Volume], blobs: dict[str, Blob], chunk_size: i
         if len(set(paths)) != len(paths):
             raise ValueError(f"volume {volume.number} lists a path twice")
         for e in volume.entries:
-            want = -(-e.stored_size // chunk_size) if e.stored_size > chunk_size else 0
+            want = len(chunk_spans(e.stored_size, chunk_size))
             if len(e.chunks) != want:
                 raise ValueError(
                     f"volume {volume.number}: {e.path} needs {want} chunk hashes, has {len(e.chunks)}"

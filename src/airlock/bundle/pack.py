@@ -39,13 +39,14 @@ from airlock.bundle.manifest import (
     SbomRef,
     Volume,
     VolumeIndex,
+    chunk_spans,
     utc_now,
 )
 from airlock.bundle.progress import ProgressSink
 from airlock.bundle.sign import MANIFEST_CONTEXT, load_private_key, sign
 from airlock.bundle.sources.base import Collected, content_commit
 from airlock.bundle.volumes import Frame, Item, Placement, plan_volumes
-from airlock.bundle.writer import StoredSource, VolumeWriter, chunk_hashes_needed, entry_path
+from airlock.bundle.writer import StoredSource, VolumeWriter, entry_path
 from airlock.errors import BundleError
 from airlock.spec import Spec, load_spec
 
@@ -171,9 +172,7 @@ def _placeholder_entries(plan: list[list[Placement]], blobs: dict[str, Blob], ch
                 length=p.length,
                 stored_size=p.stored_size,
                 stored_sha256=p.blob if p.part is None and blobs[p.blob].encoding == "raw" else zero,
-                chunks=[zero] * -(-p.stored_size // chunk)
-                if chunk_hashes_needed(p.stored_size, chunk)
-                else [],
+                chunks=[zero] * len(chunk_spans(p.stored_size, chunk)),
             )
             for p in placements
         ]

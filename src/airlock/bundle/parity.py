@@ -37,7 +37,7 @@ from airlock.bundle.fileio import (
     temp_name,
     write_atomic,
 )
-from airlock.bundle.manifest import Entry, Parity, Volume, VolumeIndex
+from airlock.bundle.manifest import Entry, Parity, Volume, VolumeIndex, chunk_spans
 from airlock.bundle.progress import Meter, ProgressSink
 from airlock.bundle.reader import open_bundle, read_small
 from airlock.bundle.sign import load_public_key
@@ -78,7 +78,7 @@ def _share_entry(path: str, size: int, whole: str, chunks: list[str], chunk_size
         length=size,
         stored_size=size,
         stored_sha256=whole,
-        chunks=chunks if size > chunk_size else [],
+        chunks=chunks if chunk_spans(size, chunk_size) else [],
     )
 
 
@@ -87,7 +87,7 @@ def parity_placeholders(volumes: list[Volume], percent: float, block: int, chunk
     k = len(volumes)
     size = _rows(volumes, block) * block
     zero = "0" * 64
-    chunks = [zero] * -(-size // chunk_size)
+    chunks = [zero] * len(chunk_spans(size, chunk_size))
     return [
         Volume(
             number=k + j,

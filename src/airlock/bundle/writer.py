@@ -36,7 +36,7 @@ from airlock.bundle.fileio import (
     temp_name,
 )
 from airlock.bundle.hashing import Stamp
-from airlock.bundle.manifest import Entry
+from airlock.bundle.manifest import Entry, chunk_spans
 from airlock.bundle.parallel import run_jobs
 from airlock.bundle.progress import Meter, ProgressSink
 from airlock.bundle.volumes import Placement
@@ -68,10 +68,6 @@ class WriteStats:
 
 def entry_path(p: Placement, compressed: bool) -> str:
     return layout.blob_path(p.blob, compressed=compressed, part=p.part)
-
-
-def chunk_hashes_needed(stored_size: int, chunk_size: int) -> bool:
-    return stored_size > chunk_size
 
 
 class VolumeWriter:
@@ -155,9 +151,7 @@ class VolumeWriter:
 
     def _pieces(self, size: int) -> list[tuple[int, int]]:
         """(offset, length) of each chunk of an entry; one piece if it is no larger than a chunk."""
-        if size <= self.chunk_size:
-            return [(0, size)]
-        return [(off, min(self.chunk_size, size - off)) for off in range(0, size, self.chunk_size)]
+        return chunk_spans(size, self.chunk_size) or [(0, size)]
 
     def _entry(self, job: Job, whole: str | None, chunks: list[str]) -> Entry:
         p = job.placement
@@ -169,7 +163,7 @@ class VolumeWriter:
             length=p.length,
             stored_size=p.stored_size,
             stored_sha256=whole,
-            chunks=chunks if chunk_hashes_needed(p.stored_size, self.chunk_size) else [],
+            chunks=chunks if chunk_spans(p.stored_size, self.chunk_size) else [],
         )
 
     def _keep(self, jobs: list[Job], meter: Meter, results: dict[tuple[int, str], Entry]) -> int:
