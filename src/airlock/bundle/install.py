@@ -190,11 +190,11 @@ def _install(options: InstallOptions) -> InstallResult:
                 jobs.append(_job(volume, entry, pending[entry.blob], incoming, parts[entry.blob]))
         copied = _run_jobs(jobs, manifest, incoming, options)
 
-        missing_blobs = [sha for sha in pending if not incoming.done(sha).exists()]
+        missing_blobs = {sha for sha in pending if not incoming.done(sha).exists()}
         reused = sum(b.size for b in manifest.blobs if b.sha256 in in_store)
         if missing_blobs:
             holders = sorted(
-                {v.number for v in manifest.volumes for e in v.entries if e.blob in set(missing_blobs)}
+                {v.number for v in manifest.volumes for e in v.entries if e.blob in missing_blobs}
                 - set(opened.volumes)
             )
             return InstallResult(

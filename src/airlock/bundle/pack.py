@@ -180,13 +180,6 @@ def _placeholder_entries(plan: list[list[Placement]], blobs: dict[str, Blob], ch
     return volumes
 
 
-@dataclass(frozen=True)
-class _Plan:
-    placements: list[list[Placement]]
-    reserve: int
-    capacity: int
-
-
 def _plan(
     items: list[Item],
     blobs: dict[str, Blob],
@@ -194,10 +187,10 @@ def _plan(
     sbom_size: int,
     options: PackOptions,
     parity_block: int | None,
-) -> _Plan:
+) -> list[list[Placement]]:
     """Place blobs, leaving each volume room for its metadata (manifest, index, signature, SBOM)."""
     if options.volume_size is None:
-        return _Plan(plan_volumes(items, UNLIMITED), 0, UNLIMITED)
+        return plan_volumes(items, UNLIMITED)
     reserve = 4096
     for _ in range(8):
         capacity = options.volume_size - reserve
@@ -215,7 +208,7 @@ def _plan(
         biggest_index = max(len(VolumeIndex.of(manifest, "0" * 64, v).to_bytes()) for v in volumes)
         needed = len(manifest.to_bytes()) + biggest_index + sbom_size + 1024
         if needed <= reserve:
-            return _Plan(placements, reserve, capacity)
+            return placements
         reserve = needed + needed // 4 + 4096
     raise BundleError(
         f"a volume size of {options.volume_size} bytes is too small: the manifest and index alone need "
@@ -286,8 +279,8 @@ def _pack(options: PackOptions) -> PackResult:
         }
         draft = Manifest.model_construct(**common, volumes=[], parity=None)  # checked once volumes are known
         parity_block = _parity_block(options)
-        plan = _plan(items, blobs, draft, len(sbom_bytes), options, parity_block)
-        parity_count = _parity_count(len(plan.placements), options) if parity_block else 0
+        placements = _plan(items, blobs, draft, len(sbom_bytes), options, parity_block)
+        parity_count = _parity_count(len(placements), options) if parity_block else 0
 
         writer = VolumeWriter(
             options.out,
@@ -297,9 +290,7 @@ def _pack(options: PackOptions) -> PackResult:
             disk=options.disk,
             progress=options.progress,
         )
-        by_volume, stats = writer.write(
-            plan.placements, sources, keep_volumes=len(plan.placements) + parity_count
-        )
+        by_volume, stats = writer.write(placements, sources, keep_volumes=len(placements) + parity_count)
         volumes = [Volume(number=n, entries=by_volume[n]) for n in sorted(by_volume)]
         parity_model: Parity | None = None
         if parity_block:

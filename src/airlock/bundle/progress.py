@@ -40,13 +40,11 @@ class Meter:
     def __init__(self, sink: ProgressSink | None, phase: str, total: int) -> None:
         self.sink = sink or NullProgress()
         self.phase = phase
-        self.done = 0
         self._lock = threading.Lock()
         self.sink.start(phase, total)
 
     def __call__(self, n: int) -> None:
         with self._lock:
-            self.done += n
             self.sink.advance(self.phase, n)
 
     def finish(self) -> None:

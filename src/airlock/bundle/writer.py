@@ -276,7 +276,7 @@ class VolumeWriter:
                 {
                     "volume": job.volume, "path": job.path, "blob": p.blob, "part": p.part, "offset": p.offset,
                     "length": p.length, "stored_size": p.stored_size, "stored_sha256": whole,
-                    "chunks": entry.chunks, "mtime_ns": final.stat().st_mtime_ns,
+                    "chunks": entry.chunks,
                 }
             )  # fmt: skip
 

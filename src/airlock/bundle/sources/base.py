@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -15,8 +15,7 @@ from airlock.errors import UnsafePathError
 @dataclass(frozen=True)
 class SourceFile:
     path: str  # logical path inside the artifact, e.g. "model.safetensors" or "onnx/model.onnx"
-    origin: Path  # where pack reads it
-    size: int
+    origin: Path  # where pack reads it (pack stats and hashes it: see hashing.Stamp)
     expected_sha256: str | None = None  # known in advance (Hugging Face LFS): checked when hashed
 
 
@@ -28,7 +27,6 @@ class Collected:
     files: tuple[SourceFile, ...]
     repo: str | None = None  # models: the repo id they take in the store
     license: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def safe_logical(path: str, *, where: str) -> str:

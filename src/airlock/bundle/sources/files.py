@@ -22,11 +22,11 @@ def collect_files(entries: list[FileSpec]) -> Collected:
         safe_logical(dest, where=where)
         if item.path.is_dir():
             found = [
-                SourceFile(path=f"{dest}/{f.path}", origin=f.origin, size=f.size)
+                SourceFile(path=f"{dest}/{f.path}", origin=f.origin)
                 for f in walk_folder(item.path, where=where)
             ]
         elif item.path.is_file():
-            found = [SourceFile(path=dest, origin=item.path, size=item.path.stat().st_size)]
+            found = [SourceFile(path=dest, origin=item.path)]
         else:
             raise SourceError(f"{where}: no such file or folder")
         for f in found:

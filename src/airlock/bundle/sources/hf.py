@@ -137,7 +137,7 @@ def collect_hf(name: str, hf: HFSource, options: HubOptions) -> Collected:
                 )
             lfs = entry.lfs.sha256 if getattr(entry, "lfs", None) is not None else None
             expected = lfs or _etag_sha256(origin)
-            files.append(SourceFile(path=entry.path, origin=origin, size=size, expected_sha256=expected))
+            files.append(SourceFile(path=entry.path, origin=origin, expected_sha256=expected))
     else:  # packed from the cache without the Hub: take the snapshot's files that pass the patterns
         found = walk_folder(snapshot, where=where)
         keep = set(

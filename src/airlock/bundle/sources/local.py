@@ -26,14 +26,13 @@ def local_repo(name: str) -> str:
     return f"{layout.LOCAL_REPO_ORG}/{clean}"
 
 
-def _regular(path: Path, *, where: str) -> os.stat_result:
+def _regular(path: Path, *, where: str) -> None:
     try:
         st = path.stat()  # follows a link to a file
     except OSError as exc:
         raise SourceError(f"{where}: cannot read {path}: {exc.strerror}") from exc
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(f"{where}: {path} is not a regular file")
-    return st
 
 
 def walk_folder(root: Path, *, where: str) -> list[SourceFile]:
@@ -57,8 +56,8 @@ def walk_folder(root: Path, *, where: str) -> list[SourceFile]:
             full = base / name
             logical = full.relative_to(root).as_posix()
             safe_logical(logical, where=where)
-            st = _regular(full, where=where)
-            files.append(SourceFile(path=logical, origin=full, size=st.st_size))
+            _regular(full, where=where)
+            files.append(SourceFile(path=logical, origin=full))
     files.sort(key=lambda f: f.path)
     if not files:
         raise SourceError(f"{where}: {root} holds no files")
@@ -80,12 +79,12 @@ def collect_folder(name: str, root: Path) -> Collected:
 
 def collect_gguf(name: str, path: Path) -> Collected:
     where = f"model {name!r}"
-    st = _regular(path, where=where)
+    _regular(path, where=where)
     safe_logical(path.name, where=where)
     return Collected(
         kind="model",
         name=name,
         repo=local_repo(name),
         source=Source(type="gguf", path=str(path), revision="main"),
-        files=(SourceFile(path=path.name, origin=path, size=st.st_size),),
+        files=(SourceFile(path=path.name, origin=path),),
     )

@@ -96,7 +96,7 @@ def collect_wheels(spec: WheelsSpec, work_dir: Path, *, python: Path | None = No
         if path.suffix != ".whl":
             raise SourceError(f"wheels: pip downloaded {path.name}, which is not a wheel")
         safe_logical(path.name, where="wheels")
-        files.append(SourceFile(path=path.name, origin=path, size=path.stat().st_size))
+        files.append(SourceFile(path=path.name, origin=path))
     if not files:
         raise SourceError("wheels: pip downloaded nothing")
     return Collected(
