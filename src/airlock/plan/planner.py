@@ -144,22 +144,12 @@ def plan(facts: ModelFacts, options: PlanOptions) -> Plan:
     problems: list[str] = []
     notes: list[str] = list(facts.notes)
 
+    ev = _Evaluator(
+        hw, version, util, kv_dtype, block, dtype_bytes, options.max_num_batched_tokens, options.max_num_seqs
+    )
+
     def evaluate(tp: int, pp: int, max_len: int) -> tuple[KvLayout, Budget, Capacity]:
-        layout = kv_layout(
-            facts_eff, tp=tp, pp=pp, kv_dtype=kv_dtype, block_size=block, model_dtype_bytes=dtype_bytes
-        )
-        if hw.is_cpu:
-            budget = cpu_budget(facts_eff, hw.memory_bytes or None, tp=tp, pp=pp)
-        else:
-            budget = gpu_budget(
-                facts_eff, hw, tp=tp, pp=pp, util=util, version=version, max_model_len=max_len,
-                batched_tokens=options.max_num_batched_tokens, max_num_seqs=options.max_num_seqs,
-            )  # fmt: skip
-        cap = capacity(
-            layout, budget.kv_bytes, max_model_len=max_len, batched_tokens=budget.batched_tokens,
-            concurrency_log=compat.version_key(version) >= (0, 22, 0),
-        )  # fmt: skip
-        return layout, budget, cap
+        return ev(facts_eff, tp, pp, max_len)
 
     max_len = options.max_model_len or facts.max_model_len
     tp, pp = _choose_parallel(facts, options, hw, tp_checks, lambda t, p: evaluate(t, p, max_len))
@@ -234,7 +224,7 @@ def plan(facts: ModelFacts, options: PlanOptions) -> Plan:
     elif driver is not None and driver.level == "minor-compat":
         notes.append(driver.message)
     if fit_problems and not informational:
-        suggestions += _alternatives(facts, options, hw, tp_checks, max_len, layout, budget)
+        suggestions += _alternatives(facts_eff, ev, tp_checks, max_len, layout, budget)
     if informational:
         notes.append(
             "CPU without VLLM_CPU_KVCACHE_SPACE: vLLM sizes the KV cache from free memory at start; "
@@ -299,8 +289,7 @@ def _choose_parallel(
 
 def _alternatives(
     facts: ModelFacts,
-    options: PlanOptions,
-    hw: Hardware,
+    ev: _Evaluator,
     tp_checks: tuple[ParallelCheck, ...],
     max_len: int,
     layout: KvLayout,
@@ -308,12 +297,12 @@ def _alternatives(
 ) -> list[str]:
     """What would fit: more GPUs, a quantized variant, an fp8 KV cache, a shorter max length."""
     out: list[str] = []
+    hw = ev.hw
     if hw.key:
         for tp in (c.size for c in check_all(facts, 64)):
             if tp <= hw.count:
                 continue
-            more = replace(hw, count=tp)
-            _, b, cap = _evaluate_on(facts, options, more, tp, max_len)
+            _, b, cap = replace(ev, hw=replace(hw, count=tp))(facts, tp, 1, max_len)
             if b.kv_bytes > 0 and cap.max_concurrency >= 1:
                 out.append(
                     f"{tp} x {hw.key} with --tensor-parallel-size {tp} ({cap.max_concurrency:.1f} requests of {max_len:,} tokens)"
@@ -330,18 +319,14 @@ def _alternatives(
                 embedding_bytes=int(facts.embedding_bytes * ratio),
                 lm_head_bytes=int(facts.lm_head_bytes * ratio),
             )
-            _, b, cap = _evaluate_on(
-                smaller, options, hw, 1 if hw.count == 1 else _largest_valid(tp_checks, hw.count), max_len
-            )
+            _, b, cap = ev(smaller, 1 if hw.count == 1 else _largest_valid(tp_checks, hw.count), 1, max_len)
             if b.kv_bytes > 0 and cap.max_concurrency >= 1:
                 out.append(
                     f"{label} on the same GPUs ({cap.max_concurrency:.1f} requests of {max_len:,} tokens)"
                 )
                 break
-    if options.kv_cache_dtype == "auto" and budget.kv_bytes > 0 and facts.dtype_bytes > 1:
-        _, b, cap = _evaluate_on(
-            facts, replace(options, kv_cache_dtype="fp8"), hw, _largest_valid(tp_checks, hw.count), max_len
-        )
+    if ev.kv_dtype == "auto" and budget.kv_bytes > 0 and facts.dtype_bytes > 1:
+        _, b, cap = replace(ev, kv_dtype="fp8")(facts, _largest_valid(tp_checks, hw.count), 1, max_len)
         if cap.max_concurrency >= 1:
             out.append(f"--kv-cache-dtype fp8 ({cap.max_concurrency:.1f} requests of {max_len:,} tokens)")
     if budget.kv_bytes > 0:
@@ -360,19 +345,43 @@ def check_all(facts: ModelFacts, limit: int) -> list[ParallelCheck]:
     return [c for c in (check_tp(facts, n) for n in candidate_sizes(limit)) if c.ok]
 
 
-def _evaluate_on(
-    facts: ModelFacts, options: PlanOptions, hw: Hardware, tp: int, max_len: int
-) -> tuple[KvLayout, Budget, Capacity]:
-    version = options.vllm_version or compat.latest_release()
-    util = options.gpu_memory_utilization or compat.default_utilization(version)
-    layout = kv_layout(
-        facts, tp=tp, pp=1, kv_dtype=options.kv_cache_dtype or "auto", block_size=options.block_size or 16
-    )
-    budget = gpu_budget(facts, hw, tp=tp, pp=1, util=util, version=version, max_model_len=max_len,
-                        batched_tokens=options.max_num_batched_tokens, max_num_seqs=options.max_num_seqs)  # fmt: skip
-    cap = capacity(layout, budget.kv_bytes, max_model_len=max_len, batched_tokens=budget.batched_tokens,
-                   concurrency_log=compat.version_key(version) >= (0, 22, 0))  # fmt: skip
-    return layout, budget, cap
+@dataclass(frozen=True)
+class _Evaluator:
+    """KV layout, memory and capacity of one setting at a given tp, pp and length: the plan and its
+    "what would fit" alternatives measure the same way (varying the GPUs, the weights or the KV dtype)."""
+
+    hw: Hardware
+    version: str
+    util: float
+    kv_dtype: str
+    block: int
+    dtype_bytes: int
+    batched_tokens: int | None
+    max_num_seqs: int | None
+
+    def __call__(
+        self, facts: ModelFacts, tp: int, pp: int, max_len: int
+    ) -> tuple[KvLayout, Budget, Capacity]:
+        layout = kv_layout(
+            facts,
+            tp=tp,
+            pp=pp,
+            kv_dtype=self.kv_dtype,
+            block_size=self.block,
+            model_dtype_bytes=self.dtype_bytes,
+        )
+        if self.hw.is_cpu:
+            budget = cpu_budget(facts, self.hw.memory_bytes or None, tp=tp, pp=pp)
+        else:
+            budget = gpu_budget(
+                facts, self.hw, tp=tp, pp=pp, util=self.util, version=self.version, max_model_len=max_len,
+                batched_tokens=self.batched_tokens, max_num_seqs=self.max_num_seqs,
+            )  # fmt: skip
+        cap = capacity(
+            layout, budget.kv_bytes, max_model_len=max_len, batched_tokens=budget.batched_tokens,
+            concurrency_log=compat.version_key(self.version) >= (0, 22, 0),
+        )  # fmt: skip
+        return layout, budget, cap
 
 
 def describe_tokens(n: float) -> str:

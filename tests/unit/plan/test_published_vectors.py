@@ -198,3 +198,17 @@ def test_unknown_architecture_cannot_start(load_facts: Callable[[str], ModelFact
     odd = replace(load_facts("llama-3.1-8b-instruct"), architecture="TotallyNewForCausalLM")
     p = plan(odd, PlanOptions(gpu="h100", max_model_len=8192))
     assert not p.fits and any("not in vLLM's model registry" in problem for problem in p.problems)
+
+
+def test_more_gpus_suggestion_measures_like_the_plan(load_facts: Callable[[str], ModelFacts]) -> None:
+    # The "what would fit" suggestions evaluate with the plan's own dtype, block size and KV dtype: the
+    # GPU count suggested for Llama-3.1-70B served as float32 is one that the plan itself says fits.
+    facts = load_facts("llama-3.1-70b-instruct")
+    options = {"dtype": "float32", "max_model_len": 8192}
+    one = plan(facts, PlanOptions(gpu="h100-80gb", **options))  # type: ignore[arg-type]
+    assert not one.fits
+    more = next(s for s in one.suggestions if "--tensor-parallel-size" in s)
+    n = int(more.split(" x ")[0])
+    again = plan(facts, PlanOptions(gpu=f"h100-80gb:{n}", tensor_parallel_size=n, **options))  # type: ignore[arg-type]
+    assert again.fits
+    assert f"({again.capacity.max_concurrency:.1f} requests" in more
