@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from airlock.errors import ConfigError
 from airlock.plan import compat
-from airlock.plan.facts import ModelFacts
+from airlock.plan.facts import DTYPE_NAMES, DTYPE_SIZE, ModelFacts
 from airlock.plan.hardware import GIB, Hardware, cpu_hardware, resolve_hardware
 from airlock.plan.kv import Capacity, KvLayout, capacity, kv_layout, max_len_that_fits
 from airlock.plan.memory import Budget, cpu_budget, gpu_budget
@@ -78,14 +78,7 @@ class Plan:
 
 def _resolve_dtype(facts: ModelFacts, requested: str | None, hw: Hardware) -> str:
     if requested and requested != "auto":
-        names = {
-            "bf16": "bfloat16",
-            "fp16": "float16",
-            "half": "float16",
-            "float": "float32",
-            "fp32": "float32",
-        }
-        return names.get(requested, requested)
+        return DTYPE_NAMES.get(requested, requested)
     dtype = facts.dtype
     bf16_ok = hw.is_cpu or hw.compute_capability is None or hw.compute_capability >= (8, 0)
     if dtype == "float32":
@@ -93,6 +86,23 @@ def _resolve_dtype(facts: ModelFacts, requested: str | None, hw: Hardware) -> st
     if dtype == "bfloat16" and not bf16_ok:
         return "float16"
     return dtype
+
+
+def _cast(facts: ModelFacts, dtype: str) -> ModelFacts:
+    """The model as vLLM holds it in ``dtype``: an unquantized safetensors checkpoint's weights are cast
+    (a float32 checkpoint takes half the memory in bfloat16); quantized weights keep their size."""
+    if dtype == facts.dtype or facts.format != "safetensors":
+        return facts
+    if facts.quant is not None:
+        return replace(facts, dtype=dtype)
+    ratio = DTYPE_SIZE.get(dtype, 2) / facts.dtype_bytes
+    return replace(
+        facts,
+        dtype=dtype,
+        weight_bytes=int(facts.weight_bytes * ratio),
+        embedding_bytes=int(facts.embedding_bytes * ratio),
+        lm_head_bytes=int(facts.lm_head_bytes * ratio),
+    )
 
 
 def _check_flags(options: PlanOptions, facts: ModelFacts) -> None:
@@ -133,10 +143,8 @@ def plan(facts: ModelFacts, options: PlanOptions) -> Plan:
         hw = resolve_hardware(gpu=options.gpu, gpus=options.gpus, gpu_memory=options.gpu_memory)
     util = options.gpu_memory_utilization or compat.default_utilization(version)
     dtype = _resolve_dtype(facts, options.dtype, hw)
-    dtype_bytes = {"float32": 4}.get(dtype, 2)
-    facts_eff = (
-        replace(facts, dtype=dtype) if dtype != facts.dtype and facts.format == "safetensors" else facts
-    )
+    dtype_bytes = DTYPE_SIZE.get(dtype, 2)
+    facts_eff = _cast(facts, dtype)
     kv_dtype = options.kv_cache_dtype or "auto"
     block = options.block_size or default_block_size(facts, hw)
 

@@ -212,3 +212,16 @@ def test_more_gpus_suggestion_measures_like_the_plan(load_facts: Callable[[str],
     again = plan(facts, PlanOptions(gpu=f"h100-80gb:{n}", tensor_parallel_size=n, **options))  # type: ignore[arg-type]
     assert again.fits
     assert f"({again.capacity.max_concurrency:.1f} requests" in more
+
+
+def test_dtype_cast_changes_the_weights_vllm_holds(load_facts: Callable[[str], ModelFacts]) -> None:
+    # vLLM casts an unquantized checkpoint to --dtype as it loads it: a bf16 Llama-3.1-8B served in
+    # float32 holds twice the weight bytes (and rope cache) that it holds in bf16.
+    facts = load_facts("llama-3.1-8b-instruct")
+    bf16, fp32 = (
+        plan(facts, PlanOptions(gpu="h100-80gb", max_model_len=16000, dtype=dtype))
+        for dtype in ("auto", "float32")
+    )
+    assert (bf16.dtype, fp32.dtype) == ("bfloat16", "float32")
+    assert abs(fp32.budget.weights - 2 * bf16.budget.weights) <= 2
+    assert fp32.layout.bytes_per_token == 2 * bf16.layout.bytes_per_token
