@@ -59,10 +59,6 @@ def version_key(version: str) -> tuple[int, ...]:
     return tuple(int(n) for n in nums[:3]) + (0,) * (3 - len(nums[:3]))
 
 
-def known_releases() -> list[str]:
-    return list(_archs()["releases"])
-
-
 def nearest_release(version: str, table: dict[str, Any]) -> str:
     """The newest release in ``table`` not newer than ``version`` (or the oldest one)."""
     wanted = version_key(version)

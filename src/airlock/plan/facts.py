@@ -21,7 +21,7 @@ from typing import Any
 from airlock.errors import ModelFactsError
 from airlock.formats.gguf import GgufFile, read_gguf
 from airlock.plan.facts_layers import layer_kinds, mamba_state_bytes
-from airlock.plan.safetensors_header import DTYPE_BYTES, read_header
+from airlock.plan.safetensors_header import read_header
 
 DTYPE_NAMES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16",
@@ -119,7 +119,6 @@ class WeightSizes:
     params: int
     embedding_bytes: int
     lm_head_bytes: int
-    dtypes: dict[str, int]  # dtype -> bytes
 
 
 def _weights(folder: Path) -> WeightSizes | None:
@@ -144,18 +143,16 @@ def _weights(folder: Path) -> WeightSizes | None:
     if not files:
         return None
     total = params = embed = head = 0
-    dtypes: dict[str, int] = {}
     for f in files:
         header = read_header(f)
         for name, t in header.tensors.items():
             total += t.nbytes
-            dtypes[t.dtype] = dtypes.get(t.dtype, 0) + t.nbytes
             params += _params(t.dtype, t.numel, name)
             if name.endswith(("embed_tokens.weight", "wte.weight", "word_embeddings.weight")):
                 embed += t.nbytes
             elif name.endswith("lm_head.weight") or name == "output.weight":
                 head += t.nbytes
-    return WeightSizes(total, params, embed, head, dtypes)
+    return WeightSizes(total, params, embed, head)
 
 
 def _params(dtype: str, numel: int, name: str) -> int:
@@ -262,7 +259,7 @@ def from_config(
         embed_bytes = vocab * hidden * dtype_bytes
         body = int((estimate - vocab * hidden * (1 if tied else 2)) * per_param)
         sizes = WeightSizes(
-            body + embed_bytes * (1 if tied else 2), estimate, embed_bytes, 0 if tied else embed_bytes, {}
+            body + embed_bytes * (1 if tied else 2), estimate, embed_bytes, 0 if tied else embed_bytes
         )
         notes.append("no safetensors files: weight size estimated from config.json shapes")
     return ModelFacts(
@@ -446,8 +443,3 @@ def _from_gguf(g: GgufFile) -> ModelFacts:
         generation={},
         notes=(f"GGUF file type {ftype}; sizes from the GGUF tensor table",),
     )
-
-
-def dtype_of_bytes(dtype: str) -> float:
-    """Bytes per element for a safetensors dtype name (used by tests and reports)."""
-    return DTYPE_BYTES.get(dtype.upper(), 2)

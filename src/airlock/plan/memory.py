@@ -32,7 +32,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from airlock.plan.compat import version_key
@@ -143,8 +142,6 @@ def gpu_budget(
     max_model_len: int,
     batched_tokens: int | None = None,
     max_num_seqs: int | None = None,
-    enforce_eager: bool = False,
-    act_bytes: int | None = None,
 ) -> Budget:
     v1 = uses_v1(version)
     default_tokens, default_seqs = default_batching(version, hw)
@@ -157,11 +154,9 @@ def gpu_budget(
     requested = int(hw.memory_bytes * util)
     weights = weights_per_gpu(facts, tp, pp)
     sampler = sampler_path(version, hw)
-    act = activation_peak(
-        facts, tp, version, batched_tokens, seqs, act_bytes or min(facts.dtype_bytes, 2), sampler
-    )
+    act = activation_peak(facts, tp, version, batched_tokens, seqs, min(facts.dtype_bytes, 2), sampler)
     non_torch = NON_TORCH_V0 if not v1 else NON_TORCH_TP1 if tp * pp == 1 else NON_TORCH_MULTI
-    graphs = CUDA_GRAPHS if version_key(version) >= (0, 21, 0) and not enforce_eager else 0
+    graphs = CUDA_GRAPHS if version_key(version) >= (0, 21, 0) else 0
     kv = requested - weights - act - non_torch - graphs
     return Budget(
         total=hw.memory_bytes,
@@ -183,7 +178,3 @@ def cpu_budget(facts: ModelFacts, kv_space: int | None, *, tp: int, pp: int) -> 
     weights = weights_per_gpu(facts, tp, pp)
     space = kv_space or 0
     return Budget(space, space, weights, 0, 0, 0, space, 2048, 128, "v1")
-
-
-def gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB" if math.isfinite(n) else "inf"

@@ -10,7 +10,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -70,10 +69,6 @@ class Plan:
     suggestions: tuple[str, ...]
     engine_args: tuple[str, ...]
     settings: dict[str, object] = field(default_factory=dict)
-
-    @property
-    def can_start(self) -> bool:
-        return not self.problems
 
 
 def _resolve_dtype(facts: ModelFacts, requested: str | None, hw: Hardware) -> str:
@@ -390,7 +385,3 @@ class _Evaluator:
             concurrency_log=compat.version_key(self.version) >= (0, 22, 0),
         )  # fmt: skip
         return layout, budget, cap
-
-
-def describe_tokens(n: float) -> str:
-    return "unbounded" if math.isinf(n) else f"{n:,.0f}"

@@ -27,15 +27,6 @@ from airlock.errors import ModelFactsError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation's own limit
 
-# Bytes per element, as the safetensors spec names dtypes. Sub-byte types count as fractions.
-DTYPE_BYTES: dict[str, float] = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "E4M3": 1, "E5M2": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
-    "F4": 0.5, "F6_E2M3": 0.75, "F6_E3M2": 0.75,
-}  # fmt: skip
-
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -53,10 +44,6 @@ class SafetensorsHeader:
     path: Path
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
 
 
 def read_header(path: Path) -> SafetensorsHeader:

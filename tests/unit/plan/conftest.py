@@ -23,7 +23,7 @@ def fixture(name: str) -> dict[str, Any]:
 def facts(name: str) -> ModelFacts:
     data = fixture(name)
     w = data["weights"]  # None: estimated from the config's shapes, as for a folder without weights
-    sizes = WeightSizes(w["bytes"], w["params"], w["embedding_bytes"], w["lm_head_bytes"], {}) if w else None
+    sizes = WeightSizes(w["bytes"], w["params"], w["embedding_bytes"], w["lm_head_bytes"]) if w else None
     return from_config(data["config"], path=FIXTURES / name, sizes=sizes)
 
 
