@@ -372,6 +372,10 @@ def _quant(config: dict[str, Any], text: dict[str, Any]) -> QuantFacts | None:
     )
 
 
+# llama.cpp's built-in sliding-window patterns (llama-model.cpp ``set_swa_pattern``) where GGUF metadata
+# does not say: Gemma 2 alternates (layer_kinds knows it by name), Gemma 3 keeps every 6th layer global.
+_GGUF_SWA_PATTERN = {"gemma3": 6}
+
 # GGUF architecture names -> the Hugging Face architecture vLLM's registry knows.
 _GGUF_ARCH = {
     "llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
@@ -406,11 +410,11 @@ def _from_gguf(g: GgufFile) -> ModelFacts:
     params = sum(math.prod(t.shape) for t in g.tensors)
     embed = sum(t.nbytes for t in g.tensors if t.name == "token_embd.weight")
     head = sum(t.nbytes for t in g.tensors if t.name == "output.weight")
-    kinds = tuple(
-        "sliding" if window and arch.startswith("gemma") and i % 2 == 0 else "full" for i in range(layers)
+    # The same rules as config.json's, with the pattern llama.cpp builds in for Gemma 3 (every 6th layer global).
+    pattern = g.arch_int("attention.sliding_window_pattern") or _GGUF_SWA_PATTERN.get(arch)
+    kinds, window, _ = layer_kinds(
+        {"model_type": arch, "sliding_window": window, "sliding_window_pattern": pattern}, layers
     )
-    if window and not arch.startswith("gemma"):
-        kinds = tuple("sliding" for _ in range(layers))
     ftype = g.metadata.get("general.file_type")
     return ModelFacts(
         source=g.path,

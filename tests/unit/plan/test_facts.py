@@ -130,14 +130,19 @@ def test_multimodal_config_uses_the_text_config(tmp_path: Path) -> None:
     )
 
 
-def write_gguf(path: Path) -> None:
+def write_gguf(path: Path, arch: str = "llama", layers: int = 2, window: int | None = None) -> None:
     def s(text: str) -> bytes:
         return struct.pack("<Q", len(text)) + text.encode()
 
-    kv = [("general.architecture", 8, s("llama")), ("llama.block_count", 4, struct.pack("<I", 2)),
-          ("llama.embedding_length", 4, struct.pack("<I", 64)), ("llama.attention.head_count", 4, struct.pack("<I", 4)),
-          ("llama.attention.head_count_kv", 4, struct.pack("<I", 1)), ("llama.context_length", 4, struct.pack("<I", 2048)),
-          ("llama.vocab_size", 4, struct.pack("<I", 100))]  # fmt: skip
+    def u32(n: int) -> bytes:
+        return struct.pack("<I", n)
+
+    kv = [("general.architecture", 8, s(arch)), (f"{arch}.block_count", 4, u32(layers)),
+          (f"{arch}.embedding_length", 4, u32(64)), (f"{arch}.attention.head_count", 4, u32(4)),
+          (f"{arch}.attention.head_count_kv", 4, u32(1)), (f"{arch}.context_length", 4, u32(2048)),
+          (f"{arch}.vocab_size", 4, u32(100))]  # fmt: skip
+    if window:
+        kv.append((f"{arch}.attention.sliding_window", 4, u32(window)))
     body = b"GGUF" + struct.pack("<IQQ", 3, 1, len(kv))
     for key, vtype, value in kv:
         body += s(key) + struct.pack("<I", vtype) + value
@@ -158,6 +163,22 @@ def test_gguf_metadata(tmp_path: Path) -> None:
         16,
     )
     assert facts.weight_bytes == 64 * 100 // 32 * 18 and facts.max_model_len == 2048
+
+
+@pytest.mark.parametrize(
+    ("arch", "window", "sliding"),
+    [("llama", None, 0), ("mistral", 256, 12), ("gemma2", 256, 6), ("gemma3", 256, 10), ("qwen2", 256, 0)],
+)
+def test_gguf_sliding_layers_follow_the_config_rules(
+    tmp_path: Path, arch: str, window: int | None, sliding: int
+) -> None:
+    # Gemma 2 alternates, Gemma 3 keeps every 6th layer global (llama.cpp's pattern), Qwen2 ignores
+    # the window unless its config says use_sliding_window, Mistral-style windows cover every layer.
+    path = tmp_path / f"{arch}.gguf"
+    write_gguf(path, arch=arch, layers=12, window=window)
+    facts = read_facts(path)
+    assert facts.layer_kinds.count("sliding") == sliding
+    assert facts.sliding_window == (window if sliding else None)
 
 
 def test_gguf_truncated_and_wrong_magic(tmp_path: Path) -> None:
