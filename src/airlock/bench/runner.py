@@ -33,7 +33,7 @@ from airlock.bench.loadgen import run_level
 from airlock.bench.options import BenchOptions, Load
 from airlock.bench.results import BenchResults, Calibration, LevelResult, RunInfo
 from airlock.bench.stats import summarise_level
-from airlock.bench.workload import Prompt, Prompts, SyntheticPrompts, fit_tokens, load_dataset
+from airlock.bench.workload import DatasetPrompts, Prompt, Prompts, SyntheticPrompts, fit_tokens, load_dataset
 from airlock.errors import BenchError, EndpointError
 
 #: Words in the two probes that size synthetic prompts (the second grows with the target).
@@ -204,7 +204,7 @@ async def _calibrate(run: _Run, sender: Sender) -> Calibration | None:
     )
 
 
-async def _prepare(run: _Run, sender: Sender) -> tuple[Prompts, Calibration | None]:
+async def _prepare(run: _Run, sender: Sender) -> tuple[SyntheticPrompts | DatasetPrompts, Calibration | None]:
     """Check the endpoint with a first request, then build the prompt source."""
     options = run.options
     run.observer.phase("checking the endpoint")
@@ -225,14 +225,19 @@ _NO_USAGE = (
 )
 
 
-async def _warm_up(run: _Run, sender: Sender, prompts: Prompts) -> None:
+async def _warm_up(run: _Run, sender: Sender, prompts: SyntheticPrompts | DatasetPrompts) -> None:
+    """A few requests before the first level, with the run's prompts in their own order."""
     options = run.options
     if not options.warmup:
         return
     run.observer.phase(f"warming up ({options.warmup} requests)")
     users = min(options.warmup, max(max(int(load.value), 1) for load in options.loads))
     warm = await run_level(
-        sender, prompts, Load("concurrency", users), requests=options.warmup, duration_s=None
+        sender,
+        prompts.reseeded(f"{options.seed}/warm-up"),
+        Load("concurrency", users),
+        requests=options.warmup,
+        duration_s=None,
     )
     failed = sum(1 for r in warm.records if not r.ok)
     if failed:
@@ -252,7 +257,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _prompts_for(options: BenchOptions, seed: int | str, words: int) -> Prompts:
+def _prompts_for(options: BenchOptions, seed: int | str, words: int) -> SyntheticPrompts | DatasetPrompts:
     if options.dataset is not None:
         return load_dataset(
             options.dataset, output_tokens=options.output_tokens, endpoint=options.endpoint, seed=seed
@@ -300,8 +305,7 @@ async def run_bench_async(options: BenchOptions, observer: Observer | None = Non
         )  # fmt: skip
         try:
             prompts, calibration = await _prepare(run, sender)
-            words = calibration.words if calibration else options.prompt_tokens
-            await _warm_up(run, sender, _prompts_for(options, f"{options.seed}/warm-up", words))
+            await _warm_up(run, sender, prompts)
 
             def finish(levels: list[LevelResult]) -> BenchResults:
                 info = _info(options, model, prompts, calibration, started_at, server, sender.keeps_alive)

@@ -92,6 +92,11 @@ class SyntheticPrompts:
     def describe(self) -> str:
         return f"synthetic: {self.words} random words, max_tokens {self.output_tokens}"
 
+    def reseeded(self, seed: int | str) -> SyntheticPrompts:
+        return SyntheticPrompts(
+            self.words, output_tokens=self.output_tokens, endpoint=self.endpoint, seed=seed
+        )
+
 
 class DatasetPrompts:
     """The lines of a dataset in an order shuffled by ``seed``, cycling when they run out."""
@@ -112,6 +117,10 @@ class DatasetPrompts:
 
     def describe(self) -> str:
         return f"dataset {self.name} ({len(self.prompts)} prompts)"
+
+    def reseeded(self, seed: int | str) -> DatasetPrompts:
+        """The same prompts in another order: no second read of the file."""
+        return DatasetPrompts(self.prompts, name=self.name, seed=seed)
 
 
 def _parse_line(raw: str, where: str, *, output_tokens: int, endpoint: str) -> Prompt:

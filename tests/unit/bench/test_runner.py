@@ -82,3 +82,21 @@ def test_retries_are_reported(scripted_url: str, monkeypatch: pytest.MonkeyPatch
         run_bench(options(scripted_url, {"status": 429, "text": "slow down"}), Seen())
     assert len(warnings) == runner.PROBE_TRIES - 1
     assert all("answered http 429 (slow down); trying again" in w for w in warnings)
+
+
+def test_a_dataset_is_read_once_even_with_a_warm_up(
+    scripted_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = tmp_path / "d.jsonl"
+    dataset.write_text('{"prompt": "one two three"}\n{"prompt": "four five"}\n')
+    reads: list[str] = []
+    real = runner.load_dataset
+
+    def counting(source: str, **kw: Any) -> Any:
+        reads.append(source)
+        return real(source, **kw)
+
+    monkeypatch.setattr(runner, "load_dataset", counting)
+    results = run_bench(options(scripted_url, {"chunks": 2}, dataset=str(dataset), warmup=2))
+    assert reads == [str(dataset)]
+    assert results.levels[0].ok == 6
