@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -11,14 +10,10 @@ from pathlib import Path
 
 import httpx
 
+from airlock.engines.base import free_port
 from airlock.engines.process import stop_group
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+__all__ = ["Proc", "free_port"]
 
 
 class Proc:
