@@ -70,13 +70,13 @@ class Slo:
     def empty(self) -> bool:
         return self.ttft_s is None and self.itl_s is None and self.e2e_s is None
 
+    def as_dict(self) -> dict[str, float]:
+        """The objectives that are set, in seconds, by name (as the results file records them)."""
+        pairs = (("ttft", self.ttft_s), ("itl", self.itl_s), ("e2e", self.e2e_s))
+        return {name: value for name, value in pairs if value is not None}
+
     def describe(self) -> str:
-        parts = [
-            f"{name}<={value * 1000:g}ms"
-            for name, value in (("ttft", self.ttft_s), ("itl", self.itl_s), ("e2e", self.e2e_s))
-            if value is not None
-        ]
-        return ", ".join(parts) or "none"
+        return ", ".join(f"{name}<={value * 1000:g}ms" for name, value in self.as_dict().items()) or "none"
 
 
 @dataclass(frozen=True)

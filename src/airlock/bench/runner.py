@@ -21,7 +21,6 @@ import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 import orjson
@@ -325,15 +324,6 @@ def _info(
     server: str | None,
     keep_alive: bool,
 ) -> RunInfo:
-    slo: dict[str, Any] = {
-        name: value
-        for name, value in (
-            ("ttft", options.slo.ttft_s),
-            ("itl", options.slo.itl_s),
-            ("e2e", options.slo.e2e_s),
-        )
-        if value is not None
-    }
     return RunInfo(
         url=options.url,
         model=model,
@@ -345,7 +335,7 @@ def _info(
         arrival=options.arrival if options.loads[0].kind == "rate" else None,
         requests_per_level=options.requests,
         duration_per_level_s=options.bound_duration_s,
-        slo=slo,
+        slo=options.slo.as_dict(),
         seed=options.seed,
         warmup=options.warmup,
         timeout_s=options.timeout_s,
