@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvloop
 
 from airlock.engines.base import EngineConfig, Launch, engine_env, free_port, internal_api_key
@@ -16,6 +19,22 @@ from airlock.engines.supervisor import Backoff, EngineEvent, Supervisor
 from airlock.gateway.auth import KeyCache
 from airlock.serve import Listening, bind, serve_engines
 from airlock.spec import GatewaySpec
+
+
+def wait_healthy(
+    url: str, proc: subprocess.Popen[bytes], *, what: str, timeout_s: float = 20.0, poll_s: float = 0.05
+) -> None:
+    """Wait until ``url``/health answers 200; fail naming ``what`` if it exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, f"{what} exited with {proc.returncode}"
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{what} did not become healthy in {timeout_s:.0f} s"
+        time.sleep(poll_s)
 
 
 def fake_engine_config(

@@ -7,11 +7,9 @@ habit of closing the connection after each stream must not show up as errors.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from airlock.bench import BenchOptions, Load, Slo, run_bench
@@ -19,6 +17,7 @@ from airlock.bench.report import render_html
 from airlock.default_model import locate_default_model
 from airlock.engines.base import free_port
 from airlock.settings import Settings
+from harness import wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +36,7 @@ def llama_url(
     ]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, f"llama-server exited with {proc.returncode}; see {log.name}"
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "llama-server was not ready in 60 s"
-        time.sleep(0.2)
+    wait_healthy(url, proc, what=f"llama-server (log: {log.name})", timeout_s=60, poll_s=0.2)
     yield url
     proc.terminate()
     proc.wait(30)

@@ -8,11 +8,9 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 
@@ -21,25 +19,13 @@ from airlock.bench.options import Load, Slo
 from airlock.bench.results import BenchResults, RunInfo
 from airlock.bench.stats import summarise_level
 from airlock.engines.base import free_port
+from harness import wait_healthy
 
 #: Every stream: the first token after TTFT_S, then one token every TOKEN_DELAY_S.
 TTFT_S = 0.1
 TOKEN_DELAY_S = 0.02
 
 Launcher = Callable[..., str]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        assert proc.poll() is None, f"the fake engine exited with {proc.returncode}"
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the fake engine did not become healthy in 20 s"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +50,7 @@ def launch_fake() -> Iterator[Launcher]:
         proc = subprocess.Popen(argv, env=env)
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc, what="the fake engine")
         return url
 
     yield launch

@@ -12,11 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from airlock.engines.base import free_port
+from harness import wait_healthy
 
 AIRLOCK = [sys.executable, "-m", "airlock.cli.main"]
 
@@ -105,15 +105,7 @@ def fake_engine() -> Iterator[str]:
         [sys.executable, "-m", "airlock.testing.fake_engine", "--port", str(port), "--model", "upstream-name"]
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(url + "/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_healthy(url, proc, what="the fake engine")
     yield url
     proc.terminate()
     proc.wait(10)
