@@ -19,9 +19,9 @@ from pathlib import Path
 
 from airlock.errors import AirlockError, CannotStartError
 from airlock.plan.facts import ModelFacts, read_facts
-from airlock.plan.locate import locate_model
 from airlock.plan.planner import Plan, PlanOptions, plan
 from airlock.spec import ModelSpec, Spec, VllmEngineSpec
+from airlock.store.resolve import resolve_model_dir
 
 _ARG_FLAGS = {
     "--kv-cache-dtype": "kv_cache_dtype",
@@ -85,22 +85,26 @@ def options_for(spec: Spec, engine: VllmEngineSpec, environ: Mapping[str, str]) 
     )  # fmt: skip
 
 
-def model_folder(spec: Spec, model: ModelSpec) -> Path | None:
-    if model.path is not None:
-        return model.path
-    if model.hf is not None and spec.store is not None:
-        return locate_model(model.hf.repo, cache_dir=spec.store, revision=model.hf.revision)
-    return None
+def model_folder(model: ModelSpec, store: Path | None) -> Path | None:
+    """The folder the engine will serve (the store's own rule, ``resolve_model_dir``); None for an 'hf'
+    model when there is no store to look in."""
+    if model.hf is not None and store is None:
+        return None
+    return resolve_model_dir(model, store)
 
 
 def apply_plan(
     spec: Spec,
     *,
+    store: Path | None = None,
     force: bool = False,
     environ: Mapping[str, str] | None = None,
     reader: Callable[[Path], ModelFacts] = read_facts,
 ) -> tuple[Spec, list[StartCheck]]:
-    """Plan every vLLM model; return the spec with plan-filled engine fields and one check per model."""
+    """Plan every vLLM model; return the spec with plan-filled engine fields and one check per model.
+
+    ``store``: where the engines will find 'hf' models and local ones absent from their path (serve
+    passes the spec's store or the default one)."""
     env = os.environ if environ is None else environ
     strict = spec.hardware is not None
     checks: list[StartCheck] = []
@@ -111,7 +115,7 @@ def apply_plan(
             models.append(model)
             continue
         try:
-            folder = model_folder(spec, model)
+            folder = model_folder(model, store)
             if folder is None:
                 models.append(model)
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -142,3 +143,25 @@ def test_serve_refuses_before_starting_anything(model_dir: Path, tmp_path: Path)
     with pytest.raises(CannotStartError, match="cannot start"):
         asyncio.run(serve(ServeOptions(spec=spec, port=0), settings))
     assert not (tmp_path / "home" / "logs").exists()  # no engine was launched
+
+
+def test_an_hf_model_is_planned_from_the_store_the_engine_uses(tmp_path: Path) -> None:
+    # A spec without 'store:' serves 'hf' models from the default store; the start check looks there too,
+    # so a model that cannot start is refused rather than skipped.
+    from airlock.store.place import make_snapshot, write_ref
+
+    store = tmp_path / "store"
+    repo_dir = store / "hub" / "models--org--llama-8b"
+    (repo_dir / "blobs").mkdir(parents=True)
+    data = json.dumps(CONFIG).encode()
+    sha = hashlib.sha256(data).hexdigest()
+    (repo_dir / "blobs" / sha).write_bytes(data)
+    make_snapshot(repo_dir, "c" * 40, {"config.json": sha})
+    write_ref(repo_dir, "main", "c" * 40)
+    spec = parse_spec(
+        {"models": [{"name": "m", "hf": {"repo": "org/llama-8b"}, "engine": {"kind": "vllm"}}],
+         "hardware": {"gpu_memory": "8GiB"}}
+    )  # fmt: skip
+    assert apply_plan(spec, environ={})[1] == []  # no store to look in: not planned, as before
+    with pytest.raises(CannotStartError, match=r"model .m. cannot start on 1 x .*no memory left"):
+        apply_plan(spec, store=store, environ={})
