@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -45,6 +47,12 @@ def write_tiny_llama(vllm_python: Path, out: Path, *args: str) -> Path:
         timeout=300,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(vllm_python: Path) -> Callable[..., Path]:
+    """``tiny_model(out, *writer_args)``: write_tiny_llama with vLLM's Python (any shape, any config class)."""
+    return partial(write_tiny_llama, vllm_python)
 
 
 @pytest.fixture(scope="session")

