@@ -13,8 +13,8 @@ from airlock.engines.process import stop_group
 _STUBBORN = """
 import signal, subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-print(child.pid, flush=True)
-signal.signal(signal.SIGTERM, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # after the child starts (it would inherit the ignore)
+print(child.pid, flush=True)  # only now: the test's SIGTERM must not arrive before the ignore
 time.sleep(60)
 """
 
