@@ -14,6 +14,7 @@ import pytest
 
 from airlock.bench import BenchOptions, Load, Slo, run_bench
 from airlock.bench.report import render_html
+from airlock.bench.results import LevelResult
 from airlock.default_model import locate_default_model
 from airlock.engines.base import free_port
 from airlock.settings import Settings
@@ -72,12 +73,22 @@ def test_closed_loop_on_llama_server(llama_url: str) -> None:
         assert level.itl.p50 > 0
         assert level.slo_attainment == 1.0
     assert four.max_in_flight == 4
-    # Continuous batching over 4 slots: more tokens per second in total than one request at a time.
-    assert four.output_throughput > 1.1 * one.output_throughput, (
-        one.output_throughput,
-        four.output_throughput,
-    )
+    # Continuous batching over 4 slots, seen in the timeline rather than in a speed (which a busy CI
+    # machine can blur): at 4 users the server streams several answers at once; at 1 user never.
+    assert _overlapping_decodes(four) > 0
+    assert _overlapping_decodes(one) == 0
+    for level in (one, four):
+        tokens = sum(r.output_tokens or 0 for r in level.records)
+        assert level.output_throughput == pytest.approx(tokens / level.duration_s)
     assert render_html([("llama", results)]).count("<svg") == 3
+
+
+def _overlapping_decodes(level: LevelResult) -> int:
+    """Pairs of requests whose streams (first token to end) overlapped in time."""
+    spans = sorted(
+        (r.start + r.ttft, r.start + r.e2e) for r in level.records if r.ttft is not None and r.e2e is not None
+    )
+    return sum(1 for i, (_, end) in enumerate(spans) for begin, _ in spans[i + 1 :] if begin < end)
 
 
 def test_open_loop_with_the_builtin_dataset(llama_url: str) -> None:
