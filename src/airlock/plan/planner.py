@@ -90,10 +90,13 @@ def _cast(facts: ModelFacts, dtype: str) -> ModelFacts:
         return facts
     if facts.quant is not None:
         return replace(facts, dtype=dtype)
-    ratio = DTYPE_SIZE.get(dtype, 2) / facts.dtype_bytes
+    return replace(_scale_weights(facts, DTYPE_SIZE.get(dtype, 2) / facts.dtype_bytes), dtype=dtype)
+
+
+def _scale_weights(facts: ModelFacts, ratio: float) -> ModelFacts:
+    """``facts`` with every weight size (all, embedding, lm_head) times ``ratio``."""
     return replace(
         facts,
-        dtype=dtype,
         weight_bytes=int(facts.weight_bytes * ratio),
         embedding_bytes=int(facts.embedding_bytes * ratio),
         lm_head_bytes=int(facts.lm_head_bytes * ratio),
@@ -316,13 +319,12 @@ def _alternatives(
             ("an FP8 variant (about half the weight bytes)", 0.5),
             ("a 4-bit AWQ/GPTQ variant (about a quarter)", 0.27),
         ):
-            smaller = replace(
-                facts,
-                weight_bytes=int(facts.weight_bytes * ratio),
-                embedding_bytes=int(facts.embedding_bytes * ratio),
-                lm_head_bytes=int(facts.lm_head_bytes * ratio),
+            _, b, cap = ev(
+                _scale_weights(facts, ratio),
+                1 if hw.count == 1 else _largest_valid(tp_checks, hw.count),
+                1,
+                max_len,
             )
-            _, b, cap = ev(smaller, 1 if hw.count == 1 else _largest_valid(tp_checks, hw.count), 1, max_len)
             if b.kv_bytes > 0 and cap.max_concurrency >= 1:
                 out.append(
                     f"{label} on the same GPUs ({cap.max_concurrency:.1f} requests of {max_len:,} tokens)"
