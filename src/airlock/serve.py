@@ -26,7 +26,7 @@ from airlock.keys import KeyStore
 from airlock.plan.apply import apply_plan
 from airlock.settings import Settings
 from airlock.spec import GatewaySpec, Spec
-from airlock.store.resolve import default_store
+from airlock.store.resolve import spec_store
 
 log = logging.getLogger("airlock.serve")
 
@@ -107,7 +107,7 @@ async def serve(
     if not spec.models:
         raise ConfigError("the spec lists no models to serve")
     # Plan's start check: fills engine arguments the spec leaves unset, refuses what cannot start.
-    spec, checks = apply_plan(spec, store=spec.store or default_store(settings), force=options.force)
+    spec, checks = apply_plan(spec, store=spec_store(spec, settings), force=options.force)
     for check in checks:
         log.info("plan: %s: %s", check.model, check.message)
     host = options.host or spec.gateway.host

@@ -21,7 +21,7 @@ from airlock.plan.planner import Plan, PlanOptions, plan
 from airlock.plan.report import plan_to_dict
 from airlock.settings import Settings
 from airlock.spec import Spec, VllmEngineSpec, load_spec
-from airlock.store.resolve import default_store
+from airlock.store.resolve import spec_store
 
 out = Console(highlight=False)
 
@@ -229,7 +229,7 @@ def _spec_targets(spec: Spec, given: dict[str, object]) -> list[tuple[str, Path,
     targets = []
     for m in spec.models:
         if isinstance(m.engine, VllmEngineSpec):
-            folder = model_folder(m, spec.store or default_store(Settings.from_env()))
+            folder = model_folder(m, spec_store(spec, Settings.from_env()))
             if folder is not None:
                 targets.append((m.name, folder, _merge(options_for(spec, m.engine, os.environ), given)))
         elif m.gguf is not None:

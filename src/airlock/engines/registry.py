@@ -8,12 +8,12 @@ from airlock.engines.remote import remote_engine
 from airlock.engines.vllm import vllm_engine
 from airlock.settings import Settings
 from airlock.spec import LlamaCppEngineSpec, RemoteEngineSpec, Spec, VllmEngineSpec
-from airlock.store.resolve import default_store
+from airlock.store.resolve import spec_store
 
 
 def build_engines(spec: Spec, settings: Settings) -> list[EngineConfig]:
     engines: list[EngineConfig] = []
-    store = spec.store or default_store(settings)  # where 'hf' models (and absent local ones) are found
+    store = spec_store(spec, settings)  # where 'hf' models (and absent local ones) are found
     for model in spec.models:
         engine = model.engine
         if isinstance(engine, RemoteEngineSpec):

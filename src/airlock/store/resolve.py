@@ -21,13 +21,18 @@ from pathlib import Path
 from airlock.bundle import layout
 from airlock.errors import ModelNotFoundError
 from airlock.settings import Settings
-from airlock.spec import ModelSpec
+from airlock.spec import ModelSpec, Spec
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 def default_store(settings: Settings) -> Path:
     return settings.home / "store"
+
+
+def spec_store(spec: Spec, settings: Settings) -> Path:
+    """The store a spec's models are found in: its own ``store:``, else the default one."""
+    return spec.store or default_store(settings)
 
 
 def store_env(store: Path | None) -> dict[str, str]:
