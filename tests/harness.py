@@ -17,7 +17,7 @@ import uvloop
 from airlock.engines.base import EngineConfig, Launch, engine_env, free_port, internal_api_key
 from airlock.engines.supervisor import Backoff, EngineEvent, Supervisor
 from airlock.gateway.auth import KeyCache
-from airlock.serve import Listening, bind, serve_engines
+from airlock.serving.stack import Listening, bind, serve_engines
 from airlock.spec import GatewaySpec
 
 

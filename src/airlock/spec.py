@@ -27,9 +27,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
     ByteSize,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -37,14 +35,11 @@ from pydantic import (
     model_validator,
 )
 
+from airlock.common.types import FrozenModel
 from airlock.errors import SpecError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 _MIB = 1024 * 1024
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -58,7 +53,7 @@ def _resolve(value: Path | None, info: ValidationInfo) -> Path | None:
     return value
 
 
-class GatewaySpec(_Strict):
+class GatewaySpec(FrozenModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     auth: bool = True
@@ -72,7 +67,7 @@ class GatewaySpec(_Strict):
     _paths = field_validator("audit_log")(_resolve)
 
 
-class _EngineBase(_Strict):
+class _EngineBase(FrozenModel):
     args: list[str] = Field(default_factory=list, description="extra command-line arguments")
     env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
     startup_timeout_s: float = Field(300.0, gt=0)
@@ -127,14 +122,14 @@ class RemoteEngineSpec(_EngineBase):
 EngineSpec = Annotated[LlamaCppEngineSpec | VllmEngineSpec | RemoteEngineSpec, Field(discriminator="kind")]
 
 
-class HFSource(_Strict):
+class HFSource(FrozenModel):
     repo: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
     revision: str = "main"
     allow: list[str] = Field(default_factory=list)
     ignore: list[str] = Field(default_factory=list)
 
 
-class ModelSpec(_Strict):
+class ModelSpec(FrozenModel):
     name: str = Field(pattern=NAME_PATTERN)
     aliases: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(default_factory=list)
     path: Path | None = Field(None, description="a local Hugging Face-format folder")
@@ -166,7 +161,7 @@ class ModelSpec(_Strict):
         return [self.name, *self.aliases]
 
 
-class WheelsSpec(_Strict):
+class WheelsSpec(FrozenModel):
     """Python wheels for the air-gapped hosts, fetched by ``pip download`` at pack time."""
 
     requirements: list[str] = Field(default_factory=list, description="e.g. ['vllm==0.6.3', 'airlock']")
@@ -184,7 +179,7 @@ class WheelsSpec(_Strict):
     _paths = field_validator("requirement_files")(lambda v, info: [_resolve(p, info) for p in v])
 
 
-class FileSpec(_Strict):
+class FileSpec(FrozenModel):
     """A plain file or folder (configs, licences) carried to the store's ``files/``."""
 
     path: Path
@@ -193,7 +188,7 @@ class FileSpec(_Strict):
     _paths = field_validator("path")(_resolve)
 
 
-class HardwareSpec(_Strict):
+class HardwareSpec(FrozenModel):
     """The site's GPUs, for `airlock plan` and the start check in serve/deploy (absent: plan for the CPU)."""
 
     gpu: str | None = Field(
@@ -210,7 +205,7 @@ class HardwareSpec(_Strict):
         return self
 
 
-class Spec(_Strict):
+class Spec(FrozenModel):
     version: Literal[1] = 1
     store: Path | None = Field(None, description="airlock's model store (see `airlock install`)")
     hardware: HardwareSpec | None = Field(None, description="the site's GPUs, for `airlock plan`")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from airlock.bench import BenchOptions, Load, Slo, run_bench
-from airlock.bench.report import render_html
+from airlock.bench.html_report import render_html
 from airlock.bench.results import LevelResult
-from airlock.default_model import locate_default_model
 from airlock.engines.base import free_port
+from airlock.serving.default_model import locate_default_model
 from airlock.settings import Settings
 from harness import wait_healthy
 

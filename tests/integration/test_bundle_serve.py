@@ -22,11 +22,11 @@ import openai
 import pytest
 import yaml
 
-from airlock.bundle.install import InstallOptions, install
-from airlock.bundle.pack import PackOptions, pack
-from airlock.bundle.sign import generate_keypair
-from airlock.bundle.verify import VerifyOptions, verify
-from airlock.default_model import locate_default_model
+from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format.sign import generate_keypair
+from airlock.bundle.staging.pack import PackOptions, pack
+from airlock.serving.default_model import locate_default_model
 from airlock.settings import Settings
 from airlock.testing.fake_hub import FakeHub
 

@@ -12,13 +12,13 @@ import httpx
 import openai
 import pytest
 
-from airlock.default_model import default_spec
 from airlock.engines.base import EngineConfig, free_port, internal_api_key
 from airlock.engines.llamacpp import llamacpp_engine
 from airlock.engines.supervisor import EngineState
 from airlock.engines.vllm import vllm_engine
+from airlock.gateway.apikeys import KeyStore
 from airlock.gateway.auth import KeyCache
-from airlock.keys import KeyStore
+from airlock.serving.default_model import default_spec
 from airlock.settings import Settings
 from airlock.spec import GatewaySpec, LlamaCppEngineSpec, ModelSpec, VllmEngineSpec
 from harness import GatewayThread

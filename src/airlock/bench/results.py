@@ -3,10 +3,10 @@
 The file holds the run's settings (never the API key), a summary per load level and every
 request's record, so plots and new statistics can be drawn later without rerunning the load::
 
-    {"format": "airlock-bench/1", "info": {...}, "levels": [{"label": "8 users", "ttft": {...},
+    {"format": "airlock-benchmarks/1", "info": {...}, "levels": [{"label": "8 users", "ttft": {...},
      "output_throughput": 170.2, ..., "records": [...]}], "warnings": []}
 
-Written atomically (``airlock.bundle.fileio.write_atomic``: a temp name, fsync, ``os.replace``).
+Written atomically (``airlock.common.fileio.write_atomic``: a temp name, fsync, ``os.replace``).
 """
 
 from __future__ import annotations
@@ -15,19 +15,16 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from airlock.bundle.fileio import write_atomic
+from airlock.common.fileio import write_atomic
+from airlock.common.types import FrozenModel
 from airlock.errors import ResultsError
 
-FORMAT: Final = "airlock-bench/1"
+FORMAT: Final = "airlock-benchmarks/1"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Summary(_Frozen):
+class Summary(FrozenModel):
     """Seconds (or seconds per token): mean and percentiles by linear interpolation (numpy's default)."""
 
     count: int
@@ -39,7 +36,7 @@ class Summary(_Frozen):
     max: float
 
 
-class Record(_Frozen):
+class Record(FrozenModel):
     """One request; times in seconds (``start`` from the level's start)."""
 
     start: float
@@ -52,7 +49,7 @@ class Record(_Frozen):
     detail: str | None = None
 
 
-class LevelResult(_Frozen):
+class LevelResult(FrozenModel):
     kind: Literal["concurrency", "rate"]
     value: float
     label: str
@@ -78,7 +75,7 @@ class LevelResult(_Frozen):
     records: list[Record] = Field(default_factory=list)
 
 
-class Calibration(_Frozen):
+class Calibration(FrozenModel):
     """How synthetic prompts were sized: prompt tokens = intercept + per_word x words (server's count)."""
 
     intercept: float
@@ -86,7 +83,7 @@ class Calibration(_Frozen):
     words: int
 
 
-class RunInfo(_Frozen):
+class RunInfo(FrozenModel):
     url: str
     model: str
     endpoint: Literal["chat", "completions"]
@@ -113,8 +110,8 @@ class RunInfo(_Frozen):
     host: dict[str, str] = Field(default_factory=dict)
 
 
-class BenchResults(_Frozen):
-    format: Literal["airlock-bench/1"] = FORMAT
+class BenchResults(FrozenModel):
+    format: Literal["airlock-benchmarks/1"] = FORMAT
     info: RunInfo
     levels: list[LevelResult]
     warnings: list[str] = Field(default_factory=list)

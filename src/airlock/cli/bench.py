@@ -141,7 +141,7 @@ def _print_errors(results: BenchResults) -> None:
 def _save(results: BenchResults, stem: Path, html: bool) -> None:
     written = [save_results(results, stem.with_suffix(".json"))]
     if html:
-        from airlock.bench.report import write_report
+        from airlock.bench.html_report import write_report
 
         written.append(write_report([(stem.name, results)], stem.with_suffix(".html")))
     err.print("wrote " + ", ".join(str(p) for p in written))
@@ -246,7 +246,7 @@ def compare(
     for line in comparison.differences:
         err.print(f"[yellow]not the same[/]: {line}")
     if html is not None:
-        from airlock.bench.report import write_report
+        from airlock.bench.html_report import write_report
 
         err.print(f"wrote {write_report(runs, html)}")
 
@@ -257,7 +257,7 @@ def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the HTML report.")],
 ) -> None:
     """Draw the HTML report (plots, tables) again from results files, one run or several overlaid."""
-    from airlock.bench.report import write_report
+    from airlock.bench.html_report import write_report
 
     runs = _runs(files)
     for _, results in runs:

@@ -15,12 +15,12 @@ import typer
 from pydantic import ByteSize, TypeAdapter, ValidationError
 from rich.console import Console
 
-from airlock.bundle.fileio import human
-from airlock.bundle.install import InstallOptions, install
-from airlock.bundle.pack import Compression, PackOptions, default_workers, pack
-from airlock.bundle.sign import generate_keypair
-from airlock.bundle.verify import VerifyOptions, verify
+from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format.sign import generate_keypair
+from airlock.bundle.staging.pack import Compression, PackOptions, default_workers, pack
 from airlock.cli.bundle_render import RichProgress, rate, verify_table
+from airlock.common.fileio import human
 from airlock.errors import ConfigError, MissingVolumeError
 from airlock.settings import Settings
 from airlock.store.resolve import default_store
@@ -286,7 +286,7 @@ def rebuild_cmd(
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
     """Rebuild a lost or damaged volume from the others and the parity volumes (pack --parity)."""
-    from airlock.bundle.parity import RebuildOptions, rebuild
+    from airlock.bundle.airgap.rebuild import RebuildOptions, rebuild
 
     settings = Settings.from_env()
     started = time.monotonic()

@@ -16,8 +16,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from airlock.bundle.fileio import human
-from airlock.bundle.verify import VerifyReport
+from airlock.bundle.airgap.verify import VerifyReport
+from airlock.common.fileio import human
 
 PHASES = {
     "hash": "hashing",
@@ -31,7 +31,7 @@ PHASES = {
 
 
 class RichProgress:
-    """A :class:`~airlock.bundle.progress.ProgressSink` drawing one bar per phase."""
+    """A :class:`~airlock.common.progress.ProgressSink` drawing one bar per phase."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from airlock.keys import KeyStore
+from airlock.gateway.apikeys import KeyStore
 from airlock.settings import Settings
 
 app = typer.Typer(help="Create, list and revoke the gateway's API keys.", no_args_is_help=True)

@@ -18,7 +18,7 @@ from airlock.plan.facts import read_facts
 from airlock.plan.hardware import GIB, list_gpus
 from airlock.plan.locate import locate_model
 from airlock.plan.planner import Plan, PlanOptions, plan
-from airlock.plan.report import plan_to_dict
+from airlock.plan.serialize import plan_to_dict
 from airlock.settings import Settings
 from airlock.spec import Spec, VllmEngineSpec, load_spec
 from airlock.store.resolve import spec_store

@@ -12,11 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
-from airlock.default_model import default_spec
 from airlock.engines.supervisor import EngineEvent, EngineState
-from airlock.keys import KeyStore
-from airlock.serve import Listening, ServeOptions
-from airlock.serve import serve as serve_core
+from airlock.gateway.apikeys import KeyStore
+from airlock.serving.default_model import default_spec
+from airlock.serving.stack import Listening, ServeOptions
+from airlock.serving.stack import serve as serve_core
 from airlock.settings import Settings
 from airlock.spec import Spec, load_spec
 

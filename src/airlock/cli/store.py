@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from airlock.bundle.fileio import human
-from airlock.bundle.inventory import make_inventory, write_inventory
-from airlock.bundle.sign import load_private_key
+from airlock.bundle.format.inventory import make_inventory, write_inventory
+from airlock.bundle.format.sign import load_private_key
 from airlock.cli.bundle import default_key
+from airlock.common.fileio import human
 from airlock.settings import Settings
 from airlock.store.resolve import default_store
 from airlock.store.store import Store

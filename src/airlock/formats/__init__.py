@@ -1,1 +1,1 @@
-"""Readers of weight-file headers shared by plan (model facts) and bundle (pack-time checks)."""
+"""Readers of weight-file headers (GGUF, safetensors) shared by plan (model facts) and bundle (pack-time checks)."""

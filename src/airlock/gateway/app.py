@@ -27,6 +27,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from airlock import __version__
+from airlock.gateway.apikeys import ApiKey
 from airlock.gateway.asgi import (
     ClientDisconnected,
     Message,
@@ -46,7 +47,6 @@ from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.proxy import Outcome, forward
 from airlock.gateway.routing import Router
 from airlock.gateway.validation import parse_json_object, validate_request
-from airlock.keys import ApiKey
 from airlock.spec import GatewaySpec
 
 log = logging.getLogger("airlock.gateway")

@@ -1,6 +1,6 @@
 """The few ASGI pieces the gateway needs, written out because it sits in every request's path.
 
-bench/http_stack.py measured, on this 2-core machine through a JSON pass-through: raw ASGI on
+benchmarks/http_stack.py measured, on this 2-core machine through a JSON pass-through: raw ASGI on
 uvicorn (httptools, uvloop) with an aiohttp client ~2,300 req/s at 1 client and ~2,600 at 32;
 Starlette on the same server ~1,550 / ~2,000; aiohttp.web ~1,800 / ~1,950; Starlette with httpx
 ~150 / ~90. Hence plain ASGI callables here, uvicorn to serve them and aiohttp as the client.

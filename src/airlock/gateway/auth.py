@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+from airlock.gateway.apikeys import ApiKey, KeyStore, check_token
 from airlock.gateway.errors import APIError
-from airlock.keys import ApiKey, KeyStore, check_token
 
 _MISSING = (
     "Missing API key: send it as 'Authorization: Bearer <key>'. "

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from airlock.engines.supervisor import EngineRuntime
+from airlock.gateway.apikeys import ApiKey
 from airlock.gateway.errors import APIError
-from airlock.keys import ApiKey
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Compatibility checks against data files generated from vLLM releases (see gen_tables.py).
+"""Compatibility checks against data files generated from vLLM releases (see scripts/gen_plan_tables.py).
 
 - architecture support per release (``data/vllm_architectures.json``);
 - quantization method vs the GPU's compute capability (``data/vllm_quantization.json``);

@@ -20,8 +20,8 @@ from typing import Any
 
 from airlock.errors import ModelFactsError
 from airlock.formats.gguf import GgufFile, read_gguf
+from airlock.formats.safetensors import read_header
 from airlock.plan.facts_layers import layer_kinds, mamba_state_bytes
-from airlock.plan.safetensors_header import read_header
 
 DTYPE_NAMES = {
     "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16", "half": "float16",

@@ -1,4 +1,4 @@
-"""The model store on the air-gapped side: laid out like ``HF_HOME`` (see :mod:`airlock.bundle.layout`).
+"""The model store on the air-gapped side: laid out like ``HF_HOME`` (see :mod:`airlock.store.layout`).
 
 ``airlock install`` fills it, ``airlock ls`` lists it, ``airlock inventory`` exports what it holds
 and ``airlock serve`` resolves models in it (:mod:`airlock.store.resolve`).

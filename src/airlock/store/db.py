@@ -12,23 +12,19 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from airlock.bundle.manifest import RelPath, Sha256, Size
+from airlock.common.types import FrozenModel, RelPath, Sha256, Size
 from airlock.errors import StoreError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StoredFile(_Strict):
+class StoredFile(FrozenModel):
     path: RelPath
     size: Size
     sha256: Sha256
 
 
-class StoredModel(_Strict):
+class StoredModel(FrozenModel):
     name: str  # the model's name in the spec it was packed from
     repo: str  # its id in the store, e.g. "HuggingFaceTB/SmolLM2-135M-Instruct" or "local/tiny"
     revision: str  # as packed ("main", a tag or a commit)
@@ -40,21 +36,21 @@ class StoredModel(_Strict):
     installed: str
 
 
-class StoredWheel(_Strict):
+class StoredWheel(FrozenModel):
     file: RelPath
     size: Size
     sha256: Sha256
     bundle: str
 
 
-class StoredPlainFile(_Strict):
+class StoredPlainFile(FrozenModel):
     path: RelPath
     size: Size
     sha256: Sha256
     bundle: str
 
 
-class StoredBundle(_Strict):
+class StoredBundle(FrozenModel):
     id: Sha256
     created: str
     installed: str
@@ -62,7 +58,7 @@ class StoredBundle(_Strict):
     airlock_version: str
 
 
-class StoreDb(_Strict):
+class StoreDb(FrozenModel):
     format: Literal["airlock-store/1"] = "airlock-store/1"
     bundles: list[StoredBundle] = Field(default_factory=list)
     models: list[StoredModel] = Field(default_factory=list)

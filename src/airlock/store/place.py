@@ -19,7 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
-from airlock.bundle.fileio import fsync_dir, is_disk_full, no_space, temp_name, write_atomic
+from airlock.common.fileio import fsync_dir, is_disk_full, no_space, temp_name, write_atomic
 
 _NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from airlock.bundle import layout
 from airlock.errors import ModelNotFoundError
 from airlock.settings import Settings
 from airlock.spec import ModelSpec, Spec
+from airlock.store import layout
+from airlock.store.layout import local_repo
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
@@ -40,12 +41,6 @@ def store_env(store: Path | None) -> dict[str, str]:
     if store is None:
         return {}
     return {"HF_HOME": str(store), "HF_HUB_CACHE": str(store / layout.STORE_HUB)}
-
-
-def _local_repo(name: str) -> str:
-    from airlock.bundle.sources.local import local_repo
-
-    return local_repo(name)
 
 
 def snapshot_dir(store: Path, repo: str, revision: str = "main") -> Path:
@@ -75,7 +70,7 @@ def resolve_model_dir(model: ModelSpec, store: Path | None) -> Path:
         if model.path.exists() or store is None:
             return model.path
         try:
-            return snapshot_dir(store, _local_repo(model.name))
+            return snapshot_dir(store, local_repo(model.name))
         except ModelNotFoundError:
             raise ModelNotFoundError(
                 f"model {model.name!r}: {model.path} does not exist, and the store {store} lacks it",
@@ -113,7 +108,7 @@ def resolve_gguf(model: ModelSpec, store: Path | None) -> Path:
         if by_name.exists():
             return by_name
         try:
-            return _pick_gguf(model, snapshot_dir(store, _local_repo(model.name)))
+            return _pick_gguf(model, snapshot_dir(store, local_repo(model.name)))
         except ModelNotFoundError:
             raise ModelNotFoundError(
                 f"model {model.name!r}: {model.gguf} does not exist, and the store {store} has no {model.gguf.name}",

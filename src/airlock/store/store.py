@@ -15,9 +15,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from airlock.bundle import layout
-from airlock.bundle.fileio import is_disk_full, no_space, write_atomic
+from airlock.common.fileio import is_disk_full, no_space, write_atomic
 from airlock.errors import StoreError
+from airlock.store import layout
 from airlock.store.db import StoreDb
 
 

@@ -16,8 +16,8 @@ from airlock.bench import BenchOptions, Load, Observer, Slo, run_bench, run_benc
 from airlock.bench.results import LevelResult
 from airlock.bench.runner import BenchInterrupted
 from airlock.errors import EndpointError
+from airlock.gateway.apikeys import KeyStore
 from airlock.gateway.auth import KeyCache
-from airlock.keys import KeyStore
 from harness import GatewayThread, fake_engine_config
 
 from .conftest import TOKEN_DELAY_S, TTFT_S, Launcher

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from airlock.bench.compare import compare_runs, run_labels
-from airlock.bench.report import render_html, write_report
+from airlock.bench.html_report import render_html, write_report
 from airlock.bench.results import FORMAT, BenchResults, load_results, save_results
 from airlock.errors import ResultsError
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle.pack import PackResult
-from airlock.bundle.sign import KeyPair, generate_keypair
+from airlock.bundle.format.sign import KeyPair, generate_keypair
+from airlock.bundle.staging.pack import PackResult
 from bundle_helpers import Staging, do_pack, make_staging
 
 

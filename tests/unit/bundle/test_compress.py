@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import zstandard
 
-from airlock.bundle.compress import group_bytes, safetensors_group, ungroup_bytes
-from airlock.bundle.install import InstallOptions, install
-from airlock.bundle.sign import KeyPair
-from airlock.bundle.verify import VerifyOptions, verify
+from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format.compress import group_bytes, safetensors_group, ungroup_bytes
+from airlock.bundle.format.sign import KeyPair
 from airlock.errors import IntegrityError
 from airlock.testing.tiny_files import safetensors_bytes, write_safetensors
 from bundle_helpers import Staging, do_pack

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle import layout
-from airlock.bundle.install import InstallOptions, install
-from airlock.bundle.inventory import Inventory, make_inventory, write_inventory
-from airlock.bundle.sign import KeyPair, generate_keypair, load_private_key
-from airlock.bundle.verify import VerifyOptions, verify
+from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format import layout
+from airlock.bundle.format.inventory import Inventory, make_inventory, write_inventory
+from airlock.bundle.format.sign import KeyPair, generate_keypair, load_private_key
 from airlock.errors import SignatureError, StoreError
 from airlock.store import Store
 from airlock.testing.tiny_files import write_safetensors

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle.install import InstallOptions, install
-from airlock.bundle.sign import KeyPair
-from airlock.bundle.verify import VerifyOptions, verify
+from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format.sign import KeyPair
 from airlock.errors import IntegrityError, SourceError, UnsafeWeightsError
 from airlock.testing.fake_hub import FakeHub
 from airlock.testing.tiny_files import model_files

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from airlock.bundle import layout
-from airlock.bundle.fileio import Disk
-from airlock.bundle.install import InstallOptions, InstallResult, install
-from airlock.bundle.pack import PackResult
-from airlock.bundle.sign import KeyPair
+from airlock.bundle.airgap.install import InstallOptions, InstallResult, install
+from airlock.bundle.format.sign import KeyPair
+from airlock.bundle.staging.pack import PackResult
+from airlock.common.fileio import Disk
 from airlock.errors import IntegrityError, NoSpaceError, SignatureError, UnlistedFileError, UnsafePathError
 from airlock.spec import load_spec
 from airlock.store import Store, resolve_gguf, resolve_model_dir
+from airlock.store import layout as store_layout
 from bundle_helpers import Staging, do_pack
 
 
@@ -33,7 +33,7 @@ def _sha(path: Path) -> str:
 def _visible(store: Path) -> list[str]:
     """What a reader of the store sees (everything but airlock's own state folder)."""
     return sorted(
-        p.relative_to(store).as_posix() for p in store.rglob("*") if layout.STORE_STATE not in p.parts
+        p.relative_to(store).as_posix() for p in store.rglob("*") if store_layout.STORE_STATE not in p.parts
     )
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airlock.bundle.manifest import (
+from airlock.bundle.format.manifest import (
     Artifact,
     Blob,
     Entry,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle import layout
-from airlock.bundle.manifest import Manifest, canonical_json
-from airlock.bundle.pack import PackResult
-from airlock.bundle.sign import MANIFEST_CONTEXT, KeyPair, load_private_key, sign
-from airlock.bundle.verify import VerifyOptions, VerifyReport, verify
+from airlock.bundle.airgap.verify import VerifyOptions, VerifyReport, verify
+from airlock.bundle.format import layout
+from airlock.bundle.format.manifest import Manifest, canonical_json
+from airlock.bundle.format.sign import MANIFEST_CONTEXT, KeyPair, load_private_key, sign
+from airlock.bundle.staging.pack import PackResult
 from airlock.errors import (
     BundleError,
     BundleFormatError,

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle.pack import PackResult
-from airlock.bundle.parity import RebuildOptions, parity_volume_count, rebuild
-from airlock.bundle.sign import KeyPair
-from airlock.bundle.verify import VerifyOptions, verify
+from airlock.bundle.airgap.rebuild import RebuildOptions, rebuild
+from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format.parity import parity_volume_count
+from airlock.bundle.format.sign import KeyPair
+from airlock.bundle.staging.pack import PackResult
 from airlock.errors import BundleError
 from bundle_helpers import Staging, do_pack
 

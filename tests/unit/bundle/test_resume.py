@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle import layout
-from airlock.bundle.fileio import Disk
-from airlock.bundle.install import InstallOptions, install
-from airlock.bundle.sign import KeyPair
-from airlock.bundle.verify import VerifyOptions, verify
+from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format import layout
+from airlock.bundle.format.sign import KeyPair
+from airlock.common.fileio import Disk
 from airlock.errors import NoSpaceError
 from bundle_helpers import CREATED, SMALL_CHUNK, Staging, do_pack
 
@@ -23,7 +23,7 @@ KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from pathlib import Path
-    from airlock.bundle.fileio import Disk
+    from airlock.common.fileio import Disk
 
     class Killer(Disk):
         def __init__(self, budget): self.budget = budget
@@ -35,12 +35,12 @@ KILLER = textwrap.dedent(
 
     budget = int(sys.argv[2])
     if sys.argv[1] == "pack":
-        from airlock.bundle.pack import PackOptions, pack
+        from airlock.bundle.staging.pack import PackOptions, pack
         pack(PackOptions(spec_path=Path(sys.argv[3]), out=Path(sys.argv[4]), sign_key=Path(sys.argv[5]),
                          volume_size=100_000, chunk_size={chunk}, workers=1, created="{created}",
                          disk=Killer(budget)))
     else:
-        from airlock.bundle.install import InstallOptions, install
+        from airlock.bundle.airgap.install import InstallOptions, install
         install(InstallOptions(dirs=[Path(sys.argv[3])], store=Path(sys.argv[4]), trust=[Path(sys.argv[5])],
                                workers=1, disk=Killer(budget)))
     print("finished without being killed")

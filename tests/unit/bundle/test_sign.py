@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle.sign import (
+from airlock.bundle.format.sign import (
     INVENTORY_CONTEXT,
     MANIFEST_CONTEXT,
     KeyPair,

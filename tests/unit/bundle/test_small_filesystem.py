@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle.fileio import Disk
-from airlock.bundle.install import InstallOptions, install
-from airlock.bundle.sign import KeyPair
+from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.format.sign import KeyPair
+from airlock.common.fileio import Disk
 from airlock.errors import NoSpaceError
 from bundle_helpers import Staging, do_pack
 

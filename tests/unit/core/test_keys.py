@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from airlock.errors import KeyStoreError, UnknownKeyError
+from airlock.gateway.apikeys import KeyStore, check_token
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
-from airlock.keys import KeyStore, check_token
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
+from airlock.gateway.apikeys import KeyStore
 from airlock.gateway.auth import KeyCache
-from airlock.keys import KeyStore
 from airlock.spec import GatewaySpec
 from airlock.testing.fake_engine import REPLY
 from harness import GatewayThread, fake_engine_config

@@ -133,7 +133,7 @@ def test_cli_contradictory_flags(model_dir: Path) -> None:
 def test_serve_refuses_before_starting_anything(model_dir: Path, tmp_path: Path) -> None:
     import asyncio
 
-    from airlock.serve import ServeOptions, serve
+    from airlock.serving.stack import ServeOptions, serve
     from airlock.settings import Settings
 
     spec = _spec(model_dir, {"gpu": "t4-16gb"}, {"max_model_len": 8192})

@@ -10,8 +10,8 @@ import pytest
 
 from airlock.errors import ModelFactsError
 from airlock.formats.gguf import read_gguf
+from airlock.formats.safetensors import read_header
 from airlock.plan.facts import read_facts
-from airlock.plan.safetensors_header import read_header
 
 LLAMA = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
          "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100,

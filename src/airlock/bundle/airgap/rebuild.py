@@ -1,0 +1,168 @@
+"""``airlock rebuild``: a lost or damaged volume rebuilt from the others and the parity volumes.
+
+The scheme (rows, blocks, shares) is :mod:`airlock.bundle.format.parity`. Every volume used is
+verified first; every rebuilt entry is checked against the manifest before it is kept.
+
+Example::
+
+    result = rebuild(RebuildOptions(dirs=[Path("/media/usb1"), Path("/media/usb3")], volume=2,
+                                    out=Path("/tmp/rebuilt"), trust=[Path("site.pub")]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zfec
+
+from airlock.bundle.airgap.verify import check_volumes
+from airlock.bundle.format import layout
+from airlock.bundle.format.manifest import Entry, VolumeIndex
+from airlock.bundle.format.parity import ShareSink, volume_stream
+from airlock.bundle.format.reader import open_bundle, read_small
+from airlock.bundle.format.sign import load_public_key
+from airlock.common.fileio import DEFAULT_DISK, Disk, fsync_dir, write_atomic
+from airlock.common.progress import Meter, ProgressSink
+from airlock.errors import BundleError, IntegrityError
+
+
+@dataclass(frozen=True)
+class RebuildOptions:
+    dirs: list[Path]
+    volume: int
+    out: Path
+    trust: list[Path] = field(default_factory=list)
+    allow_unsigned: bool = False
+    workers: int = 2
+    disk: Disk = DEFAULT_DISK
+    progress: ProgressSink | None = None
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    volume: int
+    path: Path
+    used: list[int]  # the volumes it was rebuilt from
+    bytes: int
+
+
+class _EntryWriter:
+    """Splits a volume's rebuilt stream back into its entry files, checking each against the manifest."""
+
+    def __init__(self, root: Path, entries: list[Entry], chunk_size: int, disk: Disk) -> None:
+        self.root = root
+        self.entries = list(entries)
+        self.chunk_size = chunk_size
+        self.disk = disk
+        self.index = 0
+        self.sink: ShareSink | None = None
+        self.bad: list[str] = []
+
+    def _open(self) -> None:
+        while self.sink is None and self.index < len(self.entries):
+            entry = self.entries[self.index]
+            self.sink = ShareSink(self.root / entry.path, self.chunk_size, self.disk)
+            if entry.stored_size == 0:
+                self._close()
+
+    def _close(self) -> None:
+        assert self.sink is not None
+        entry = self.entries[self.index]
+        whole, chunks = self.sink.commit()
+        ok = chunks == entry.chunks if entry.chunks else whole == entry.stored_sha256
+        if not ok:
+            self.bad.append(entry.path)
+        self.sink = None
+        self.index += 1
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            self._open()
+            if self.sink is None:
+                return  # zero padding past the last entry
+            entry = self.entries[self.index]
+            take = min(len(view), entry.stored_size - self.sink.pos)
+            self.sink.write(bytes(view[:take]))
+            view = view[take:]
+            if self.sink.pos == entry.stored_size:
+                self._close()
+
+    def finish(self) -> None:
+        self._open()
+        if self.sink is not None or self.index < len(self.entries):
+            raise IntegrityError("the rebuilt stream ended before every entry was written")
+
+    def abort(self) -> None:
+        if self.sink is not None:
+            self.sink.abort()
+
+
+def rebuild(options: RebuildOptions) -> RebuildResult:
+    trusted = [load_public_key(p) for p in options.trust]
+    opened = open_bundle(options.dirs, trusted, allow_unsigned=options.allow_unsigned)
+    manifest = opened.manifest
+    parity = manifest.parity
+    if parity is None:
+        raise BundleError("this bundle has no parity volumes (pack it with --parity)")
+    if not 1 <= options.volume <= len(manifest.volumes):
+        raise BundleError(f"volume {options.volume}: the set has volumes 1 to {len(manifest.volumes)}")
+    target = manifest.volumes[options.volume - 1]
+    root = options.out / target.name
+    if root.exists() and any(root.iterdir()):
+        raise BundleError(f"{root}: not empty; rebuild writes a fresh volume", hint="choose an empty --out")
+    others = [opened.volumes[n] for n in sorted(opened.volumes) if n != options.volume]
+    problems, _ = check_volumes(opened, others, workers=options.workers, progress=options.progress)
+    damaged = {p.volume for p in problems}
+    intact = [v for v in others if v.number not in damaged]
+    k = parity.data_volumes
+    if len(intact) < k:
+        raise BundleError(
+            f"cannot rebuild volume {options.volume}: {k} intact volumes are needed, {len(intact)} are mounted "
+            f"({', '.join(str(v.number) for v in intact) or 'none'})",
+            hint="mount more volumes of the set",
+        )
+    use = sorted(intact, key=lambda v: (manifest.volumes[v.number - 1].role != "data", v.number))[:k]
+    block, rows = parity.block, parity.rows
+    # A parity volume's one entry, its share, is exactly ``rows`` blocks: the same stream serves both roles.
+    streams = [volume_stream(v.root, manifest.volumes[v.number - 1].entries, rows, block) for v in use]
+    nums = tuple(v.number - 1 for v in use)  # zfec block number = volume number - 1
+    decoder = zfec.Decoder(k, k + parity.parity_volumes)
+    encoder = zfec.Encoder(k, k + parity.parity_volumes)
+    writer = _EntryWriter(root, target.entries, manifest.chunk_size, options.disk)
+    meter = Meter(options.progress, "rebuild", rows * block)
+    try:
+        for _ in range(rows):
+            blocks = tuple(next(s) for s in streams)
+            if sorted(nums) == list(range(k)):
+                order = sorted(range(k), key=lambda i: nums[i])
+                primary = [blocks[i] for i in order]
+            else:
+                primary = [bytes(b) for b in decoder.decode(blocks, nums)]
+            if target.role == "data":
+                writer.feed(primary[target.number - 1])
+            else:
+                (share,) = encoder.encode(tuple(primary), (target.number - 1,))
+                writer.feed(bytes(share))
+            meter(block)
+        writer.finish()
+    finally:
+        writer.abort()
+        meter.finish()
+    if writer.bad:
+        raise IntegrityError(
+            f"volume {options.volume} was rebuilt but {', '.join(writer.bad)} do not match the manifest",
+            hint="another volume used is damaged in a way its hashes did not show; mount other volumes",
+        )
+    source = use[0].root
+    write_atomic(root / layout.MANIFEST, opened.manifest_bytes)
+    sig = source / layout.SIGNATURE
+    if sig.exists():
+        write_atomic(root / layout.SIGNATURE, read_small(sig, what="signature"))
+    sbom = source / layout.SBOM
+    if sbom.exists():
+        write_atomic(root / layout.SBOM, read_small(sbom, what="SBOM"))
+    write_atomic(root / layout.VOLUME_INDEX, VolumeIndex.of(manifest, opened.bundle, target).to_bytes())
+    fsync_dir(root)
+    return RebuildResult(options.volume, root, [v.number for v in use], target.stored_bytes)

@@ -1,5 +1,0 @@
-"""What pack reads: models (Hugging Face, local folders, GGUF files), wheels and plain files.
-
-Each source turns part of the spec into :class:`~airlock.bundle.sources.base.Collected` artifacts:
-logical paths and where to read them, before anything is hashed or written.
-"""

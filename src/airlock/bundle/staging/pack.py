@@ -1,0 +1,448 @@
+"""``airlock pack``: a spec in, a signed bundle of volumes out.
+
+The verb runs in three stages, like zarf's ``create``: load (spec, key, base), assemble (collect the
+sources, check them, hash them, decide what to carry and where it goes) and write (blobs onto
+volumes, parity, SBOM, then the manifest, its signature and each volume's index, last, so a folder
+that lacks them is visibly unfinished). Every stage can be interrupted and re-run: downloads resume,
+hashes are cached and blobs already written are re-hashed and kept (see :mod:`writer`).
+
+Example::
+
+    result = pack(PackOptions(spec_path=Path("airlock.yaml"), out=Path("bundle"),
+                              volume_size=4_000_000_000, sign_key=Path("airlock.key")))
+    result.bundle, [v.path for v in result.volumes]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from airlock import __version__
+from airlock.bundle.format import layout
+from airlock.bundle.format.compress import Frame
+from airlock.bundle.format.manifest import (
+    Artifact,
+    BaseRef,
+    Blob,
+    Entry,
+    FileEntry,
+    Manifest,
+    Parity,
+    SbomRef,
+    Volume,
+    VolumeIndex,
+    chunk_spans,
+    utc_now,
+)
+from airlock.bundle.format.sign import MANIFEST_CONTEXT, load_private_key, sign
+from airlock.bundle.staging.collect import CollectOptions, collect
+from airlock.bundle.staging.hashing import HashCache, Hashed, hash_files
+from airlock.bundle.staging.sources.base import Collected, content_commit
+from airlock.bundle.staging.volumes import Item, Placement, plan_volumes
+from airlock.bundle.staging.writer import StoredSource, VolumeWriter, entry_path
+from airlock.common.fileio import DEFAULT_DISK, Disk, full_disk_named, write_atomic
+from airlock.common.progress import ProgressSink
+from airlock.errors import BundleError
+from airlock.spec import Spec, load_spec
+
+MIB = 1024 * 1024
+DEFAULT_CHUNK = 64 * MIB
+UNLIMITED = 1 << 62
+Compression = Literal["none", "zstd", "auto"]
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    spec_path: Path
+    out: Path
+    volume_size: int | None = None  # None: one volume
+    sign_key: Path | None = None  # None: unsigned (verify then needs --allow-unsigned)
+    base: Path | None = None  # an earlier manifest.json or an inventory.json (delta)
+    trust: tuple[Path, ...] = ()  # public keys that may have signed the base
+    allow_pickle: bool = False
+    parity_percent: float = 0.0
+    compress: Compression = "none"
+    compress_frame: int = (
+        16 * MIB
+    )  # raw bytes per zstd frame: parts of a compressed blob are cut between frames
+    chunk_size: int = DEFAULT_CHUNK
+    workers: int = field(default_factory=default_workers)
+    hf_endpoint: str | None = None
+    hf_cache: Path | None = None
+    hf_token: str | None = None
+    pip_python: Path | None = None
+    created: str | None = None  # default: now (UTC)
+    disk: Disk = DEFAULT_DISK
+    progress: ProgressSink | None = None
+
+
+@dataclass(frozen=True)
+class PackedVolume:
+    number: int
+    path: Path
+    role: str
+    bytes: int
+    entries: int
+
+
+@dataclass(frozen=True)
+class PackResult:
+    out: Path
+    bundle: str
+    manifest: Manifest
+    volumes: list[PackedVolume]
+    signed_by: str | None
+    files: int
+    blobs: int
+    carried_bytes: int  # raw bytes of the blobs carried
+    stored_bytes: int  # bytes on the volumes (after compression, with parity)
+    skipped_blobs: int  # already on the other side (--base)
+    skipped_bytes: int
+    written_bytes: int
+    kept_bytes: int  # kept from an interrupted run
+    warnings: list[str]
+
+
+@contextlib.contextmanager
+def _locked_out(out: Path) -> Iterator[Path]:
+    """Prepare ``out`` and hold its lock; refuse a folder that holds anything but an earlier pack."""
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"{out}: not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    state = out / layout.PACK_STATE_DIR
+    if not state.is_dir():
+        foreign = [p.name for p in out.iterdir()]
+        if foreign:
+            raise BundleError(
+                f"{out}: not empty and not an earlier pack's folder (holds {', '.join(sorted(foreign)[:3])})",
+                hint="choose an empty --out folder",
+            )
+        state.mkdir()
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise BundleError(f"{out}: another pack is writing this folder") from exc
+        yield state
+    finally:
+        os.close(fd)
+
+
+def _assemble(
+    collected: list[Collected], hashes: dict[Path, Hashed]
+) -> tuple[list[Artifact], dict[str, tuple[Path, Hashed, str, int]]]:
+    """Artifacts for the manifest, and each distinct blob's first origin (in order)."""
+    artifacts: list[Artifact] = []
+    origins: dict[str, tuple[Path, Hashed, str, int]] = {}
+    for c in collected:
+        entries = []
+        for f in c.files:
+            h = hashes[f.origin]
+            entries.append(FileEntry(path=f.path, size=h.stamp.size, sha256=h.sha256))
+            origins.setdefault(h.sha256, (f.origin, h, f"{c.name}/{f.path}", h.stamp.size))
+        source = c.source
+        if source.type in ("local", "gguf"):
+            source = source.model_copy(update={"commit": content_commit((e.path, e.sha256) for e in entries)})
+        artifacts.append(
+            Artifact(kind=c.kind, name=c.name, repo=c.repo, source=source, license=c.license, files=entries)
+        )
+    return artifacts, origins
+
+
+def _placeholder_entries(plan: list[list[Placement]], blobs: dict[str, Blob], chunk: int) -> list[Volume]:
+    zero = "0" * 64
+    volumes = []
+    for number, placements in enumerate(plan, start=1):
+        entries = [
+            Entry(
+                path=entry_path(p, blobs[p.blob].encoding == "zstd"),
+                blob=p.blob,
+                part=p.part,
+                offset=p.offset,
+                length=p.length,
+                stored_size=p.stored_size,
+                stored_sha256=p.blob if p.part is None and blobs[p.blob].encoding == "raw" else zero,
+                chunks=[zero] * len(chunk_spans(p.stored_size, chunk)),
+            )
+            for p in placements
+        ]
+        volumes.append(Volume(number=number, entries=entries))
+    return volumes
+
+
+def _plan(
+    items: list[Item],
+    blobs: dict[str, Blob],
+    draft: Manifest,
+    sbom_size: int,
+    options: PackOptions,
+    parity_block: int | None,
+) -> list[list[Placement]]:
+    """Place blobs, leaving each volume room for its metadata (manifest, index, signature, SBOM)."""
+    if options.volume_size is None:
+        return plan_volumes(items, UNLIMITED)
+    reserve = 4096
+    for _ in range(8):
+        capacity = options.volume_size - reserve
+        if parity_block:
+            capacity -= capacity % parity_block
+        if capacity <= 0:
+            break
+        placements = plan_volumes(items, capacity)
+        volumes = _placeholder_entries(placements, blobs, options.chunk_size)
+        if parity_block:
+            from airlock.bundle.format.parity import parity_placeholders
+
+            volumes += parity_placeholders(volumes, options.parity_percent, parity_block, options.chunk_size)
+        manifest = draft.model_copy(update={"volumes": volumes})
+        biggest_index = max(len(VolumeIndex.of(manifest, "0" * 64, v).to_bytes()) for v in volumes)
+        needed = len(manifest.to_bytes()) + biggest_index + sbom_size + 1024
+        if needed <= reserve:
+            return placements
+        reserve = needed + needed // 4 + 4096
+    raise BundleError(
+        f"a volume size of {options.volume_size} bytes is too small: the manifest and index alone need "
+        f"about {reserve} bytes per volume",
+        hint="choose a larger --volume-size",
+    )
+
+
+def pack(options: PackOptions) -> PackResult:
+    with full_disk_named(options.out, by_file=True):  # wherever it strikes: named, never a traceback
+        return _pack(options)
+
+
+def _pack(options: PackOptions) -> PackResult:
+    spec = load_spec(options.spec_path)
+    key = load_private_key(options.sign_key) if options.sign_key is not None else None
+    base = None
+    if options.base is not None:
+        from airlock.bundle.staging.delta import load_base
+
+        base = load_base(options.base, list(options.trust))
+    warnings: list[str] = list(base.notes) if base is not None else []
+    if key is None:
+        warnings.append(
+            "the bundle is not signed (--sign KEY): the other side can check it only with --allow-unsigned"
+        )
+    _refuse_out_in_sources(spec, options.out)
+    with _locked_out(options.out) as state:
+        collected = collect(
+            spec,
+            CollectOptions(
+                work_dir=state,
+                allow_pickle=options.allow_pickle,
+                hf_endpoint=options.hf_endpoint,
+                hf_cache=options.hf_cache,
+                hf_token=options.hf_token,
+                pip_python=options.pip_python,
+                workers=options.workers,
+            ),
+        )
+        if not collected:
+            raise BundleError(
+                f"{options.spec_path}: nothing to pack (no local or hub models, wheels or files)"
+            )
+        cache = HashCache(state / layout.PACK_HASH_CACHE)
+        hashes = hash_files(
+            ((f.origin, f.expected_sha256, f"{c.name}/{f.path}") for c in collected for f in c.files),
+            cache,
+            workers=options.workers,
+            progress=options.progress,
+        )
+        artifacts, origins = _assemble(collected, hashes)
+        skip = base.blobs if base is not None else frozenset()
+        encoded = _encode([sha for sha in origins if sha not in skip], origins, state, options)
+        blobs, sources, items = _blobs(origins, skip, encoded)
+        created = options.created or utc_now()
+        sbom_bytes = _sbom(artifacts, collected, created)
+        common: dict[str, Any] = {
+            "created": created,
+            "airlock_version": __version__,
+            "volume_size": options.volume_size,
+            "chunk_size": options.chunk_size,
+            "spec": spec.model_dump(mode="json", exclude_defaults=True),
+            "artifacts": artifacts,
+            "blobs": list(blobs.values()),
+            "base": BaseRef(kind=base.kind, sha256=base.sha256) if base is not None else None,
+            "sbom": SbomRef(sha256=_sha(sbom_bytes), size=len(sbom_bytes)),
+        }
+        draft = Manifest.model_construct(**common, volumes=[], parity=None)  # checked once volumes are known
+        parity_block = _parity_block(options)
+        placements = _plan(items, blobs, draft, len(sbom_bytes), options, parity_block)
+        parity_count = _parity_count(len(placements), options) if parity_block else 0
+
+        writer = VolumeWriter(
+            options.out,
+            state / layout.PACK_JOURNAL,
+            chunk_size=options.chunk_size,
+            workers=options.workers,
+            disk=options.disk,
+            progress=options.progress,
+        )
+        by_volume, stats = writer.write(placements, sources, keep_volumes=len(placements) + parity_count)
+        volumes = [Volume(number=n, entries=by_volume[n]) for n in sorted(by_volume)]
+        parity_model: Parity | None = None
+        if parity_block:
+            from airlock.bundle.staging.write_parity import write_parity
+
+            parity_model, parity_volumes = write_parity(
+                options.out, volumes, parity_count, parity_block,
+                chunk_size=options.chunk_size, disk=options.disk, progress=options.progress,
+            )  # fmt: skip
+            volumes += parity_volumes
+
+        manifest = Manifest(**common, volumes=volumes, parity=parity_model)
+        signature = sign(key, manifest.to_bytes(), MANIFEST_CONTEXT) if key is not None else None
+        packed = _write_metadata(options, manifest, signature, sbom_bytes)
+
+        from airlock.bundle.format.sign import key_id
+
+        return PackResult(
+            out=options.out,
+            bundle=manifest.digest(),
+            manifest=manifest,
+            volumes=packed,
+            signed_by=key_id(key.public_key()) if key is not None else None,
+            files=sum(len(a.files) for a in artifacts),
+            blobs=len(blobs),
+            carried_bytes=sum(b.size for b in blobs.values() if b.carried),
+            stored_bytes=manifest.total_stored_bytes(),
+            skipped_blobs=sum(1 for b in blobs.values() if not b.carried),
+            skipped_bytes=sum(b.size for b in blobs.values() if not b.carried),
+            written_bytes=stats.written,
+            kept_bytes=stats.kept,
+            warnings=warnings,
+        )
+
+
+def _blobs(
+    origins: dict[str, tuple[Path, Hashed, str, int]],
+    skip: frozenset[str],
+    encoded: dict[str, tuple[Blob, Path, tuple[Frame, ...]]],
+) -> tuple[dict[str, Blob], dict[str, StoredSource], list[Item]]:
+    """Every distinct blob, where its stored bytes are read from, and what the planner places."""
+    blobs: dict[str, Blob] = {}
+    sources: dict[str, StoredSource] = {}
+    items: list[Item] = []
+    for sha, (origin, hashed, name, size) in origins.items():
+        if sha in skip:
+            blobs[sha] = Blob(sha256=sha, size=size, carried=False)
+            continue
+        blob, stored, frames = encoded.get(sha) or (Blob(sha256=sha, size=size), origin, ())
+        blobs[sha] = blob
+        compressed = blob.encoding == "zstd"
+        stamp = None if compressed else hashed.stamp
+        sources[sha] = StoredSource(path=stored, compressed=compressed, stamp=stamp, name=name)
+        items.append(Item(sha, blob.stored_size, raw_size=size, frames=frames))
+    return blobs, sources, items
+
+
+def _parity_block(options: PackOptions) -> int | None:
+    if options.parity_percent <= 0:
+        return None
+    from airlock.bundle.format.parity import choose_block
+
+    return choose_block(options.volume_size)
+
+
+def _parity_count(data_volumes: int, options: PackOptions) -> int:
+    from airlock.bundle.format.parity import parity_volume_count
+
+    return parity_volume_count(data_volumes, options.parity_percent)
+
+
+def _refuse_out_in_sources(spec: Spec, out: Path) -> None:
+    """An --out inside a model or file folder would pack the bundle into itself: refuse before writing."""
+    out = out.resolve()
+    folders = [(f"model {m.name!r}", m.path) for m in spec.models if m.path is not None]
+    folders += [(f"files: {f.path}", f.path) for f in spec.files]
+    for what, folder in folders:
+        if out.is_relative_to(folder.resolve()):
+            raise BundleError(
+                f"{what}: the output folder {out} is inside {folder}",
+                hint="choose an --out folder outside the model and file folders",
+            )
+
+
+def _write_metadata(
+    options: PackOptions, manifest: Manifest, signature: bytes | None, sbom: bytes
+) -> list[PackedVolume]:
+    """Each volume's SBOM, index and signature, then every manifest last: a volume with a manifest
+    belongs to a finished bundle. If anything fails, the manifests written are removed again."""
+    data, bundle = manifest.to_bytes(), manifest.digest()
+    roots = [options.out / v.name for v in manifest.volumes]
+    written: list[Path] = []
+    try:
+        for volume, root in zip(manifest.volumes, roots, strict=True):
+            root.mkdir(parents=True, exist_ok=True)
+            write_atomic(root / layout.SBOM, sbom, disk=options.disk)
+            write_atomic(
+                root / layout.VOLUME_INDEX,
+                VolumeIndex.of(manifest, bundle, volume).to_bytes(),
+                disk=options.disk,
+            )
+            if signature is not None:
+                write_atomic(root / layout.SIGNATURE, signature, disk=options.disk)
+        for root in roots:
+            write_atomic(root / layout.MANIFEST, data, disk=options.disk)
+            written.append(root / layout.MANIFEST)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    packed = []
+    for volume, root in zip(manifest.volumes, roots, strict=True):
+        used = _volume_bytes(root)
+        if options.volume_size is not None and used > options.volume_size:
+            raise BundleError(
+                f"{root}: {used} bytes exceed the volume size {options.volume_size} (a bug in airlock)"
+            )
+        packed.append(PackedVolume(volume.number, root, volume.role, used, len(volume.entries)))
+    return packed
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _volume_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
+def _sbom(artifacts: list[Artifact], collected: list[Collected], created: str) -> bytes:
+    from airlock.bundle.staging.sbom import build_sbom
+
+    return build_sbom(artifacts, collected, created=created)
+
+
+def _encode(
+    carried: list[str], origins: dict[str, tuple[Path, Hashed, str, int]], state: Path, options: PackOptions
+) -> dict[str, tuple[Blob, Path, tuple[Frame, ...]]]:
+    """Compress what pays (``--compress``); blobs left out of the result are carried raw."""
+    if options.compress == "none":
+        return {}
+    from airlock.bundle.format.compress import encode_blobs
+
+    return encode_blobs(
+        [(sha, origins[sha][0], origins[sha][3], origins[sha][2]) for sha in carried],
+        state / layout.PACK_TMP,
+        mode=options.compress,
+        workers=options.workers,
+        disk=options.disk,
+        progress=options.progress,
+        frame=options.compress_frame,
+    )
