@@ -10,6 +10,7 @@ Example::
 
     settings = Settings.from_env({"AIRLOCK_HOME": "/srv/airlock"})
     settings.keys_db  # PosixPath('/srv/airlock/keys.db')
+    settings.store    # PosixPath('/srv/airlock/store')
 """
 
 from __future__ import annotations
@@ -58,3 +59,22 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def store(self) -> Path:
+        """The model store used when neither ``--store`` nor the spec's ``store:`` names one."""
+        return self.home / "store"
+
+    @property
+    def signing_key(self) -> Path:
+        """The Ed25519 key ``pack`` and ``inventory`` sign with unless ``--key`` names one."""
+        return self.home / "signing" / "airlock.key"
+
+    @property
+    def trusted_dir(self) -> Path:
+        """Public keys (``*.pub``) that ``verify``/``install``/``rebuild`` trust unless ``--trust`` names some."""
+        return self.home / "trusted"
+
+    def trusted_keys(self, given: list[Path] | None = None) -> list[Path]:
+        """The keys to trust: those given, else every ``*.pub`` in :attr:`trusted_dir`."""
+        return list(given) if given else sorted(self.trusted_dir.glob("*.pub"))

@@ -23,7 +23,6 @@ from airlock.cli.bundle_render import RichProgress, rate, verify_table
 from airlock.common.fileio import human
 from airlock.errors import ConfigError, MissingVolumeError
 from airlock.settings import Settings
-from airlock.store.resolve import default_store
 
 console = Console(highlight=False, stderr=True)
 out = Console(highlight=False)
@@ -37,16 +36,6 @@ UnsignedOpt = Annotated[
     bool, typer.Option("--allow-unsigned", help="Accept a bundle without a (trusted) signature: hashes only.")
 ]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Threads hashing and copying.")]
-
-
-def default_key(settings: Settings) -> Path:
-    return settings.home / "signing" / "airlock.key"
-
-
-def trusted_keys(given: list[Path] | None, settings: Settings) -> list[Path]:
-    if given:
-        return given
-    return sorted((settings.home / "trusted").glob("*.pub"))
 
 
 def parse_size(value: str) -> int:
@@ -68,7 +57,7 @@ def keygen(
 ) -> None:
     """Write an Ed25519 key pair: KEY signs bundles (keep it on staging), KEY.pub is trusted on the other side."""
     settings = Settings.from_env()
-    keys = generate_keypair(out_path or default_key(settings), comment=comment)
+    keys = generate_keypair(out_path or settings.signing_key, comment=comment)
     out.print(f"key [bold]{keys.key_id}[/]: private {keys.private} (mode 600), public {keys.public}")
     out.print(
         f"[dim]on the air-gapped side: cp {keys.public.name} $AIRLOCK_HOME/trusted/  (or --trust {keys.public.name})[/]"
@@ -126,9 +115,7 @@ def pack_cmd(
     settings = Settings.from_env()
     if compress not in ("none", "zstd", "auto"):
         raise ConfigError(f"--compress {compress!r}: choose none, zstd or auto")
-    key = (
-        None if no_sign else (sign_key or (default_key(settings) if default_key(settings).exists() else None))
-    )
+    key = None if no_sign else (sign_key or (settings.signing_key if settings.signing_key.exists() else None))
     started = time.monotonic()
     with RichProgress(console) as progress:
         result = pack(
@@ -198,7 +185,7 @@ def verify_cmd(
         report = verify(
             VerifyOptions(
                 dirs=dirs,
-                trust=trusted_keys(trust, settings),
+                trust=settings.trusted_keys(trust),
                 allow_unsigned=allow_unsigned,
                 partial=partial,
                 workers=workers,
@@ -241,8 +228,8 @@ def install_cmd(
         result = install(
             InstallOptions(
                 dirs=dirs,
-                store=store or default_store(settings),
-                trust=trusted_keys(trust, settings),
+                store=store or settings.store,
+                trust=settings.trusted_keys(trust),
                 allow_unsigned=allow_unsigned,
                 workers=workers,
                 progress=progress,
@@ -296,7 +283,7 @@ def rebuild_cmd(
                 dirs=dirs,
                 volume=volume,
                 out=out_dir,
-                trust=trusted_keys(trust, settings),
+                trust=settings.trusted_keys(trust),
                 allow_unsigned=allow_unsigned,
                 workers=workers,
                 progress=progress,

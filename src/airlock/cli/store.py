@@ -11,10 +11,8 @@ from rich.table import Table
 
 from airlock.bundle.format.inventory import make_inventory, write_inventory
 from airlock.bundle.format.sign import load_private_key
-from airlock.cli.bundle import default_key
 from airlock.common.fileio import human
 from airlock.settings import Settings
-from airlock.store.resolve import default_store
 from airlock.store.store import Store
 
 out = Console(highlight=False)
@@ -28,7 +26,7 @@ def ls_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the store's index as JSON.")] = False,
 ) -> None:
     """List the models, wheels and files in the store."""
-    s = Store(store or default_store(Settings.from_env()))
+    s = Store(store or Settings.from_env().store)
     db = s.load_db()
     if as_json:
         typer.echo(db.model_dump_json(indent=2))
@@ -63,8 +61,8 @@ def inventory_cmd(
 ) -> None:
     """Export what the store holds (signed), for `airlock pack --base` on the staging side."""
     settings = Settings.from_env()
-    s = Store(store or default_store(settings))
-    key_path = sign_key or (default_key(settings) if default_key(settings).exists() else None)
+    s = Store(store or settings.store)
+    key_path = sign_key or (settings.signing_key if settings.signing_key.exists() else None)
     with s.locked():
         inventory = make_inventory(s)
     sig = write_inventory(inventory, out_path, key=load_private_key(key_path) if key_path else None)

@@ -5,7 +5,7 @@ and ``airlock serve`` resolves models in it (:mod:`airlock.store.resolve`).
 """
 
 from airlock.store.db import StoreDb
-from airlock.store.resolve import default_store, resolve_gguf, resolve_model_dir, snapshot_dir
+from airlock.store.resolve import resolve_gguf, resolve_model_dir, snapshot_dir
 from airlock.store.store import Store
 
-__all__ = ["Store", "StoreDb", "default_store", "resolve_gguf", "resolve_model_dir", "snapshot_dir"]
+__all__ = ["Store", "StoreDb", "resolve_gguf", "resolve_model_dir", "snapshot_dir"]

@@ -6,7 +6,7 @@
 * ``path: DIR`` that does not exist -> the store's ``local/<model name>`` (what pack calls a local
   folder on the other side).
 
-The default store is ``$AIRLOCK_HOME/store``; a spec's ``store:`` overrides it.
+The default store is ``Settings.store`` (``$AIRLOCK_HOME/store``); a spec's ``store:`` overrides it.
 
 Example::
 
@@ -27,13 +27,9 @@ from airlock.store.layout import local_repo
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
-def default_store(settings: Settings) -> Path:
-    return settings.home / "store"
-
-
 def spec_store(spec: Spec, settings: Settings) -> Path:
     """The store a spec's models are found in: its own ``store:``, else the default one."""
-    return spec.store or default_store(settings)
+    return spec.store or settings.store
 
 
 def store_env(store: Path | None) -> dict[str, str]:
