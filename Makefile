@@ -31,9 +31,11 @@ setup-vllm:
 demo: setup
 	scripts/demo.sh
 
+## lint: ruff, and the import layers of .importlinter (ARCHITECTURE.md)
 lint: $(BIN)/airlock
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(BIN)/airlock
 	$(BIN)/mypy
