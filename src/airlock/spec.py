@@ -1,4 +1,4 @@
-"""The ``airlock.yaml`` schema: one file drives every verb (serve, plan, pack, deploy).
+"""The ``airlock.yaml`` schema: one file drives every verb (plan, pack, serve, bench).
 
 Example::
 
@@ -189,7 +189,7 @@ class FileSpec(FrozenModel):
 
 
 class HardwareSpec(FrozenModel):
-    """The site's GPUs, for `airlock plan` and the start check in serve/deploy (absent: plan for the CPU)."""
+    """The site's GPUs, for `airlock plan` and the start check in serve (absent: plan for the CPU)."""
 
     gpu: str | None = Field(
         None, description="a catalog name, e.g. h100-80gb (see `airlock plan --list-gpus`)"
