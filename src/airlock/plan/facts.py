@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +193,24 @@ def _need_int(cfg: dict[str, Any], where: Path, *keys: str) -> int:
     return v
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """The language model's shape as config.json gives it, MLA already folded into the head sizes."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    v_head_dim: int
+    intermediate: int
+    vocab: int
+    experts: int
+    moe_intermediate: int
+    tied: bool
+    mla: MlaFacts | None = None
+
+
 def from_config(
     config: dict[str, Any],
     *,
@@ -200,15 +218,70 @@ def from_config(
     generation: dict[str, Any] | None = None,
     sizes: WeightSizes | None = None,
 ) -> ModelFacts:
-    """Facts from an already-loaded config.json (tests build fixtures from published numbers)."""
+    """Facts from an already-loaded config.json (tests build fixtures from published numbers).
+
+    In stages: the architecture, the text model's shape, its dtype, layer kinds and quantization,
+    then the weight sizes (the headers' when given, else estimated from the shape)."""
+    architecture = _architecture(config, path)
+    text = _text_config(config)
+    shape = _shape(config, text, path)
+    dtype = _checkpoint_dtype(config, text)
+    dtype_bytes = DTYPE_SIZE.get(dtype, 2)
+    layers = layer_kinds(text, shape.layers)
+    quant = _quant(config, text)
+    notes: list[str] = []
+    if sizes is None:
+        sizes = _estimated_sizes(shape, quant, dtype_bytes)
+        notes.append("no safetensors files: weight size estimated from config.json shapes")
+    return ModelFacts(
+        source=path,
+        format="safetensors",
+        architecture=architecture,
+        model_type=str(config.get("model_type") or text.get("model_type") or ""),
+        num_layers=shape.layers,
+        hidden_size=shape.hidden,
+        num_heads=shape.heads,
+        num_kv_heads=shape.kv_heads,
+        head_dim=shape.head_dim,
+        v_head_dim=shape.v_head_dim,
+        intermediate_size=shape.intermediate,
+        vocab_size=shape.vocab,
+        max_model_len=_derived_max_len(text, path),
+        dtype=dtype,
+        weight_bytes=sizes.total_bytes,
+        param_count=sizes.params,
+        embedding_bytes=sizes.embedding_bytes,
+        lm_head_bytes=sizes.lm_head_bytes,
+        layer_kinds=layers.kinds,
+        sliding_window=layers.sliding_window,
+        attention_chunk=layers.attention_chunk,
+        mamba_state_bytes=mamba_state_bytes(text, dtype_bytes) if "mamba" in layers.kinds else 0,
+        mla=shape.mla,
+        num_experts=shape.experts,
+        experts_per_token=int(_first(text, "num_experts_per_tok", "moe_topk", "num_experts_per_token") or 0),
+        moe_intermediate_size=shape.moe_intermediate,
+        rotary_dim=_rotary_dim(text, shape),
+        quant=quant,
+        multimodal=text is not config or "vision_config" in config,
+        tied_embeddings=shape.tied,
+        generation=dict(generation or {}),
+        notes=tuple(notes),
+    )
+
+
+def _architecture(config: dict[str, Any], path: Path) -> str:
+    """The first of ``architectures``: the name vLLM's registry picks the model class by."""
     archs = config.get("architectures")
     if not isinstance(archs, list) or not archs or not isinstance(archs[0], str):
         raise ModelFactsError(
             f"{path / 'config.json'}: field 'architectures' is missing",
             hint="vLLM picks its model class from it, e.g. ['LlamaForCausalLM']",
         )
-    text = _text_config(config)
-    multimodal = text is not config or "vision_config" in config
+    return archs[0]
+
+
+def _shape(config: dict[str, Any], text: dict[str, Any], path: Path) -> _Shape:
+    """Layers, widths, heads and experts under the many names configs give them."""
     layers = _need_int(text, path, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
     hidden = _need_int(text, path, "hidden_size", "n_embd", "d_model")
     heads = _need_int(text, path, "num_attention_heads", "n_head", "num_heads")
@@ -217,94 +290,69 @@ def from_config(
         kv = 1 if text.get("multi_query") else heads
     head_dim = _first(text, "head_dim", "kv_channels") or hidden // heads
     vocab = _need_int(text, path, "vocab_size", "padded_vocab_size")
-    mla = None
-    v_head_dim = head_dim
-    if isinstance(text.get("kv_lora_rank"), int) and text["kv_lora_rank"] > 0:
-        rope = text.get("qk_rope_head_dim") or 64
-        mla = MlaFacts(kv_lora_rank=text["kv_lora_rank"], qk_rope_head_dim=rope)
-        head_dim = (text.get("qk_nope_head_dim") or 128) + rope
-        v_head_dim = text.get("v_head_dim") or 128
-        kv = heads
     intermediate = _first(text, "intermediate_size", "ffn_hidden_size", "n_inner") or 4 * hidden
-    num_experts = _first(text, "num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts") or 0
+    experts = _first(text, "num_experts", "n_routed_experts", "num_local_experts", "moe_num_experts") or 0
     moe_inter = _first(text, "moe_intermediate_size", "expert_intermediate_size") or (
-        intermediate if num_experts else 0
-    )
-    dtype_raw = str(
-        _first(text, "torch_dtype", "dtype") or _first(config, "torch_dtype", "dtype") or "bfloat16"
-    )
-    dtype = DTYPE_NAMES.get(dtype_raw.lower().removeprefix("torch."), "bfloat16")
-    kinds, window, chunk = layer_kinds(text, layers)
-    rotary = (
-        int(head_dim * float(text.get("partial_rotary_factor") or 1.0))
-        if mla is None
-        else mla.qk_rope_head_dim
+        intermediate if experts else 0
     )
     tied = bool(
         _first(text, "tie_word_embeddings")
         if "tie_word_embeddings" in text
         else config.get("tie_word_embeddings", False)
     )
-    quant = _quant(config, text)
-    dtype_bytes = DTYPE_SIZE.get(dtype, 2)
-    notes: list[str] = []
-    if sizes is None:
-        estimate = _estimate_params(
-            layers, hidden, heads, kv, head_dim, intermediate, vocab, num_experts, moe_inter, tied
-        )
-        # Quantized checkpoints store their linear weights in fewer bytes (embeddings stay in dtype).
-        per_param = (
-            (quant.bits or 8) / 8 if quant is not None and quant.method != "bitsandbytes" else dtype_bytes
-        )
-        embed_bytes = vocab * hidden * dtype_bytes
-        body = int((estimate - vocab * hidden * (1 if tied else 2)) * per_param)
-        sizes = WeightSizes(
-            body + embed_bytes * (1 if tied else 2), estimate, embed_bytes, 0 if tied else embed_bytes
-        )
-        notes.append("no safetensors files: weight size estimated from config.json shapes")
-    return ModelFacts(
-        source=path,
-        format="safetensors",
-        architecture=archs[0],
-        model_type=str(config.get("model_type") or text.get("model_type") or ""),
-        num_layers=layers,
-        hidden_size=hidden,
-        num_heads=heads,
-        num_kv_heads=int(kv),
-        head_dim=int(head_dim),
-        v_head_dim=int(v_head_dim),
-        intermediate_size=int(intermediate),
-        vocab_size=vocab,
-        max_model_len=_derived_max_len(text, path),
-        dtype=dtype,
-        weight_bytes=sizes.total_bytes,
-        param_count=sizes.params,
-        embedding_bytes=sizes.embedding_bytes,
-        lm_head_bytes=sizes.lm_head_bytes,
-        layer_kinds=kinds,
-        sliding_window=window,
-        attention_chunk=chunk,
-        mamba_state_bytes=mamba_state_bytes(text, dtype_bytes) if "mamba" in kinds else 0,
-        mla=mla,
-        num_experts=int(num_experts),
-        experts_per_token=int(_first(text, "num_experts_per_tok", "moe_topk", "num_experts_per_token") or 0),
-        moe_intermediate_size=int(moe_inter),
-        rotary_dim=rotary,
-        quant=quant,
-        multimodal=multimodal,
-        tied_embeddings=tied,
-        generation=dict(generation or {}),
-        notes=tuple(notes),
+    shape = _Shape(
+        layers=layers, hidden=hidden, heads=heads, kv_heads=int(kv), head_dim=int(head_dim),
+        v_head_dim=int(head_dim), intermediate=int(intermediate), vocab=vocab, experts=int(experts),
+        moe_intermediate=int(moe_inter), tied=tied,
+    )  # fmt: skip
+    return _with_mla(shape, text)
+
+
+def _with_mla(shape: _Shape, text: dict[str, Any]) -> _Shape:
+    """Multi-head latent attention (DeepSeek): vLLM caches one latent plus the rope part per token,
+    and every attention head counts as a kv head."""
+    rank = text.get("kv_lora_rank")
+    if not isinstance(rank, int) or rank <= 0:
+        return shape
+    rope = text.get("qk_rope_head_dim") or 64
+    return replace(
+        shape,
+        mla=MlaFacts(kv_lora_rank=rank, qk_rope_head_dim=rope),
+        head_dim=int((text.get("qk_nope_head_dim") or 128) + rope),
+        v_head_dim=int(text.get("v_head_dim") or 128),
+        kv_heads=shape.heads,
     )
 
 
-def _estimate_params(
-    layers: int, hidden: int, heads: int, kv: int, head_dim: int, inter: int, vocab: int, experts: int,
-    moe_inter: int, tied: bool,
-) -> int:  # fmt: skip
-    attn = hidden * head_dim * (heads * 2 + kv * 2)
-    mlp = 3 * hidden * (moe_inter * experts if experts else inter)
-    return layers * (attn + mlp + 2 * hidden) + vocab * hidden * (1 if tied else 2)
+def _checkpoint_dtype(config: dict[str, Any], text: dict[str, Any]) -> str:
+    """The checkpoint's compute dtype, text config first; bfloat16 when neither says."""
+    raw = str(_first(text, "torch_dtype", "dtype") or _first(config, "torch_dtype", "dtype") or "bfloat16")
+    return DTYPE_NAMES.get(raw.lower().removeprefix("torch."), "bfloat16")
+
+
+def _rotary_dim(text: dict[str, Any], shape: _Shape) -> int:
+    """Rotary dimensions per head: the partial rotary factor's share, or MLA's rope part."""
+    if shape.mla is not None:
+        return shape.mla.qk_rope_head_dim
+    return int(shape.head_dim * float(text.get("partial_rotary_factor") or 1.0))
+
+
+def _estimated_sizes(shape: _Shape, quant: QuantFacts | None, dtype_bytes: int) -> WeightSizes:
+    """Weight sizes from the shape alone, for a folder without safetensors files."""
+    estimate = _estimate_params(shape)
+    # Quantized checkpoints store their linear weights in fewer bytes (embeddings stay in dtype).
+    per_param = (quant.bits or 8) / 8 if quant is not None and quant.method != "bitsandbytes" else dtype_bytes
+    copies = 1 if shape.tied else 2
+    embed_bytes = shape.vocab * shape.hidden * dtype_bytes
+    body = int((estimate - shape.vocab * shape.hidden * copies) * per_param)
+    return WeightSizes(body + embed_bytes * copies, estimate, embed_bytes, 0 if shape.tied else embed_bytes)
+
+
+def _estimate_params(s: _Shape) -> int:
+    """Attention, MLP (all experts) and norms per layer, plus the embedding and an untied head."""
+    attn = s.hidden * s.head_dim * (s.heads * 2 + s.kv_heads * 2)
+    mlp = 3 * s.hidden * (s.moe_intermediate * s.experts if s.experts else s.intermediate)
+    return s.layers * (attn + mlp + 2 * s.hidden) + s.vocab * s.hidden * (1 if s.tied else 2)
 
 
 def _derived_max_len(text: dict[str, Any], path: Path) -> int:
@@ -412,7 +460,7 @@ def _from_gguf(g: GgufFile) -> ModelFacts:
     head = sum(t.nbytes for t in g.tensors if t.name == "output.weight")
     # The same rules as config.json's, with the pattern llama.cpp builds in for Gemma 3 (every 6th layer global).
     pattern = g.arch_int("attention.sliding_window_pattern") or _GGUF_SWA_PATTERN.get(arch)
-    kinds, window, _ = layer_kinds(
+    kinds = layer_kinds(
         {"model_type": arch, "sliding_window": window, "sliding_window_pattern": pattern}, layers
     )
     ftype = g.metadata.get("general.file_type")
@@ -435,8 +483,8 @@ def _from_gguf(g: GgufFile) -> ModelFacts:
         param_count=params,
         embedding_bytes=embed,
         lm_head_bytes=head,
-        layer_kinds=kinds,
-        sliding_window=window,
+        layer_kinds=kinds.kinds,
+        sliding_window=kinds.sliding_window,
         mla=mla,
         num_experts=g.arch_int("expert_count") or 0,
         experts_per_token=g.arch_int("expert_used_count") or 0,

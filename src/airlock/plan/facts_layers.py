@@ -14,11 +14,12 @@ Configs say it in many ways; these are the ones vLLM's model classes read:
 Example::
 
     layer_kinds({"model_type": "gemma2", "sliding_window": 4096}, 4)
-    # (('sliding', 'full', 'sliding', 'full'), 4096, None)
+    # LayerKinds(kinds=('sliding', 'full', 'sliding', 'full'), sliding_window=4096, attention_chunk=None)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 _TYPE_NAMES = {
@@ -29,31 +30,43 @@ _TYPE_NAMES = {
 }  # fmt: skip
 
 
-def layer_kinds(cfg: dict[str, Any], layers: int) -> tuple[tuple[str, ...], int | None, int | None]:
+@dataclass(frozen=True)
+class LayerKinds:
+    """Per layer, the cache it keeps; the window and chunk only where some layer uses them."""
+
+    kinds: tuple[str, ...]  # full, sliding, chunked, mamba, none
+    sliding_window: int | None = None
+    attention_chunk: int | None = None
+
+
+def layer_kinds(cfg: dict[str, Any], layers: int) -> LayerKinds:
+    """The kind of every layer, read the way vLLM's model class for this config reads it."""
     window = cfg.get("sliding_window") if isinstance(cfg.get("sliding_window"), int) else None
     chunk = cfg.get("attention_chunk_size") if isinstance(cfg.get("attention_chunk_size"), int) else None
     model_type = str(cfg.get("model_type") or "")
     types = cfg.get("layer_types")
     if isinstance(types, list) and len(types) == layers:
         kinds = tuple(_TYPE_NAMES.get(str(t), "full") for t in types)
-        return kinds, window if "sliding" in kinds else None, chunk
+        return LayerKinds(kinds, window if "sliding" in kinds else None, chunk)
     if model_type in ("gemma2", "cohere2") and window:
-        return tuple("sliding" if i % 2 == 0 else "full" for i in range(layers)), window, None
+        return LayerKinds(tuple("sliding" if i % 2 == 0 else "full" for i in range(layers)), window, None)
     pattern = cfg.get("sliding_window_pattern")
     if model_type.startswith("gemma3") and window and isinstance(pattern, int) and pattern > 0:
-        return tuple("full" if (i + 1) % pattern == 0 else "sliding" for i in range(layers)), window, None
+        return LayerKinds(
+            tuple("full" if (i + 1) % pattern == 0 else "sliding" for i in range(layers)), window, None
+        )
     no_rope = cfg.get("no_rope_layers")
     if chunk and isinstance(no_rope, list) and len(no_rope) == layers:
-        return tuple("chunked" if flag else "full" for flag in no_rope), None, chunk
+        return LayerKinds(tuple("chunked" if flag else "full" for flag in no_rope), None, chunk)
     hybrid = _hybrid(cfg, layers)
     if hybrid is not None:
-        return hybrid, None, None
+        return LayerKinds(hybrid, None, None)
     uses_window = window is not None and cfg.get("use_sliding_window", model_type != "qwen2")
     if uses_window and window and window < int(cfg.get("max_position_embeddings") or 1 << 62):
-        return tuple("sliding" for _ in range(layers)), window, None
+        return LayerKinds(tuple("sliding" for _ in range(layers)), window, None)
     if model_type in ("mamba", "mamba2", "falcon_mamba", "rwkv"):
-        return tuple("mamba" for _ in range(layers)), None, None
-    return tuple("full" for _ in range(layers)), None, None
+        return LayerKinds(tuple("mamba" for _ in range(layers)), None, None)
+    return LayerKinds(tuple("full" for _ in range(layers)), None, None)
 
 
 def _hybrid(cfg: dict[str, Any], layers: int) -> tuple[str, ...] | None:
