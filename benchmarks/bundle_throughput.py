@@ -45,8 +45,10 @@ from pydantic import ByteSize, TypeAdapter
 from airlock.bundle.airgap.install import InstallOptions, install
 from airlock.bundle.airgap.verify import VerifyOptions, verify
 from airlock.bundle.format.compress import LEVEL, compressor, group_bytes
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import generate_keypair
-from airlock.bundle.staging.pack import PackOptions, default_workers, pack
+from airlock.bundle.staging.pack import PackOptions, pack
+from airlock.bundle.workers import default_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARD = 512 * 1024 * 1024
@@ -181,13 +183,12 @@ def main() -> None:
         pack(PackOptions(spec_path=spec, out=work / "bundle", sign_key=key, workers=args.workers))
 
     steps.append(timed("airlock pack", nbytes, do_pack, f"{args.workers} workers, hash + copy"))
+    volumes = VolumeSet([work / "bundle"], trust=[Path(f"{key}.pub")], workers=args.workers)
     steps.append(
         timed(
             "airlock verify",
             nbytes,
-            lambda: verify(
-                VerifyOptions(dirs=[work / "bundle"], trust=[Path(f"{key}.pub")], workers=args.workers)
-            ).raise_for_problems(),
+            lambda: verify(VerifyOptions(volumes)).raise_for_problems(),
             f"{args.workers} workers",
         )
     )
@@ -195,14 +196,7 @@ def main() -> None:
         timed(
             "airlock install",
             nbytes,
-            lambda: install(
-                InstallOptions(
-                    dirs=[work / "bundle"],
-                    store=work / "store",
-                    trust=[Path(f"{key}.pub")],
-                    workers=args.workers,
-                )
-            ),
+            lambda: install(InstallOptions(volumes, store=work / "store")),
             f"{args.workers} workers, verify + copy",
         )
     )

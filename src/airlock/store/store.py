@@ -13,12 +13,24 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.common.fileio import is_disk_full, no_space, write_atomic
 from airlock.errors import StoreError
 from airlock.store import layout
 from airlock.store.db import StoreDb
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """Where the store already holds a blob, and the size it must have there to count."""
+
+    path: Path
+    size: int
+
+
+BlobIndex = dict[str, BlobLocation]  # sha256 -> where the store holds that content
 
 
 class Store:
@@ -91,27 +103,26 @@ class Store:
         finally:
             os.close(fd)
 
-    def blob_index(self, db: StoreDb | None = None) -> dict[str, tuple[Path, int]]:
-        """sha256 -> (a path in the store holding it, its size), for everything the index lists."""
+    def blob_index(self, db: StoreDb | None = None) -> BlobIndex:
+        """Where each blob the index lists lives in the store (built once per install, not per blob)."""
         db = db or self.load_db()
-        found: dict[str, tuple[Path, int]] = {}
+        found: BlobIndex = {}
         for m in db.models:
             for f in m.files:
-                found.setdefault(f.sha256, (self.model_blob(m.repo, f.sha256), f.size))
+                found.setdefault(f.sha256, BlobLocation(self.model_blob(m.repo, f.sha256), f.size))
         for w in db.wheels:
-            found.setdefault(w.sha256, (self.wheel_path(w.file), w.size))
+            found.setdefault(w.sha256, BlobLocation(self.wheel_path(w.file), w.size))
         for pf in db.files:
-            found.setdefault(pf.sha256, (self.file_path(pf.path), pf.size))
+            found.setdefault(pf.sha256, BlobLocation(self.file_path(pf.path), pf.size))
         return found
 
-    def find_blob(self, sha256: str, index: dict[str, tuple[Path, int]] | None = None) -> Path | None:
+    def find_blob(self, sha256: str, index: BlobIndex | None = None) -> Path | None:
         """A path in the store whose content is ``sha256`` (checked by size, not re-hashed), or None."""
         hit = (index if index is not None else self.blob_index()).get(sha256)
         if hit is None:
             return None
-        path, size = hit
         try:
-            st = os.stat(path, follow_symlinks=False)
+            st = os.stat(hit.path, follow_symlinks=False)
         except OSError:
             return None
-        return path if st.st_size == size and not os.path.islink(path) else None
+        return hit.path if st.st_size == hit.size and not os.path.islink(hit.path) else None

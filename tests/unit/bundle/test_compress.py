@@ -12,6 +12,7 @@ import zstandard
 from airlock.bundle.airgap.install import InstallOptions, install
 from airlock.bundle.airgap.verify import VerifyOptions, verify
 from airlock.bundle.format.compress import group_bytes, safetensors_group, ungroup_bytes
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.errors import IntegrityError
 from airlock.testing.tiny_files import safetensors_bytes, write_safetensors
@@ -67,10 +68,10 @@ def test_compressed_bundle_splits_verifies_and_installs(
     assert any(e.part for v in packed.manifest.volumes for e in v.entries if e.path.endswith(".zst.p0002")), (
         "a compressed blob is split between frames"
     )
-    assert verify(VerifyOptions(dirs=[packed.out], trust=[keys.public])).ok
+    assert verify(VerifyOptions(VolumeSet([packed.out], trust=[keys.public]))).ok
     store = tmp_path / "store"
     for v in reversed(packed.volumes):  # parts arrive out of order, each decompresses on its own
-        result = install(InstallOptions(dirs=[v.path], store=store, trust=[keys.public]))
+        result = install(InstallOptions(VolumeSet([v.path], trust=[keys.public]), store=store))
     assert result.complete
     tiny = next(m for m in result.models if m.name == "tiny")
     assert (tiny.path / "model.safetensors").read_bytes() == (
@@ -95,5 +96,5 @@ def test_a_corrupt_compressed_blob_installs_nothing(
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match=entry.path):
-        install(InstallOptions(dirs=[packed.out], store=tmp_path / "store", trust=[keys.public]))
+        install(InstallOptions(VolumeSet([packed.out], trust=[keys.public]), store=tmp_path / "store"))
     assert not (tmp_path / "store" / "hub" / "models--local--tiny").exists()

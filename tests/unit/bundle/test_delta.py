@@ -12,6 +12,7 @@ from airlock.bundle.airgap.install import InstallOptions, install
 from airlock.bundle.airgap.verify import VerifyOptions, verify
 from airlock.bundle.format import layout
 from airlock.bundle.format.inventory import Inventory, make_inventory, write_inventory
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair, generate_keypair, load_private_key
 from airlock.errors import SignatureError, StoreError
 from airlock.store import Store
@@ -34,7 +35,7 @@ def test_inventory_based_delta_carries_exactly_what_is_missing(
 ) -> None:
     store = Store(tmp_path / "store")
     first = do_pack(staging.spec, tmp_path / "v1", keys)
-    install(InstallOptions(dirs=[first.out], store=store.root, trust=[keys.public]))
+    install(InstallOptions(VolumeSet([first.out], trust=[keys.public]), store=store.root))
 
     inv_path = tmp_path / "inventory.json"
     write_inventory(make_inventory(store), inv_path, key=load_private_key(site_keys.private))
@@ -51,9 +52,9 @@ def test_inventory_based_delta_carries_exactly_what_is_missing(
     assert delta.carried_bytes == len(extra)
     assert delta.manifest.base is not None and delta.manifest.base.kind == "inventory"
 
-    report = verify(VerifyOptions(dirs=[delta.out], trust=[keys.public]))
+    report = verify(VerifyOptions(VolumeSet([delta.out], trust=[keys.public])))
     assert report.ok and any("not carried" in n for n in report.notes)
-    result = install(InstallOptions(dirs=[delta.out], store=store.root, trust=[keys.public]))
+    result = install(InstallOptions(VolumeSet([delta.out], trust=[keys.public]), store=store.root))
     tiny = next(m for m in result.models if m.name == "tiny")
     assert (tiny.path / "extra.safetensors").read_bytes() == extra
     assert (tiny.path / "model.safetensors").is_file(), "the unchanged files are in the new snapshot too"
@@ -73,7 +74,7 @@ def test_a_delta_into_a_store_that_lacks_the_base_installs_nothing(
     )
     assert delta.manifest.base is not None and delta.manifest.base.kind == "manifest"
     with pytest.raises(StoreError, match="install the bundle it was made against first"):
-        install(InstallOptions(dirs=[delta.out], store=tmp_path / "empty", trust=[keys.public]))
+        install(InstallOptions(VolumeSet([delta.out], trust=[keys.public]), store=tmp_path / "empty"))
     assert not (tmp_path / "empty" / "hub" / "models--local--tiny").exists()
 
 
@@ -82,7 +83,7 @@ def test_a_tampered_inventory_is_refused(
 ) -> None:
     store = Store(tmp_path / "store")
     first = do_pack(staging.spec, tmp_path / "v1", keys)
-    install(InstallOptions(dirs=[first.out], store=store.root, trust=[keys.public]))
+    install(InstallOptions(VolumeSet([first.out], trust=[keys.public]), store=store.root))
     inv_path = tmp_path / "inventory.json"
     write_inventory(make_inventory(store), inv_path, key=load_private_key(site_keys.private))
     raw = json.loads(inv_path.read_bytes())
@@ -95,7 +96,7 @@ def test_a_tampered_inventory_is_refused(
 def test_an_unsigned_base_is_used_with_a_warning(tmp_path: Path, staging: Staging, keys: KeyPair) -> None:
     store = Store(tmp_path / "store")
     first = do_pack(staging.spec, tmp_path / "v1", keys)
-    install(InstallOptions(dirs=[first.out], store=store.root, trust=[keys.public]))
+    install(InstallOptions(VolumeSet([first.out], trust=[keys.public]), store=store.root))
     inv_path = tmp_path / "inventory.json"
     write_inventory(make_inventory(store), inv_path, key=None)
     delta = do_pack(staging.spec, tmp_path / "v2", keys, base=inv_path)

@@ -9,6 +9,7 @@ import pytest
 
 from airlock.bundle.airgap.install import InstallOptions, install
 from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.errors import IntegrityError, SourceError, UnsafeWeightsError
 from airlock.testing.fake_hub import FakeHub
@@ -62,7 +63,7 @@ def test_pack_resolves_the_branch_to_its_commit_and_records_it(
         "onnx/model.onnx",
         "tokenizer.json",
     ]
-    assert verify(VerifyOptions(dirs=[result.out], trust=[keys.public])).ok
+    assert verify(VerifyOptions(VolumeSet([result.out], trust=[keys.public]))).ok
 
 
 def test_allow_patterns_and_files_from_other_downloads(
@@ -138,7 +139,7 @@ def test_installed_by_its_original_id(tmp_path: Path, hub: FakeHub, url: str, ke
 
     result = do_pack(_spec(tmp_path), tmp_path / "b", keys, hf_endpoint=url, hf_cache=tmp_path / "hf")
     store = tmp_path / "store"
-    installed = install(InstallOptions(dirs=[result.out], store=store, trust=[keys.public]))
+    installed = install(InstallOptions(VolumeSet([result.out], trust=[keys.public]), store=store))
     commit = hub.repos["org/tiny"].refs["main"]
     assert installed.models[0].repo == "org/tiny" and installed.models[0].commit == commit
     assert (store / "hub" / "models--org--tiny" / "refs" / "main").read_text() == commit

@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from airlock.bundle.airgap.install import InstallOptions, InstallResult, install
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.bundle.staging.pack import PackResult
-from airlock.common.fileio import Disk
+from airlock.common.fileio import DEFAULT_DISK, Disk
 from airlock.errors import IntegrityError, NoSpaceError, SignatureError, UnlistedFileError, UnsafePathError
 from airlock.spec import load_spec
 from airlock.store import Store, resolve_gguf, resolve_model_dir
@@ -22,8 +23,8 @@ from airlock.store import layout as store_layout
 from bundle_helpers import Staging, do_pack
 
 
-def _install(dirs: list[Path], store: Path, keys: KeyPair, **kw: object) -> InstallResult:
-    return install(InstallOptions(dirs=dirs, store=store, trust=[keys.public], workers=2, **kw))  # type: ignore[arg-type]
+def _install(dirs: list[Path], store: Path, keys: KeyPair, disk: Disk = DEFAULT_DISK) -> InstallResult:
+    return install(InstallOptions(VolumeSet(dirs, trust=[keys.public], workers=2, disk=disk), store=store))
 
 
 def _sha(path: Path) -> str:

@@ -11,6 +11,7 @@ import pytest
 from airlock.bundle.airgap.verify import VerifyOptions, VerifyReport, verify
 from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Manifest, canonical_json
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import MANIFEST_CONTEXT, KeyPair, load_private_key, sign
 from airlock.bundle.staging.pack import PackResult
 from airlock.errors import (
@@ -27,8 +28,12 @@ from airlock.errors import (
 from bundle_helpers import Staging, do_pack, write_spec
 
 
-def _verify(dirs: list[Path], keys: KeyPair | None, **kw: object) -> VerifyReport:
-    return verify(VerifyOptions(dirs=dirs, trust=[keys.public] if keys else [], workers=2, **kw))  # type: ignore[arg-type]
+def _verify(
+    dirs: list[Path], keys: KeyPair | None, *, partial: bool = False, allow_unsigned: bool = False
+) -> VerifyReport:
+    trust = [keys.public] if keys else []
+    volumes = VolumeSet(dirs, trust=trust, allow_unsigned=allow_unsigned, workers=2)
+    return verify(VerifyOptions(volumes, partial=partial))
 
 
 def _all_entries(result: PackResult) -> list[tuple[int, str]]:

@@ -10,6 +10,7 @@ import pytest
 from airlock.bundle.airgap.rebuild import RebuildOptions, rebuild
 from airlock.bundle.airgap.verify import VerifyOptions, verify
 from airlock.bundle.format.parity import parity_volume_count
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.bundle.staging.pack import PackResult
 from airlock.errors import BundleError
@@ -34,7 +35,7 @@ def test_parity_volumes_follow_the_data_volumes(with_parity: PackResult, keys: K
     )
     assert [v.role for v in m.volumes] == ["data"] * len(data) + ["parity"] * m.parity.parity_volumes
     assert all(v.bytes <= 100_000 for v in with_parity.volumes)
-    assert verify(VerifyOptions(dirs=[with_parity.out], trust=[keys.public])).ok
+    assert verify(VerifyOptions(VolumeSet([with_parity.out], trust=[keys.public]))).ok
 
 
 @pytest.mark.parametrize("lost", [1, 2, "last-data", "parity"])
@@ -48,23 +49,23 @@ def test_a_lost_volume_is_rebuilt_byte_for_byte(
     volume = with_parity.volumes[number - 1].path
     original = _snapshot(volume)
     shutil.move(volume, tmp_path / "lost")
-    report = verify(VerifyOptions(dirs=[with_parity.out], trust=[keys.public]))
+    report = verify(VerifyOptions(VolumeSet([with_parity.out], trust=[keys.public])))
     assert report.missing == [number]
     result = rebuild(
-        RebuildOptions(dirs=[with_parity.out], volume=number, out=tmp_path / "new", trust=[keys.public])
+        RebuildOptions(VolumeSet([with_parity.out], trust=[keys.public]), volume=number, out=tmp_path / "new")
     )
     assert _snapshot(result.path) == original
-    assert verify(VerifyOptions(dirs=[with_parity.out, result.path], trust=[keys.public])).ok
+    assert verify(VerifyOptions(VolumeSet([with_parity.out, result.path], trust=[keys.public]))).ok
 
 
 def test_a_damaged_volume_is_rebuilt(with_parity: PackResult, keys: KeyPair, tmp_path: Path) -> None:
     victim = with_parity.volumes[0].path / with_parity.manifest.volumes[0].entries[0].path
     good = victim.read_bytes()
     victim.write_bytes(b"\x00" * len(good))
-    report = verify(VerifyOptions(dirs=[with_parity.out], trust=[keys.public]))
+    report = verify(VerifyOptions(VolumeSet([with_parity.out], trust=[keys.public])))
     assert report.corrupt_volumes() == [1]
     result = rebuild(
-        RebuildOptions(dirs=[with_parity.out], volume=1, out=tmp_path / "new", trust=[keys.public])
+        RebuildOptions(VolumeSet([with_parity.out], trust=[keys.public]), volume=1, out=tmp_path / "new")
     )
     assert (result.path / with_parity.manifest.volumes[0].entries[0].path).read_bytes() == good
     assert 1 not in result.used
@@ -78,19 +79,23 @@ def test_too_many_losses_are_refused_clearly(with_parity: PackResult, keys: KeyP
     ]  # one data volume and all parity lost
     with pytest.raises(BundleError, match="intact volumes are needed"):
         rebuild(
-            RebuildOptions(dirs=keep, volume=m.parity.data_volumes, out=tmp_path / "new", trust=[keys.public])
+            RebuildOptions(
+                VolumeSet(keep, trust=[keys.public]), volume=m.parity.data_volumes, out=tmp_path / "new"
+            )
         )
 
 
 def test_rebuild_needs_parity(tmp_path: Path, staging: Staging, keys: KeyPair) -> None:
     plain = do_pack(staging.spec, tmp_path / "plain", keys, volume_size=100_000)
     with pytest.raises(BundleError, match="no parity"):
-        rebuild(RebuildOptions(dirs=[plain.out], volume=1, out=tmp_path / "new", trust=[keys.public]))
+        rebuild(RebuildOptions(VolumeSet([plain.out], trust=[keys.public]), volume=1, out=tmp_path / "new"))
 
 
 def test_one_volume_bundle_gets_a_mirror(tmp_path: Path, staging: Staging, keys: KeyPair) -> None:
     result = do_pack(staging.spec, tmp_path / "one", keys, parity_percent=10)
     assert [v.role for v in result.manifest.volumes] == ["data", "parity"]
     shutil.rmtree(result.volumes[0].path)
-    rebuilt = rebuild(RebuildOptions(dirs=[result.out], volume=1, out=tmp_path / "new", trust=[keys.public]))
-    assert verify(VerifyOptions(dirs=[rebuilt.path], trust=[keys.public])).missing == [2]
+    rebuilt = rebuild(
+        RebuildOptions(VolumeSet([result.out], trust=[keys.public]), volume=1, out=tmp_path / "new")
+    )
+    assert verify(VerifyOptions(VolumeSet([rebuilt.path], trust=[keys.public]))).missing == [2]

@@ -14,6 +14,7 @@ import pytest
 from airlock.bundle.airgap.install import InstallOptions, install
 from airlock.bundle.airgap.verify import VerifyOptions, verify
 from airlock.bundle.format import layout
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.common.fileio import Disk
 from airlock.errors import NoSpaceError
@@ -41,8 +42,9 @@ KILLER = textwrap.dedent(
                          disk=Killer(budget)))
     else:
         from airlock.bundle.airgap.install import InstallOptions, install
-        install(InstallOptions(dirs=[Path(sys.argv[3])], store=Path(sys.argv[4]), trust=[Path(sys.argv[5])],
-                               workers=1, disk=Killer(budget)))
+        from airlock.bundle.format.reader import VolumeSet
+        install(InstallOptions(VolumeSet([Path(sys.argv[3])], trust=[Path(sys.argv[5])], workers=1,
+                                         disk=Killer(budget)), store=Path(sys.argv[4])))
     print("finished without being killed")
     """
 ).format(chunk=SMALL_CHUNK, created=CREATED)
@@ -66,7 +68,7 @@ def test_pack_resumes_after_kill_9(tmp_path: Path, staging: Staging, keys: KeyPa
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     fresh = do_pack(staging.spec, tmp_path / "fresh", keys, volume_size=100_000)
     assert result.bundle == fresh.bundle, "the resumed bundle is the one an uninterrupted pack makes"
-    assert verify(VerifyOptions(dirs=[out], trust=[keys.public])).ok
+    assert verify(VerifyOptions(VolumeSet([out], trust=[keys.public]))).ok
 
 
 def test_pack_redoes_a_kept_blob_that_no_longer_hashes(
@@ -81,7 +83,7 @@ def test_pack_redoes_a_kept_blob_that_no_longer_hashes(
     path.write_bytes(bytes(data))
     again = do_pack(staging.spec, out, keys, volume_size=100_000)
     assert again.written_bytes == entry.stored_size
-    assert verify(VerifyOptions(dirs=[out], trust=[keys.public])).ok
+    assert verify(VerifyOptions(VolumeSet([out], trust=[keys.public]))).ok
 
 
 def test_install_resumes_after_kill_9(tmp_path: Path, staging: Staging, keys: KeyPair) -> None:
@@ -89,7 +91,7 @@ def test_install_resumes_after_kill_9(tmp_path: Path, staging: Staging, keys: Ke
     store = tmp_path / "store"
     _killed(tmp_path, "install", "120000", str(bundle.out), str(store), str(keys.public))
     assert not (store / "hub" / "models--local--tiny").exists(), "nothing is visible after the kill"
-    result = install(InstallOptions(dirs=[bundle.out], store=store, trust=[keys.public]))
+    result = install(InstallOptions(VolumeSet([bundle.out], trust=[keys.public]), store=store))
     assert result.complete
     assert result.copied_bytes < bundle.stored_bytes, "verified blobs from the killed run were kept"
     snapshot = next(m.path for m in result.models if m.name == "smol")
@@ -116,4 +118,4 @@ def test_full_disk_while_packing(tmp_path: Path, staging: Staging, keys: KeyPair
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name], "temp files are removed"
     result = do_pack(staging.spec, out, keys, volume_size=100_000)
     assert result.kept_bytes > 0
-    assert verify(VerifyOptions(dirs=[out], trust=[keys.public])).ok
+    assert verify(VerifyOptions(VolumeSet([out], trust=[keys.public]))).ok

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from airlock.bundle.airgap.install import InstallOptions, install
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.common.fileio import Disk
 from airlock.errors import NoSpaceError
@@ -44,7 +45,7 @@ def test_install_onto_a_full_filesystem(
 ) -> None:
     bundle = do_pack(staging.spec, tmp_path / "bundle", keys, volume_size=100_000)
     with pytest.raises(NoSpaceError, match="are needed to install"):
-        install(InstallOptions(dirs=[bundle.out], store=small_fs / "store", trust=[keys.public]))
+        install(InstallOptions(VolumeSet([bundle.out], trust=[keys.public]), store=small_fs / "store"))
 
     class Optimist(Disk):  # skips the up-front check, so the kernel's ENOSPC arrives mid-copy
         def free_bytes(self, path: Path) -> int:
@@ -52,7 +53,9 @@ def test_install_onto_a_full_filesystem(
 
     with pytest.raises(NoSpaceError, match="the disk is full"):
         install(
-            InstallOptions(dirs=[bundle.out], store=small_fs / "store", trust=[keys.public], disk=Optimist())
+            InstallOptions(
+                VolumeSet([bundle.out], trust=[keys.public], disk=Optimist()), store=small_fs / "store"
+            )
         )
     assert not (small_fs / "store" / "hub" / "models--local--tiny").exists()
     assert not [p for p in small_fs.rglob("*") if ".tmp-" in p.name]

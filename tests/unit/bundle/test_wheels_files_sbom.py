@@ -10,6 +10,7 @@ import pytest
 
 from airlock.bundle.airgap.install import InstallOptions, install
 from airlock.bundle.format import layout
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.bundle.staging.sources.wheels import pip_command
 from airlock.errors import SourceError
@@ -91,7 +92,7 @@ def test_wheels_and_files_travel_and_land_in_the_store(tmp_path: Path, spec: Pat
         "etc/airlock/sub/x.txt",
     ]
     store = tmp_path / "store"
-    installed = install(InstallOptions(dirs=[result.out], store=store, trust=[keys.public]))
+    installed = install(InstallOptions(VolumeSet([result.out], trust=[keys.public]), store=store))
     assert installed.complete and installed.spec_path is None  # nothing to serve
     whl = store / "wheels" / "demo_pkg-1.0-py3-none-any.whl"
     assert zipfile.ZipFile(whl).read("demo_pkg/__init__.py") == b"VALUE = 1\n"

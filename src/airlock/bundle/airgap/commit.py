@@ -29,11 +29,13 @@ from airlock.spec import parse_spec
 from airlock.store import layout as store_layout
 from airlock.store.db import StoreDb, StoredBundle, StoredFile, StoredModel, StoredPlainFile, StoredWheel
 from airlock.store.place import link_or_copy, make_snapshot, symlink_atomic, write_ref
-from airlock.store.store import Store
+from airlock.store.store import BlobIndex, Store
 
 
 @dataclass(frozen=True)
-class CommittedModel:
+class InstalledModel:
+    """A model as the store now serves it: its store repo id, commit and snapshot folder."""
+
     name: str
     repo: str
     commit: str
@@ -42,14 +44,14 @@ class CommittedModel:
 
 @dataclass
 class Committed:
-    models: list[CommittedModel] = field(default_factory=list)
+    models: list[InstalledModel] = field(default_factory=list)
     wheels: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     spec_path: Path | None = None
     notes: list[str] = field(default_factory=list)
 
 
-def _source_of(sha: str, incoming: Path, store: Store, index: dict[str, tuple[Path, int]]) -> Path:
+def _source_of(sha: str, incoming: Path, store: Store, index: BlobIndex) -> Path:
     here = incoming / sha
     if here.exists():
         return here
@@ -62,7 +64,7 @@ def _source_of(sha: str, incoming: Path, store: Store, index: dict[str, tuple[Pa
 
 
 def _commit_model(
-    store: Store, artifact: Artifact, incoming: Path, index: dict[str, tuple[Path, int]], out: Committed
+    store: Store, artifact: Artifact, incoming: Path, index: BlobIndex, out: Committed
 ) -> StoredModel:
     repo, commit = artifact.repo, artifact.source.commit
     if repo is None or commit is None:
@@ -88,7 +90,7 @@ def _commit_model(
                 ),
                 link,
             )
-    out.models.append(CommittedModel(artifact.name, repo, commit, snapshot))
+    out.models.append(InstalledModel(artifact.name, repo, commit, snapshot))
     return StoredModel(
         name=artifact.name,
         repo=repo,
@@ -127,7 +129,7 @@ def served_spec(manifest: Manifest, store: Path) -> dict[str, Any]:
 
 
 def commit_bundle(
-    store: Store, db: StoreDb, opened: OpenBundle, incoming: Path, index: dict[str, tuple[Path, int]]
+    store: Store, db: StoreDb, opened: OpenBundle, incoming: Path, index: BlobIndex
 ) -> Committed:
     manifest = opened.manifest
     out = Committed()

@@ -16,8 +16,8 @@ volumes it still needs (:attr:`InstallResult.needed`); the next run goes on from
 
 Example::
 
-    result = install(InstallOptions(dirs=[Path("/media/usb")], store=Path("/srv/store"),
-                                    trust=[Path("site.pub")]))
+    result = install(InstallOptions(VolumeSet([Path("/media/usb")], trust=[Path("site.pub")]),
+                                    store=Path("/srv/store")))
     result.complete, result.needed
 """
 
@@ -32,12 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from airlock.bundle.airgap.commit import InstalledModel, commit_bundle
 from airlock.bundle.airgap.verify import check_structure, owners
 from airlock.bundle.format.manifest import Blob, Entry, Manifest
-from airlock.bundle.format.reader import MountedVolume, open_bundle
-from airlock.bundle.format.sign import load_public_key
+from airlock.bundle.format.reader import MountedVolume, VolumeSet
 from airlock.common.fileio import (
-    DEFAULT_DISK,
     Disk,
     copy_range,
     full_disk_named,
@@ -45,7 +44,7 @@ from airlock.common.fileio import (
     is_disk_full,
     temp_name,
 )
-from airlock.common.progress import Meter, ProgressSink
+from airlock.common.progress import Meter
 from airlock.common.threads import run_jobs
 from airlock.errors import IntegrityError, NoSpaceError, StoreError
 from airlock.store.store import Store
@@ -53,21 +52,8 @@ from airlock.store.store import Store
 
 @dataclass(frozen=True)
 class InstallOptions:
-    dirs: list[Path]
+    volumes: VolumeSet
     store: Path
-    trust: list[Path] = field(default_factory=list)
-    allow_unsigned: bool = False
-    workers: int = 2
-    disk: Disk = DEFAULT_DISK
-    progress: ProgressSink | None = None
-
-
-@dataclass(frozen=True)
-class InstalledModel:
-    name: str
-    repo: str
-    commit: str
-    path: Path
 
 
 @dataclass(frozen=True)
@@ -147,8 +133,7 @@ def install(options: InstallOptions) -> InstallResult:
 
 
 def _install(options: InstallOptions) -> InstallResult:
-    trusted = [load_public_key(p) for p in options.trust]
-    opened = open_bundle(options.dirs, trusted, allow_unsigned=options.allow_unsigned)
+    opened = options.volumes.open()
     manifest = opened.manifest
     store = Store(options.store.absolute())
     with store.locked():
@@ -172,7 +157,7 @@ def _install(options: InstallOptions) -> InstallResult:
         pending = {b.sha256: b for b in manifest.blobs if b.carried and b.sha256 not in in_store}
         ready = {sha for sha in pending if incoming.done(sha).exists()}
         needed_bytes = sum(b.size for sha, b in pending.items() if sha not in ready)
-        _space_check(store, needed_bytes, options.disk)
+        _space_check(store, needed_bytes, options.volumes.disk)
         incoming.root.mkdir(parents=True, exist_ok=True)
 
         parts: dict[str, int] = defaultdict(int)
@@ -188,7 +173,7 @@ def _install(options: InstallOptions) -> InstallResult:
                 if entry.part is not None and entry.part in incoming.parts_done(entry.blob):
                     continue
                 jobs.append(_job(volume, entry, pending[entry.blob], incoming, parts[entry.blob]))
-        copied = _run_jobs(jobs, manifest, incoming, options)
+        copied = _run_jobs(jobs, manifest, incoming, options.volumes)
 
         missing_blobs = {sha for sha in pending if not incoming.done(sha).exists()}
         reused = sum(b.size for b in manifest.blobs if b.sha256 in in_store)
@@ -202,14 +187,12 @@ def _install(options: InstallOptions) -> InstallResult:
                 mounted=sorted(opened.volumes), needed=holders, copied_bytes=copied, reused_bytes=reused,
                 models=[], wheels=[], files=[], spec_path=None, notes=list(opened.notes),
             )  # fmt: skip
-        from airlock.bundle.airgap.commit import commit_bundle
-
         committed = commit_bundle(store, db, opened, incoming.root, index)
         shutil.rmtree(incoming.root, ignore_errors=True)
         return InstallResult(
             bundle=opened.bundle, store=store.root, signed_by=opened.signed_by, complete=True,
             mounted=sorted(opened.volumes), needed=[], copied_bytes=copied, reused_bytes=reused,
-            models=[InstalledModel(m.name, m.repo, m.commit, m.path) for m in committed.models],
+            models=committed.models,
             wheels=committed.wheels, files=committed.files, spec_path=committed.spec_path,
             notes=list(opened.notes) + committed.notes,
         )  # fmt: skip
@@ -222,7 +205,7 @@ def _job(volume: MountedVolume, entry: Entry, blob: Blob, incoming: _Incoming, p
     return _EntryJob(volume, entry, blob, incoming.partial(blob.sha256), None, parts)
 
 
-def _run_jobs(jobs: list[_EntryJob], manifest: Manifest, incoming: _Incoming, options: InstallOptions) -> int:
+def _run_jobs(jobs: list[_EntryJob], manifest: Manifest, incoming: _Incoming, options: VolumeSet) -> int:
     """Copy and verify every job's entry; raise IntegrityError naming every corrupt file at the end.
 
     Each entry is finished (fsynced and renamed, or its part recorded) as soon as its last chunk is
@@ -272,7 +255,7 @@ def _open_dest(job: _EntryJob) -> None:
             os.ftruncate(job.fd, job.blob.size if job.entry.part is not None else 0)
 
 
-def _tasks(job: _EntryJob, chunk: int, options: InstallOptions, meter: Meter) -> list[Callable[[], None]]:
+def _tasks(job: _EntryJob, chunk: int, options: VolumeSet, meter: Meter) -> list[Callable[[], None]]:
     entry, src = job.entry, job.volume.root / job.entry.path
     if job.blob.encoding == "zstd":
         from airlock.bundle.format.compress import decode_entry

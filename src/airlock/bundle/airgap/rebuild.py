@@ -5,38 +5,33 @@ verified first; every rebuilt entry is checked against the manifest before it is
 
 Example::
 
-    result = rebuild(RebuildOptions(dirs=[Path("/media/usb1"), Path("/media/usb3")], volume=2,
-                                    out=Path("/tmp/rebuilt"), trust=[Path("site.pub")]))
+    result = rebuild(RebuildOptions(VolumeSet([Path("/media/usb1"), Path("/media/usb3")],
+                                              trust=[Path("site.pub")]),
+                                    volume=2, out=Path("/tmp/rebuilt")))
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import zfec
 
 from airlock.bundle.airgap.verify import check_volumes
 from airlock.bundle.format import layout
-from airlock.bundle.format.manifest import Entry, VolumeIndex
+from airlock.bundle.format.manifest import Entry, Manifest, Parity, Volume, VolumeIndex
 from airlock.bundle.format.parity import ShareSink, volume_stream
-from airlock.bundle.format.reader import open_bundle, read_small
-from airlock.bundle.format.sign import load_public_key
-from airlock.common.fileio import DEFAULT_DISK, Disk, fsync_dir, write_atomic
-from airlock.common.progress import Meter, ProgressSink
+from airlock.bundle.format.reader import MountedVolume, OpenBundle, VolumeSet, read_small
+from airlock.common.fileio import Disk, fsync_dir, write_atomic
+from airlock.common.progress import Meter
 from airlock.errors import BundleError, IntegrityError
 
 
 @dataclass(frozen=True)
 class RebuildOptions:
-    dirs: list[Path]
-    volume: int
+    volumes: VolumeSet  # the volumes still at hand
+    volume: int  # the number of the one to rebuild
     out: Path
-    trust: list[Path] = field(default_factory=list)
-    allow_unsigned: bool = False
-    workers: int = 2
-    disk: Disk = DEFAULT_DISK
-    progress: ProgressSink | None = None
 
 
 @dataclass(frozen=True)
@@ -100,38 +95,69 @@ class _EntryWriter:
 
 
 def rebuild(options: RebuildOptions) -> RebuildResult:
-    trusted = [load_public_key(p) for p in options.trust]
-    opened = open_bundle(options.dirs, trusted, allow_unsigned=options.allow_unsigned)
-    manifest = opened.manifest
-    parity = manifest.parity
+    """Check the volumes at hand, decode the lost one row by row, then write its metadata."""
+    opened = options.volumes.open()
+    parity = opened.manifest.parity
     if parity is None:
         raise BundleError("this bundle has no parity volumes (pack it with --parity)")
-    if not 1 <= options.volume <= len(manifest.volumes):
-        raise BundleError(f"volume {options.volume}: the set has volumes 1 to {len(manifest.volumes)}")
-    target = manifest.volumes[options.volume - 1]
+    target = _target(opened, options)
     root = options.out / target.name
     if root.exists() and any(root.iterdir()):
         raise BundleError(f"{root}: not empty; rebuild writes a fresh volume", hint="choose an empty --out")
+    use = _intact_volumes(opened, options, parity.data_volumes)
+    _decode(
+        opened.manifest,
+        parity,
+        use,
+        target,
+        _EntryWriter(root, target.entries, opened.manifest.chunk_size, options.volumes.disk),
+        options.volumes,
+    )
+    _write_metadata(opened, target, root, use[0].root)
+    return RebuildResult(options.volume, root, [v.number for v in use], target.stored_bytes)
+
+
+def _target(opened: OpenBundle, options: RebuildOptions) -> Volume:
+    volumes = opened.manifest.volumes
+    if not 1 <= options.volume <= len(volumes):
+        raise BundleError(f"volume {options.volume}: the set has volumes 1 to {len(volumes)}")
+    return volumes[options.volume - 1]
+
+
+def _intact_volumes(opened: OpenBundle, options: RebuildOptions, k: int) -> list[MountedVolume]:
+    """The ``k`` volumes to decode from: verified first, data volumes before parity volumes."""
+    manifest = opened.manifest
     others = [opened.volumes[n] for n in sorted(opened.volumes) if n != options.volume]
-    problems, _ = check_volumes(opened, others, workers=options.workers, progress=options.progress)
+    problems, _ = check_volumes(
+        opened, others, workers=options.volumes.workers, progress=options.volumes.progress
+    )
     damaged = {p.volume for p in problems}
     intact = [v for v in others if v.number not in damaged]
-    k = parity.data_volumes
     if len(intact) < k:
         raise BundleError(
             f"cannot rebuild volume {options.volume}: {k} intact volumes are needed, {len(intact)} are mounted "
             f"({', '.join(str(v.number) for v in intact) or 'none'})",
             hint="mount more volumes of the set",
         )
-    use = sorted(intact, key=lambda v: (manifest.volumes[v.number - 1].role != "data", v.number))[:k]
-    block, rows = parity.block, parity.rows
+    return sorted(intact, key=lambda v: (manifest.volumes[v.number - 1].role != "data", v.number))[:k]
+
+
+def _decode(
+    manifest: Manifest,
+    parity: Parity,
+    use: list[MountedVolume],
+    target: Volume,
+    writer: _EntryWriter,
+    volumes: VolumeSet,
+) -> None:
+    """Recover the target's stream row by row (a data volume's blocks, or a parity volume's share)."""
+    k, block, rows = parity.data_volumes, parity.block, parity.rows
     # A parity volume's one entry, its share, is exactly ``rows`` blocks: the same stream serves both roles.
     streams = [volume_stream(v.root, manifest.volumes[v.number - 1].entries, rows, block) for v in use]
     nums = tuple(v.number - 1 for v in use)  # zfec block number = volume number - 1
     decoder = zfec.Decoder(k, k + parity.parity_volumes)
     encoder = zfec.Encoder(k, k + parity.parity_volumes)
-    writer = _EntryWriter(root, target.entries, manifest.chunk_size, options.disk)
-    meter = Meter(options.progress, "rebuild", rows * block)
+    meter = Meter(volumes.progress, "rebuild", rows * block)
     try:
         for _ in range(rows):
             blocks = tuple(next(s) for s in streams)
@@ -152,10 +178,13 @@ def rebuild(options: RebuildOptions) -> RebuildResult:
         meter.finish()
     if writer.bad:
         raise IntegrityError(
-            f"volume {options.volume} was rebuilt but {', '.join(writer.bad)} do not match the manifest",
+            f"volume {target.number} was rebuilt but {', '.join(writer.bad)} do not match the manifest",
             hint="another volume used is damaged in a way its hashes did not show; mount other volumes",
         )
-    source = use[0].root
+
+
+def _write_metadata(opened: OpenBundle, target: Volume, root: Path, source: Path) -> None:
+    """The manifest, signature and SBOM copied from a volume used; the rebuilt volume's own index."""
     write_atomic(root / layout.MANIFEST, opened.manifest_bytes)
     sig = source / layout.SIGNATURE
     if sig.exists():
@@ -163,6 +192,7 @@ def rebuild(options: RebuildOptions) -> RebuildResult:
     sbom = source / layout.SBOM
     if sbom.exists():
         write_atomic(root / layout.SBOM, read_small(sbom, what="SBOM"))
-    write_atomic(root / layout.VOLUME_INDEX, VolumeIndex.of(manifest, opened.bundle, target).to_bytes())
+    write_atomic(
+        root / layout.VOLUME_INDEX, VolumeIndex.of(opened.manifest, opened.bundle, target).to_bytes()
+    )
     fsync_dir(root)
-    return RebuildResult(options.volume, root, [v.number for v in use], target.stored_bytes)

@@ -13,7 +13,7 @@ error, and so the exit code, of the gravest problem::
 
 Example::
 
-    report = verify(VerifyOptions(dirs=[Path("/media/usb")], trust=[Path("site.pub")]))
+    report = verify(VerifyOptions(VolumeSet([Path("/media/usb")], trust=[Path("site.pub")])))
     for p in report.problems: print(p.kind, p.volume, p.message)
     report.raise_for_problems()
 """
@@ -25,14 +25,13 @@ import stat
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Entry, Manifest
-from airlock.bundle.format.reader import MountedVolume, OpenBundle, open_bundle
-from airlock.bundle.format.sign import load_public_key
+from airlock.bundle.format.reader import MountedVolume, OpenBundle, VolumeSet
 from airlock.common.fileio import hash_range
 from airlock.common.progress import Meter, ProgressSink
 from airlock.errors import (
@@ -63,12 +62,8 @@ class Problem:
 
 @dataclass(frozen=True)
 class VerifyOptions:
-    dirs: list[Path]
-    trust: list[Path] = field(default_factory=list)
-    allow_unsigned: bool = False
+    volumes: VolumeSet
     partial: bool = False  # check only the volumes given: missing ones are noted, not a problem
-    workers: int = 2
-    progress: ProgressSink | None = None
 
 
 @dataclass(frozen=True)
@@ -309,10 +304,10 @@ def missing_problems(opened: OpenBundle) -> list[Problem]:
 
 def verify(options: VerifyOptions) -> VerifyReport:
     started = time.monotonic()
-    trusted = [load_public_key(p) for p in options.trust]
-    opened = open_bundle(options.dirs, trusted, allow_unsigned=options.allow_unsigned)
+    volumes = options.volumes
+    opened = volumes.open()
     present = [opened.volumes[n] for n in sorted(opened.volumes)]
-    problems, checked = check_volumes(opened, present, workers=options.workers, progress=options.progress)
+    problems, checked = check_volumes(opened, present, workers=volumes.workers, progress=volumes.progress)
     notes = list(opened.notes)
     if options.partial:
         if opened.missing:

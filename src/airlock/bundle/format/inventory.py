@@ -62,8 +62,8 @@ def make_inventory(store: Store) -> Inventory:
     db = store.load_db()
     index = store.blob_index(db)
     blobs = [
-        InventoryBlob(sha256=sha, size=size)
-        for sha, (_, size) in sorted(index.items())
+        InventoryBlob(sha256=sha, size=where.size)
+        for sha, where in sorted(index.items())
         if store.find_blob(sha, index) is not None
     ]
     models = sorted({(m.repo, m.revision, m.commit) for m in db.models})

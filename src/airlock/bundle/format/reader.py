@@ -8,8 +8,11 @@ the manifest must be the same bytes.
 
 Example::
 
-    opened = open_bundle([Path("/media/usb")], trusted=[load_public_key(Path("site.pub"))])
+    opened = VolumeSet([Path("/media/usb")], trust=[Path("site.pub")]).open()
     opened.missing  # [2, 3]: volumes of the set not mounted
+
+:class:`VolumeSet` is what ``verify``, ``install`` and ``rebuild`` share: the folders, the keys,
+the threads; each verb's options add what it alone needs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Manifest, VolumeIndex
-from airlock.bundle.format.sign import MANIFEST_CONTEXT, verify
+from airlock.bundle.format.sign import MANIFEST_CONTEXT, load_public_key, verify
+from airlock.common.fileio import DEFAULT_DISK, Disk
+from airlock.common.progress import ProgressSink
 from airlock.errors import BundleFormatError, IntegrityError, SignatureError, UnsafePathError
 
 MAX_METADATA = 512 * 1024 * 1024
@@ -48,6 +53,23 @@ class OpenBundle:
     @property
     def missing(self) -> list[int]:
         return [v.number for v in self.manifest.volumes if v.number not in self.volumes]
+
+
+@dataclass(frozen=True)
+class VolumeSet:
+    """The volumes a verb reads, the keys that may have signed them, and how to go about it."""
+
+    dirs: list[Path]  # each a volume, or a folder of vol-*/ volumes
+    trust: list[Path] = field(default_factory=list)  # public key files
+    allow_unsigned: bool = False
+    workers: int = 2  # threads hashing and copying
+    disk: Disk = DEFAULT_DISK  # where install and rebuild write (verify writes nothing)
+    progress: ProgressSink | None = None
+
+    def open(self) -> OpenBundle:
+        """Find the volumes and trust the manifest (:func:`open_bundle`) with the keys named."""
+        trusted = [load_public_key(p) for p in self.trust]
+        return open_bundle(self.dirs, trusted, allow_unsigned=self.allow_unsigned)
 
 
 def read_small(path: Path, *, what: str) -> bytes:

@@ -46,6 +46,7 @@ from airlock.bundle.staging.hashing import HashCache, Hashed, hash_files
 from airlock.bundle.staging.sources.base import Collected, content_commit
 from airlock.bundle.staging.volumes import Item, Placement, plan_volumes
 from airlock.bundle.staging.writer import StoredSource, VolumeWriter, entry_path
+from airlock.bundle.workers import default_workers
 from airlock.common.fileio import DEFAULT_DISK, Disk, full_disk_named, write_atomic
 from airlock.common.progress import ProgressSink
 from airlock.errors import BundleError
@@ -55,10 +56,6 @@ MIB = 1024 * 1024
 DEFAULT_CHUNK = 64 * MIB
 UNLIMITED = 1 << 62
 Compression = Literal["none", "zstd", "auto"]
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
