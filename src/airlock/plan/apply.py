@@ -1,4 +1,4 @@
-"""The start check serve and deploy run: plan each vLLM model, fill unset engine arguments, refuse what cannot start.
+"""The start check serve runs: plan each vLLM model, fill unset engine arguments, refuse what cannot start.
 
 Only models on GPUs named in the spec's ``hardware`` section are checked strictly. Without one, the
 engine runs on vLLM's CPU build, where the plan is informational: nothing is filled or refused.
@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from airlock.errors import AirlockError, CannotStartError
 from airlock.plan.facts import ModelFacts, read_facts
@@ -36,14 +37,31 @@ _ARG_FLAGS = {
 class StartCheck:
     model: str
     plan: Plan | None
-    filled: dict[str, object]
+    filled: Mapping[str, object]  # the engine fields the plan set (an update for the spec's pydantic model)
     blocking: bool  # True: the plan is strict for this model (GPU hardware in the spec)
     message: str
 
 
-def args_options(args: list[str]) -> dict[str, object]:
+class AppliedPlan(NamedTuple):
+    """The spec with plan-filled engine fields, and one check per planned model (unpacks as a pair)."""
+
+    spec: Spec
+    checks: tuple[StartCheck, ...]
+
+
+@dataclass(frozen=True)
+class ArgFlags:
+    """The plan-relevant flags an engine's ``args`` already give (None: not given)."""
+
+    kv_cache_dtype: str | None = None
+    quantization: str | None = None
+    max_num_batched_tokens: int | None = None
+    block_size: int | None = None
+
+
+def args_options(args: list[str]) -> ArgFlags:
     """The plan-relevant flags already in ``engine.args`` (``--kv-cache-dtype fp8`` or ``--kv-cache-dtype=fp8``)."""
-    found: dict[str, object] = {}
+    found: dict[str, str] = {}
     i = 0
     while i < len(args):
         flag, _, value = args[i].partition("=")
@@ -51,38 +69,44 @@ def args_options(args: list[str]) -> dict[str, object]:
             if not value and i + 1 < len(args):
                 value = args[i + 1]
                 i += 1
-            key = _ARG_FLAGS[flag]
-            found[key] = (
-                int(value) if key in ("max_num_batched_tokens", "block_size") and value.isdigit() else value
-            )
+            found[_ARG_FLAGS[flag]] = value
         i += 1
-    return found
+    return ArgFlags(
+        kv_cache_dtype=found.get("kv_cache_dtype"),
+        quantization=found.get("quantization"),
+        max_num_batched_tokens=_count(found.get("max_num_batched_tokens")),
+        block_size=_count(found.get("block_size")),
+    )
+
+
+def _count(value: str | None) -> int | None:
+    """A flag's value as a whole number; None when absent or not digits (vLLM itself rejects those)."""
+    return int(value) if value is not None and value.isdigit() else None
 
 
 def options_for(spec: Spec, engine: VllmEngineSpec, environ: Mapping[str, str]) -> PlanOptions:
-    extra = args_options(engine.args)
+    """The plan's options for one vLLM engine: its fields and flags, on the spec's GPUs (else vLLM's CPU build)."""
+    flags = args_options(engine.args)
+    options = PlanOptions(
+        max_model_len=engine.max_model_len,
+        gpu_memory_utilization=engine.gpu_memory_utilization,
+        tensor_parallel_size=engine.tensor_parallel_size,
+        pipeline_parallel_size=engine.pipeline_parallel_size,
+        max_num_seqs=engine.max_num_seqs,
+        dtype=engine.dtype,
+        vllm_version=engine.version,
+        kv_cache_dtype="auto" if flags.kv_cache_dtype is None else flags.kv_cache_dtype,
+        quantization=flags.quantization,
+        max_num_batched_tokens=flags.max_num_batched_tokens,
+        block_size=flags.block_size,
+    )
     hw = spec.hardware
-    common: dict[str, object] = {
-        "max_model_len": engine.max_model_len,
-        "gpu_memory_utilization": engine.gpu_memory_utilization,
-        "tensor_parallel_size": engine.tensor_parallel_size,
-        "pipeline_parallel_size": engine.pipeline_parallel_size,
-        "max_num_seqs": engine.max_num_seqs,
-        "dtype": engine.dtype,
-        "vllm_version": engine.version,
-        "kv_cache_dtype": str(extra.get("kv_cache_dtype", "auto")),
-        "quantization": extra.get("quantization"),
-        "max_num_batched_tokens": extra.get("max_num_batched_tokens"),
-        "block_size": extra.get("block_size"),
-    }
     if hw is None:
         space = engine.env.get("VLLM_CPU_KVCACHE_SPACE") or environ.get("VLLM_CPU_KVCACHE_SPACE")
         kv_gib = int(space) if space and space.isdigit() and int(space) > 0 else None
-        return PlanOptions(cpu=True, cpu_kv_space_gib=kv_gib, **common)  # type: ignore[arg-type]
-    return PlanOptions(
-        gpu=hw.gpu, gpus=hw.count, gpu_memory=int(hw.gpu_memory) if hw.gpu_memory else None,
-        driver=hw.driver, **common,  # type: ignore[arg-type]
-    )  # fmt: skip
+        return replace(options, cpu=True, cpu_kv_space_gib=kv_gib)
+    gpu_memory = int(hw.gpu_memory) if hw.gpu_memory else None
+    return replace(options, gpu=hw.gpu, gpus=hw.count, gpu_memory=gpu_memory, driver=hw.driver)
 
 
 def model_folder(model: ModelSpec, store: Path | None) -> Path | None:
@@ -100,60 +124,82 @@ def apply_plan(
     force: bool = False,
     environ: Mapping[str, str] | None = None,
     reader: Callable[[Path], ModelFacts] = read_facts,
-) -> tuple[Spec, list[StartCheck]]:
+) -> AppliedPlan:
     """Plan every vLLM model; return the spec with plan-filled engine fields and one check per model.
 
     ``store``: where the engines will find 'hf' models and local ones absent from their path (serve
     passes the spec's store or the default one)."""
-    env = os.environ if environ is None else environ
-    strict = spec.hardware is not None
-    checks: list[StartCheck] = []
-    models: list[ModelSpec] = []
-    for model in spec.models:
+    check = _ModelCheck(spec, store, force, os.environ if environ is None else environ, reader)
+    checked = [check(model) for model in spec.models]
+    models = [c.model for c in checked]
+    checks = tuple(c.check for c in checked if c.check is not None)
+    return AppliedPlan(spec.model_copy(update={"models": models}), checks)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """One model after the start check: filled where the plan is strict, and its check (None: not planned)."""
+
+    model: ModelSpec
+    check: StartCheck | None
+
+
+@dataclass(frozen=True)
+class _ModelCheck:
+    """The start check of one model of ``spec``: plan it, then report, fill or refuse."""
+
+    spec: Spec
+    store: Path | None
+    force: bool
+    environ: Mapping[str, str]
+    reader: Callable[[Path], ModelFacts]
+
+    def __call__(self, model: ModelSpec) -> _Checked:
         engine = model.engine
         if not isinstance(engine, VllmEngineSpec):
-            models.append(model)
-            continue
+            return _Checked(model, None)
+        strict = self.spec.hardware is not None
         try:
-            folder = model_folder(model, store)
+            folder = model_folder(model, self.store)
             if folder is None:
-                models.append(model)
-                continue
-            result = plan(reader(folder), options_for(spec, engine, env))
+                return _Checked(model, None)
+            result = plan(self.reader(folder), options_for(self.spec, engine, self.environ))
         except AirlockError as exc:
-            if strict and not force:
+            if strict and not self.force:
                 raise CannotStartError(
                     f"model {model.name!r}: cannot plan it: {exc}", hint="--force starts it anyway"
                 ) from exc
-            checks.append(StartCheck(model.name, None, {}, strict, f"not planned: {exc}"))
-            models.append(model)
-            continue
+            return _Checked(model, StartCheck(model.name, None, {}, strict, f"not planned: {exc}"))
         if not strict:
-            checks.append(StartCheck(model.name, result, {}, False, _summary(result)))
-            models.append(model)
-            continue
-        if result.problems and not force:
-            raise CannotStartError(
-                f"model {model.name!r} cannot start on {result.hardware.count} x {result.hardware.name}: "
-                + "; ".join(result.problems),
-                reasons=result.problems,
-                suggestions=result.suggestions,
-                hint=(
-                    "would fit: " + "; ".join(result.suggestions)
-                    if result.suggestions
-                    else "--force starts it anyway"
-                ),
-            )
+            return _Checked(model, StartCheck(model.name, result, {}, False, _summary(result)))
+        if result.problems and not self.force:
+            raise _cannot_start(model.name, result)
         filled = {
-            k: v for k, v in result.settings.items() if hasattr(engine, k) and getattr(engine, k) is None
+            k: v
+            for k, v in result.settings.given().items()
+            if hasattr(engine, k) and getattr(engine, k) is None
         }
-        new_engine = engine.model_copy(update=filled)
-        models.append(model.model_copy(update={"engine": new_engine}))
-        checks.append(StartCheck(model.name, result, filled, True, _summary(result)))
-    return spec.model_copy(update={"models": models}), checks
+        new_model = model.model_copy(update={"engine": engine.model_copy(update=filled)})
+        return _Checked(new_model, StartCheck(model.name, result, filled, True, _summary(result)))
+
+
+def _cannot_start(name: str, result: Plan) -> CannotStartError:
+    """The refusal for a strict plan with problems: the reasons, and what would fit if anything does."""
+    return CannotStartError(
+        f"model {name!r} cannot start on {result.hardware.count} x {result.hardware.name}: "
+        + "; ".join(result.problems),
+        reasons=result.problems,
+        suggestions=result.suggestions,
+        hint=(
+            "would fit: " + "; ".join(result.suggestions)
+            if result.suggestions
+            else "--force starts it anyway"
+        ),
+    )
 
 
 def _summary(p: Plan) -> str:
+    """One line for serve's log: fits or not, KV capacity, and the engine arguments."""
     if p.informational:
         return f"CPU: KV {p.layout.bytes_per_token:,} bytes per token (size set by vLLM at start); {_args(p)}"
     state = "fits" if p.fits else "DOES NOT FIT: " + "; ".join(p.problems)
@@ -164,4 +210,5 @@ def _summary(p: Plan) -> str:
 
 
 def _args(p: Plan) -> str:
+    """The plan's engine arguments as a shell would quote them."""
     return "args: " + (shlex.join(p.engine_args) or "(none)")

@@ -11,7 +11,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, fields, replace
 
 from airlock.errors import ConfigError
 from airlock.plan import compat
@@ -44,6 +44,51 @@ class PlanOptions:
 
 
 @dataclass(frozen=True)
+class EngineSettings:
+    """The engine arguments a plan sets, only where they differ from vLLM's defaults (None: vLLM's own)."""
+
+    max_model_len: int
+    tensor_parallel_size: int | None = None
+    pipeline_parallel_size: int | None = None
+    gpu_memory_utilization: float | None = None
+    kv_cache_dtype: str | None = None
+    quantization: str | None = None
+    max_num_seqs: int | None = None
+
+    def given(self) -> dict[str, object]:
+        """The fields that are set, by name, in flag order (an update for the spec's engine section)."""
+        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    def args(self) -> tuple[str, ...]:
+        """The same as vLLM command-line flags: ``--max-model-len 8192 ...``."""
+        return tuple(
+            a for key, value in self.given().items() for a in (f"--{key.replace('_', '-')}", str(value))
+        )
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """One setting measured: its KV layout, memory budget per GPU and KV capacity."""
+
+    layout: KvLayout
+    budget: Budget
+    capacity: Capacity
+
+    @property
+    def holds_one_request(self) -> bool:
+        """Room for the KV cache, and for at least one request of the full length."""
+        return self.budget.kv_bytes > 0 and self.capacity.max_concurrency >= 1
+
+
+@dataclass(frozen=True)
+class _Parallel:
+    """Tensor and pipeline parallel sizes."""
+
+    tp: int
+    pp: int
+
+
+@dataclass(frozen=True)
 class Plan:
     facts: ModelFacts
     hardware: Hardware
@@ -68,7 +113,7 @@ class Plan:
     notes: tuple[str, ...]
     suggestions: tuple[str, ...]
     engine_args: tuple[str, ...]
-    settings: dict[str, object] = field(default_factory=dict)
+    settings: EngineSettings
 
 
 def _resolve_dtype(facts: ModelFacts, requested: str | None, hw: Hardware) -> str:
@@ -131,8 +176,88 @@ def default_block_size(facts: ModelFacts, hw: Hardware) -> int:
     return 64 if facts.mla is not None else 16
 
 
+@dataclass(frozen=True)
+class _Findings:
+    """What a stage of the plan found: reasons it cannot start, notes, and what would fit instead."""
+
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    suggestions: tuple[str, ...] = ()
+
+    def __add__(self, other: _Findings) -> _Findings:
+        return _Findings(
+            self.problems + other.problems, self.notes + other.notes, self.suggestions + other.suggestions
+        )
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """What the plan holds fixed: the release, the hardware, the dtypes, and how one tp/pp/length is measured."""
+
+    version: str
+    hw: Hardware
+    util: float
+    dtype: str
+    kv_dtype: str
+    facts: ModelFacts  # as vLLM holds it in ``dtype``
+    measure: _Evaluator
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """The parallel sizes and length chosen, what they measure, and what stands in the way."""
+
+    tp: int
+    pp: int
+    max_len: int
+    sizing: Sizing
+    tp_checks: tuple[ParallelCheck, ...]
+    pp_checks: tuple[ParallelCheck, ...]
+    informational: bool  # CPU without a fixed KV space: vLLM sizes it from free RAM at start
+    findings: _Findings
+
+
+@dataclass(frozen=True)
+class _Compatibility:
+    """Whether this vLLM release runs the architecture, the quantization and the KV dtype on the driver at hand."""
+
+    support: compat.Support
+    quant: compat.QuantCheck | None
+    driver: compat.DriverCheck | None
+    findings: _Findings
+
+
 def plan(facts: ModelFacts, options: PlanOptions) -> Plan:
+    """Plan ``facts`` on the target ``options`` describes, in stages: the setting (release, hardware,
+    dtypes), the fit (parallel sizes, memory, KV capacity), compatibility, then the engine arguments."""
     _check_flags(options, facts)
+    setting = _setting(facts, options)
+    fit = _fit(facts, options, setting)
+    checks = _compatibility(facts, options, setting)
+    found = fit.findings + checks.findings
+    # Problems of size and parallelism can be mended by more GPUs, quantization or a shorter length,
+    # whereas a driver or architecture problem needs another vLLM release, not more memory.
+    if fit.findings.problems and not fit.informational:
+        found += _Findings(suggestions=tuple(_alternatives(setting.facts, setting.measure, fit)))
+    if fit.informational:
+        found += _Findings(notes=(
+            "CPU without VLLM_CPU_KVCACHE_SPACE: vLLM sizes the KV cache from free memory at start; "
+            "the numbers below are per-token sizes only",
+        ))  # fmt: skip
+    settings = _engine_settings(options, setting, fit)
+    return Plan(
+        facts=facts, hardware=setting.hw, vllm_version=setting.version, tp=fit.tp, pp=fit.pp,
+        dtype=setting.dtype, kv_dtype=setting.kv_dtype, max_model_len=fit.max_len, utilization=setting.util,
+        layout=fit.sizing.layout, budget=fit.sizing.budget, capacity=fit.sizing.capacity,
+        tp_checks=fit.tp_checks, pp_checks=fit.pp_checks, support=checks.support, quant=checks.quant,
+        driver=checks.driver, fits=not found.problems and not fit.informational,
+        informational=fit.informational, problems=found.problems, notes=facts.notes + found.notes,
+        suggestions=tuple(dict.fromkeys(found.suggestions)), engine_args=settings.args(), settings=settings,
+    )  # fmt: skip
+
+
+def _setting(facts: ModelFacts, options: PlanOptions) -> _Setting:
+    """The release (default: the newest tabled), the hardware, the dtypes and the measure built from them."""
     version = options.vllm_version or compat.latest_release()
     compat.version_key(version)
     if options.cpu:
@@ -141,71 +266,87 @@ def plan(facts: ModelFacts, options: PlanOptions) -> Plan:
         hw = resolve_hardware(gpu=options.gpu, gpus=options.gpus, gpu_memory=options.gpu_memory)
     util = options.gpu_memory_utilization or compat.default_utilization(version)
     dtype = _resolve_dtype(facts, options.dtype, hw)
-    dtype_bytes = DTYPE_SIZE.get(dtype, 2)
-    facts_eff = _cast(facts, dtype)
     kv_dtype = options.kv_cache_dtype or "auto"
-    block = options.block_size or default_block_size(facts, hw)
+    measure = _Evaluator(
+        hw, version, util, kv_dtype, options.block_size or default_block_size(facts, hw),
+        DTYPE_SIZE.get(dtype, 2), options.max_num_batched_tokens, options.max_num_seqs,
+    )  # fmt: skip
+    return _Setting(version, hw, util, dtype, kv_dtype, _cast(facts, dtype), measure)
 
+
+def _fit(facts: ModelFacts, options: PlanOptions, s: _Setting) -> _Fit:
+    """Choose and check tp and pp, measure memory and KV capacity, and lower a default length that cannot fit."""
+    hw = s.hw
     tp_checks = tuple(check_tp(facts, n, gpus=hw.count) for n in candidate_sizes(max(hw.count, 8)))
-    problems: list[str] = []
-    notes: list[str] = list(facts.notes)
-
-    ev = _Evaluator(
-        hw, version, util, kv_dtype, block, dtype_bytes, options.max_num_batched_tokens, options.max_num_seqs
-    )
-
-    def evaluate(tp: int, pp: int, max_len: int) -> tuple[KvLayout, Budget, Capacity]:
-        return ev(facts_eff, tp, pp, max_len)
-
     max_len = options.max_model_len or facts.max_model_len
-    tp, pp = _choose_parallel(facts, options, hw, tp_checks, lambda t, p: evaluate(t, p, max_len))
-    tp_check = next((c for c in tp_checks if c.size == tp), None) or check_tp(facts, tp, gpus=hw.count, pp=pp)
-    if not tp_check.ok:
-        problems += [f"tensor parallel {tp}: {r}" for r in tp_check.reasons]
-    notes += list(tp_check.notes)
+    chosen = _choose_parallel(facts, options, hw, tp_checks, lambda t, p: s.measure(s.facts, t, p, max_len))
+    tp, pp = chosen.tp, chosen.pp
+    found = _parallel_findings(facts, hw, tp_checks, tp, pp)
+    sizing = s.measure(s.facts, tp, pp, max_len)
+    informational = hw.is_cpu and not hw.memory_bytes
+    if options.max_model_len is None and not informational:
+        fitted = _fitted_length(sizing, max_len)
+        if fitted is not None:
+            found += _Findings(notes=(
+                f"max_model_len lowered from the config's {max_len:,} to {fitted:,}, the longest that fits",
+            ))  # fmt: skip
+            max_len = fitted
+            sizing = s.measure(s.facts, tp, pp, max_len)
+    if max_len > facts.max_model_len:
+        found += _Findings(notes=(
+            f"max_model_len {max_len:,} is beyond the model's {facts.max_model_len:,}: vLLM refuses it "
+            "unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1",
+        ))  # fmt: skip
+    if not informational:
+        found += _memory_findings(sizing, s.util, max_len)
     pp_checks = tuple(
         check_pp(facts, n, gpus=hw.count, tp=tp) for n in candidate_sizes(max(1, hw.count // tp))
     )
+    return _Fit(tp, pp, max_len, sizing, tp_checks, pp_checks, informational, found)
+
+
+def _parallel_findings(
+    facts: ModelFacts, hw: Hardware, tp_checks: tuple[ParallelCheck, ...], tp: int, pp: int
+) -> _Findings:
+    """Why the chosen tensor and pipeline sizes cannot split this model, and the tp check's notes."""
+    tp_check = next((c for c in tp_checks if c.size == tp), None) or check_tp(facts, tp, gpus=hw.count, pp=pp)
     pp_check = check_pp(facts, pp, gpus=hw.count, tp=tp)
-    if not pp_check.ok:
-        problems += [f"pipeline parallel {pp}: {r}" for r in pp_check.reasons]
-    layout, budget, cap = evaluate(tp, pp, max_len)
-    informational = hw.is_cpu and not hw.memory_bytes
-    suggestions: list[str] = []
-    if (
-        options.max_model_len is None
-        and not informational
-        and budget.kv_bytes > 0
-        and cap.max_concurrency < 1
-    ):
-        fitted = max_len_that_fits(layout, budget.kv_bytes, budget.batched_tokens, max_len)
-        fitted = fitted // 256 * 256 if fitted > 256 else fitted
-        if fitted >= 16:
-            notes.append(
-                f"max_model_len lowered from the config's {max_len:,} to {fitted:,}, the longest that fits"
-            )
-            max_len = fitted
-            layout, budget, cap = evaluate(tp, pp, max_len)
-    if max_len > facts.max_model_len:
-        notes.append(
-            f"max_model_len {max_len:,} is beyond the model's {facts.max_model_len:,}: vLLM refuses it "
-            "unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1"
-        )
-    if not informational:
-        if budget.kv_bytes <= 0:
-            problems.append(
-                f"no memory left for the KV cache: weights {budget.weights / GIB:.2f} GiB + activations "
-                f"{budget.activation / GIB:.2f} GiB + other {(budget.non_torch + budget.cuda_graphs) / GIB:.2f} GiB "
-                f"exceed {util:.2f} x {budget.total / GIB:.2f} GiB per GPU"
-            )
-        elif cap.max_concurrency < 1:
-            problems.append(
-                f"one request of {max_len:,} tokens needs {cap.blocks_per_request:,} KV blocks; "
-                f"{cap.num_blocks:,} fit ({budget.kv_bytes / GIB:.2f} GiB)"
-            )
-    # Problems of size and parallelism so far; more GPUs, quantization or a shorter length can mend
-    # them, whereas a driver or architecture problem needs another vLLM release, not more memory.
-    fit_problems = bool(problems)
+    problems = [f"tensor parallel {tp}: {r}" for r in tp_check.reasons] if not tp_check.ok else []
+    problems += [f"pipeline parallel {pp}: {r}" for r in pp_check.reasons] if not pp_check.ok else []
+    return _Findings(problems=tuple(problems), notes=tp_check.notes)
+
+
+def _fitted_length(sizing: Sizing, max_len: int) -> int | None:
+    """The longest length (a multiple of 256 past 256) one request can hold, when ``max_len`` cannot; else None."""
+    budget = sizing.budget
+    if budget.kv_bytes <= 0 or sizing.capacity.max_concurrency >= 1:
+        return None
+    fitted = max_len_that_fits(sizing.layout, budget.kv_bytes, budget.batched_tokens, max_len)
+    fitted = fitted // 256 * 256 if fitted > 256 else fitted
+    return fitted if fitted >= 16 else None
+
+
+def _memory_findings(sizing: Sizing, util: float, max_len: int) -> _Findings:
+    """No room for the KV cache at all, or not for one request of ``max_len`` tokens."""
+    b, cap = sizing.budget, sizing.capacity
+    if b.kv_bytes <= 0:
+        return _Findings(problems=(
+            f"no memory left for the KV cache: weights {b.weights / GIB:.2f} GiB + activations "
+            f"{b.activation / GIB:.2f} GiB + other {(b.non_torch + b.cuda_graphs) / GIB:.2f} GiB "
+            f"exceed {util:.2f} x {b.total / GIB:.2f} GiB per GPU",
+        ))  # fmt: skip
+    if cap.max_concurrency < 1:
+        return _Findings(problems=(
+            f"one request of {max_len:,} tokens needs {cap.blocks_per_request:,} KV blocks; "
+            f"{cap.num_blocks:,} fit ({b.kv_bytes / GIB:.2f} GiB)",
+        ))  # fmt: skip
+    return _Findings()
+
+
+def _compatibility(facts: ModelFacts, options: PlanOptions, s: _Setting) -> _Compatibility:
+    """The release's support for the architecture and quantization, the fp8 KV cache's GPU, the driver."""
+    hw, version = s.hw, s.version
+    problems: list[str] = []
     support = compat.arch_support(facts.architecture, version)
     if not support.ok and facts.format == "safetensors":
         problems.append(support.message)
@@ -217,54 +358,40 @@ def plan(facts: ModelFacts, options: PlanOptions) -> Plan:
     )
     if quant is not None and not quant.ok:
         problems.append(quant.message)
-    if kv_dtype.startswith("fp8") and hw.compute_capability is not None and hw.compute_capability < (8, 0):
+    if s.kv_dtype.startswith("fp8") and hw.compute_capability is not None and hw.compute_capability < (8, 0):
         problems.append(f"an fp8 KV cache needs compute capability >= 8.0; this GPU has {hw.cc_text}")
     driver = compat.driver_runs(options.driver, version) if options.driver and not hw.is_cpu else None
-    if driver is not None and driver.level == "no":
-        problems.append(driver.message)
-        newest = compat.newest_release_for_driver(options.driver or "")
-        if newest:
-            suggestions.append(
-                f"vLLM {newest} (CUDA {compat.images()['releases'][newest]['cuda']}) runs natively on driver {options.driver}"
-            )
-    elif driver is not None and driver.level == "minor-compat":
-        notes.append(driver.message)
-    if fit_problems and not informational:
-        suggestions += _alternatives(facts_eff, ev, tp_checks, max_len, layout, budget)
-    if informational:
-        notes.append(
-            "CPU without VLLM_CPU_KVCACHE_SPACE: vLLM sizes the KV cache from free memory at start; "
-            "the numbers below are per-token sizes only"
-        )
-    # Only what differs from vLLM's defaults, so these are exactly the flags serve and deploy pass.
-    settings: dict[str, object] = {"max_model_len": max_len}
-    if tp > 1:
-        settings["tensor_parallel_size"] = tp
-    if pp > 1:
-        settings["pipeline_parallel_size"] = pp
-    if not hw.is_cpu:
-        settings["gpu_memory_utilization"] = util
-    if kv_dtype != "auto":
-        settings["kv_cache_dtype"] = kv_dtype
-    if options.quantization:
-        settings["quantization"] = options.quantization
-    if options.max_num_seqs:
-        settings["max_num_seqs"] = options.max_num_seqs
-    args = _engine_args(settings)
-    return Plan(
-        facts=facts, hardware=hw, vllm_version=version, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
-        max_model_len=max_len, utilization=util, layout=layout, budget=budget, capacity=cap,
-        tp_checks=tp_checks, pp_checks=pp_checks, support=support, quant=quant, driver=driver,
-        fits=not problems and not informational, informational=informational, problems=tuple(problems),
-        notes=tuple(notes), suggestions=tuple(dict.fromkeys(suggestions)), engine_args=args, settings=settings,
-    )  # fmt: skip
+    found = _Findings(problems=tuple(problems)) + _driver_findings(driver, options.driver or "")
+    return _Compatibility(support, quant, driver, found)
 
 
-def _engine_args(settings: dict[str, object]) -> tuple[str, ...]:
-    args: list[str] = []
-    for key, value in settings.items():
-        args += [f"--{key.replace('_', '-')}", str(value)]
-    return tuple(args)
+def _driver_findings(driver: compat.DriverCheck | None, driver_version: str) -> _Findings:
+    """A driver too old for the release's CUDA (and the newest release it runs), or one on minor-version compatibility."""
+    if driver is None:
+        return _Findings()
+    if driver.level == "minor-compat":
+        return _Findings(notes=(driver.message,))
+    if driver.level != "no":
+        return _Findings()
+    newest = compat.newest_release_for_driver(driver_version)
+    if not newest:
+        return _Findings(problems=(driver.message,))
+    cuda = compat.images()["releases"][newest]["cuda"]
+    suggestion = f"vLLM {newest} (CUDA {cuda}) runs natively on driver {driver_version}"
+    return _Findings(problems=(driver.message,), suggestions=(suggestion,))
+
+
+def _engine_settings(options: PlanOptions, s: _Setting, fit: _Fit) -> EngineSettings:
+    """The engine arguments that differ from vLLM's defaults: exactly the flags serve passes."""
+    return EngineSettings(
+        max_model_len=fit.max_len,
+        tensor_parallel_size=fit.tp if fit.tp > 1 else None,
+        pipeline_parallel_size=fit.pp if fit.pp > 1 else None,
+        gpu_memory_utilization=None if s.hw.is_cpu else s.util,
+        kv_cache_dtype=s.kv_dtype if s.kv_dtype != "auto" else None,
+        quantization=options.quantization or None,
+        max_num_seqs=options.max_num_seqs or None,
+    )
 
 
 def _choose_parallel(
@@ -272,46 +399,36 @@ def _choose_parallel(
     options: PlanOptions,
     hw: Hardware,
     tp_checks: tuple[ParallelCheck, ...],
-    evaluate: Callable[[int, int], tuple[KvLayout, Budget, Capacity]],
-) -> tuple[int, int]:
+    evaluate: Callable[[int, int], Sizing],
+) -> _Parallel:
     """The given sizes, else the smallest valid tp (then pp) on the GPUs at hand that holds one request."""
     if options.tensor_parallel_size or options.pipeline_parallel_size:
-        return options.tensor_parallel_size or 1, options.pipeline_parallel_size or 1
+        return _Parallel(options.tensor_parallel_size or 1, options.pipeline_parallel_size or 1)
     if hw.is_cpu:
-        return 1, 1
+        return _Parallel(1, 1)
     valid = [c.size for c in tp_checks if c.ok and c.size <= hw.count]
     for tp in valid:
-        _, budget, cap = evaluate(tp, 1)
-        if budget.kv_bytes > 0 and cap.max_concurrency >= 1:
-            return tp, 1
+        if evaluate(tp, 1).holds_one_request:
+            return _Parallel(tp, 1)
     for tp in valid:
         for pp in range(2, hw.count // tp + 1):
-            if check_pp(facts, pp, gpus=hw.count, tp=tp).ok:
-                _, budget, cap = evaluate(tp, pp)
-                if budget.kv_bytes > 0 and cap.max_concurrency >= 1:
-                    return tp, pp
-    return (max(valid) if valid else 1), 1
+            if check_pp(facts, pp, gpus=hw.count, tp=tp).ok and evaluate(tp, pp).holds_one_request:
+                return _Parallel(tp, pp)
+    return _Parallel(max(valid) if valid else 1, 1)
 
 
-def _alternatives(
-    facts: ModelFacts,
-    ev: _Evaluator,
-    tp_checks: tuple[ParallelCheck, ...],
-    max_len: int,
-    layout: KvLayout,
-    budget: Budget,
-) -> list[str]:
+def _alternatives(facts: ModelFacts, ev: _Evaluator, fit: _Fit) -> list[str]:
     """What would fit: more GPUs, a quantized variant, an fp8 KV cache, a shorter max length."""
     out: list[str] = []
-    hw = ev.hw
+    hw, tp_checks, max_len, budget = ev.hw, fit.tp_checks, fit.max_len, fit.sizing.budget
     if hw.key:
         for tp in (c.size for c in check_all(facts, 64)):
             if tp <= hw.count:
                 continue
-            _, b, cap = replace(ev, hw=replace(hw, count=tp))(facts, tp, 1, max_len)
-            if b.kv_bytes > 0 and cap.max_concurrency >= 1:
+            more = replace(ev, hw=replace(hw, count=tp))(facts, tp, 1, max_len)
+            if more.holds_one_request:
                 out.append(
-                    f"{tp} x {hw.key} with --tensor-parallel-size {tp} ({cap.max_concurrency:.1f} requests of {max_len:,} tokens)"
+                    f"{tp} x {hw.key} with --tensor-parallel-size {tp} ({more.capacity.max_concurrency:.1f} requests of {max_len:,} tokens)"
                 )
                 break
     if facts.quant is None:
@@ -319,34 +436,32 @@ def _alternatives(
             ("an FP8 variant (about half the weight bytes)", 0.5),
             ("a 4-bit AWQ/GPTQ variant (about a quarter)", 0.27),
         ):
-            _, b, cap = ev(
-                _scale_weights(facts, ratio),
-                1 if hw.count == 1 else _largest_valid(tp_checks, hw.count),
-                1,
-                max_len,
-            )
-            if b.kv_bytes > 0 and cap.max_concurrency >= 1:
+            tp = 1 if hw.count == 1 else _largest_valid(tp_checks, hw.count)
+            smaller = ev(_scale_weights(facts, ratio), tp, 1, max_len)
+            if smaller.holds_one_request:
                 out.append(
-                    f"{label} on the same GPUs ({cap.max_concurrency:.1f} requests of {max_len:,} tokens)"
+                    f"{label} on the same GPUs ({smaller.capacity.max_concurrency:.1f} requests of {max_len:,} tokens)"
                 )
                 break
     if ev.kv_dtype == "auto" and budget.kv_bytes > 0 and facts.dtype_bytes > 1:
-        _, b, cap = replace(ev, kv_dtype="fp8")(facts, _largest_valid(tp_checks, hw.count), 1, max_len)
+        cap = replace(ev, kv_dtype="fp8")(facts, _largest_valid(tp_checks, hw.count), 1, max_len).capacity
         if cap.max_concurrency >= 1:
             out.append(f"--kv-cache-dtype fp8 ({cap.max_concurrency:.1f} requests of {max_len:,} tokens)")
     if budget.kv_bytes > 0:
-        fitted = max_len_that_fits(layout, budget.kv_bytes, budget.batched_tokens, max_len)
+        fitted = max_len_that_fits(fit.sizing.layout, budget.kv_bytes, budget.batched_tokens, max_len)
         if 16 <= fitted < max_len:
             out.append(f"--max-model-len {fitted:,} (the longest one request can hold here)")
     return out
 
 
 def _largest_valid(tp_checks: tuple[ParallelCheck, ...], count: int) -> int:
+    """The largest tensor parallel size that splits the model on ``count`` GPUs (1 when none does)."""
     valid = [c.size for c in tp_checks if c.ok and c.size <= count]
     return max(valid) if valid else 1
 
 
 def check_all(facts: ModelFacts, limit: int) -> list[ParallelCheck]:
+    """The tensor parallel sizes up to ``limit`` that split the model, whatever the GPU count."""
     return [c for c in (check_tp(facts, n) for n in candidate_sizes(limit)) if c.ok]
 
 
@@ -364,9 +479,7 @@ class _Evaluator:
     batched_tokens: int | None
     max_num_seqs: int | None
 
-    def __call__(
-        self, facts: ModelFacts, tp: int, pp: int, max_len: int
-    ) -> tuple[KvLayout, Budget, Capacity]:
+    def __call__(self, facts: ModelFacts, tp: int, pp: int, max_len: int) -> Sizing:
         layout = kv_layout(
             facts,
             tp=tp,
@@ -386,4 +499,4 @@ class _Evaluator:
             layout, budget.kv_bytes, max_model_len=max_len, batched_tokens=budget.batched_tokens,
             concurrency_log=compat.version_key(self.version) >= (0, 22, 0),
         )  # fmt: skip
-        return layout, budget, cap
+        return Sizing(layout, budget, cap)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from airlock.cli.plan import plan_cli
 from airlock.errors import CannotStartError, ConfigError
-from airlock.plan.apply import apply_plan, args_options
+from airlock.plan.apply import ArgFlags, apply_plan, args_options
 from airlock.spec import VllmEngineSpec, parse_spec
 
 CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
@@ -80,8 +80,8 @@ def test_refuses_what_cannot_start_unless_forced(model_dir: Path) -> None:
 
 
 def test_engine_args_feed_the_plan(model_dir: Path) -> None:
-    assert args_options(["--kv-cache-dtype=fp8", "--quantization", "awq", "--block-size", "32"]) == {
-        "kv_cache_dtype": "fp8", "quantization": "awq", "block_size": 32}  # fmt: skip
+    assert args_options(["--kv-cache-dtype=fp8", "--quantization", "awq", "--block-size", "32"]) == ArgFlags(
+        kv_cache_dtype="fp8", quantization="awq", block_size=32)  # fmt: skip
     spec = _spec(
         model_dir, {"gpu": "rtx-4090-24gb"}, {"max_model_len": 8192, "args": ["--kv-cache-dtype", "fp8"]}
     )
@@ -162,6 +162,6 @@ def test_an_hf_model_is_planned_from_the_store_the_engine_uses(tmp_path: Path) -
         {"models": [{"name": "m", "hf": {"repo": "org/llama-8b"}, "engine": {"kind": "vllm"}}],
          "hardware": {"gpu_memory": "8GiB"}}
     )  # fmt: skip
-    assert apply_plan(spec, environ={})[1] == []  # no store to look in: not planned, as before
+    assert apply_plan(spec, environ={}).checks == ()  # no store to look in: not planned, as before
     with pytest.raises(CannotStartError, match=r"model .m. cannot start on 1 x .*no memory left"):
         apply_plan(spec, store=store, environ={})
