@@ -3,29 +3,30 @@
 Keys: ``keygen`` writes ``$AIRLOCK_HOME/signing/airlock.key`` (and ``.pub``) unless told otherwise;
 ``pack`` signs with that key when ``--sign`` is not given and it exists. ``verify`` and ``install``
 trust the keys given with ``--trust``, else every ``*.pub`` in ``$AIRLOCK_HOME/trusted/``.
+
+Results go to stdout (``out``), progress, warnings and notes to stderr (``err``). The bundle code
+(cryptography, zstandard, zfec, huggingface_hub) is imported inside each command, so ``airlock
+--help`` does not load it.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ByteSize, TypeAdapter, ValidationError
-from rich.console import Console
 
-from airlock.bundle.airgap.install import InstallOptions, install
-from airlock.bundle.airgap.verify import VerifyOptions, verify
-from airlock.bundle.format.sign import generate_keypair
-from airlock.bundle.staging.pack import Compression, PackOptions, default_workers, pack
-from airlock.cli.bundle_render import RichProgress, rate, verify_table
-from airlock.common.fileio import human
+from airlock.bundle.workers import default_workers
+from airlock.cli.output import err, out
 from airlock.errors import ConfigError, MissingVolumeError
 from airlock.settings import Settings
 
-console = Console(highlight=False, stderr=True)
-out = Console(highlight=False)
+if TYPE_CHECKING:
+    from airlock.bundle.format.reader import VolumeSet
+    from airlock.bundle.staging.pack import Compression
+    from airlock.common.progress import ProgressSink
+
 DEFAULT_WORKERS = default_workers()
 
 TrustOpt = Annotated[
@@ -39,6 +40,8 @@ WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Threads hashi
 
 
 def parse_size(value: str) -> int:
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
     try:
         size = int(TypeAdapter(ByteSize).validate_python(value))
     except ValidationError as exc:
@@ -56,6 +59,8 @@ def keygen(
     comment: Annotated[str, typer.Option(help="A comment kept in the public key line.")] = "airlock",
 ) -> None:
     """Write an Ed25519 key pair: KEY signs bundles (keep it on staging), KEY.pub is trusted on the other side."""
+    from airlock.bundle.format.sign import generate_keypair
+
     settings = Settings.from_env()
     keys = generate_keypair(out_path or settings.signing_key, comment=comment)
     out.print(f"key [bold]{keys.key_id}[/]: private {keys.private} (mode 600), public {keys.public}")
@@ -112,12 +117,16 @@ def pack_cmd(
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
     """Pack the spec's models, wheels and files into a signed bundle of volumes."""
+    from airlock.bundle.staging.pack import PackOptions, pack
+    from airlock.cli.bundle_render import RichProgress, rate
+    from airlock.common.fileio import human
+
     settings = Settings.from_env()
     if compress not in ("none", "zstd", "auto"):
         raise ConfigError(f"--compress {compress!r}: choose none, zstd or auto")
     key = None if no_sign else (sign_key or (settings.signing_key if settings.signing_key.exists() else None))
     started = time.monotonic()
-    with RichProgress(console) as progress:
+    with RichProgress(err) as progress:
         result = pack(
             PackOptions(
                 spec_path=spec,
@@ -137,7 +146,7 @@ def pack_cmd(
         )
     took = time.monotonic() - started
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {warning}")
     out.print(
         f"bundle [bold]{result.bundle[:16]}[/]: {result.files} files, {result.blobs} blobs, "
         f"{human(result.carried_bytes)} carried on {len(result.volumes)} volume(s), {rate(result.written_bytes, took)}"
@@ -161,6 +170,16 @@ def _compression(value: str) -> Compression:
     return "none"
 
 
+def _volume_set(
+    dirs: list[Path], trust: list[Path] | None, allow_unsigned: bool, workers: int, progress: ProgressSink
+) -> VolumeSet:
+    """The volumes verify, install and rebuild read: the keys given, else the trusted folder's."""
+    from airlock.bundle.format.reader import VolumeSet
+
+    trusted = Settings.from_env().trusted_keys(trust)
+    return VolumeSet(dirs, trust=trusted, allow_unsigned=allow_unsigned, workers=workers, progress=progress)
+
+
 def verify_cmd(
     dirs: Annotated[
         list[Path], typer.Argument(help="Volumes (where each is mounted) or the folder pack wrote.")
@@ -180,27 +199,21 @@ def verify_cmd(
     Exit codes: 0 intact and complete, 11 not a bundle, 12 signature, 13 unsafe path, 14 corrupt,
     15 unlisted file, 16 volumes missing (those present are intact).
     """
-    settings = Settings.from_env()
-    with RichProgress(console) as progress:
-        report = verify(
-            VerifyOptions(
-                dirs=dirs,
-                trust=settings.trusted_keys(trust),
-                allow_unsigned=allow_unsigned,
-                partial=partial,
-                workers=workers,
-                progress=progress,
-            )
-        )
+    from airlock.bundle.airgap.verify import VerifyOptions, verify
+    from airlock.cli.bundle_render import RichProgress, rate, verify_table
+
+    with RichProgress(err) as progress:
+        volumes = _volume_set(dirs, trust, allow_unsigned, workers, progress)
+        report = verify(VerifyOptions(volumes, partial=partial))
     out.print(verify_table(report))
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {note}")
     for p in report.problems:
-        console.print(f"[red]{p.kind}:[/] {p.message}")
+        err.print(f"[red]{p.kind}:[/] {p.message}")
     if report.manifest.parity is not None and (report.missing or report.corrupt_volumes()):
         lost = sorted(set(report.missing) | set(report.corrupt_volumes()))
         if len(lost) <= report.manifest.parity.parity_volumes:
-            console.print(
+            err.print(
                 f"[bold]parity can rebuild volume(s) {', '.join(map(str, lost))}:[/] "
                 f"airlock rebuild {' '.join(map(str, dirs))} --volume {lost[0]} --out NEW_FOLDER"
             )
@@ -222,22 +235,17 @@ def install_cmd(
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
     """Verify a bundle and install it into the model store (Hugging Face cache layout), straight from its volumes."""
-    settings = Settings.from_env()
+    from airlock.bundle.airgap.install import InstallOptions, install
+    from airlock.cli.bundle_render import RichProgress, rate
+    from airlock.common.fileio import human
+
     started = time.monotonic()
-    with RichProgress(console) as progress:
-        result = install(
-            InstallOptions(
-                dirs=dirs,
-                store=store or settings.store,
-                trust=settings.trusted_keys(trust),
-                allow_unsigned=allow_unsigned,
-                workers=workers,
-                progress=progress,
-            )
-        )
+    with RichProgress(err) as progress:
+        volumes = _volume_set(dirs, trust, allow_unsigned, workers, progress)
+        result = install(InstallOptions(volumes, store=store or Settings.from_env().store))
     took = time.monotonic() - started
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        err.print(f"[yellow]note:[/] {note}")
     copied = rate(result.copied_bytes, took)
     if not result.complete:
         out.print(f"installed what volume(s) {', '.join(map(str, result.mounted))} hold: {copied}")
@@ -274,21 +282,12 @@ def rebuild_cmd(
 ) -> None:
     """Rebuild a lost or damaged volume from the others and the parity volumes (pack --parity)."""
     from airlock.bundle.airgap.rebuild import RebuildOptions, rebuild
+    from airlock.cli.bundle_render import RichProgress, rate
 
-    settings = Settings.from_env()
     started = time.monotonic()
-    with RichProgress(console) as progress:
-        result = rebuild(
-            RebuildOptions(
-                dirs=dirs,
-                volume=volume,
-                out=out_dir,
-                trust=settings.trusted_keys(trust),
-                allow_unsigned=allow_unsigned,
-                workers=workers,
-                progress=progress,
-            )
-        )
+    with RichProgress(err) as progress:
+        volumes = _volume_set(dirs, trust, allow_unsigned, workers, progress)
+        result = rebuild(RebuildOptions(volumes, volume=volume, out=out_dir))
     out.print(
         f"[bold green]rebuilt[/] volume {result.volume} at {result.path} from volumes "
         f"{', '.join(map(str, result.used))}: {rate(result.bytes, time.monotonic() - started)}"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -16,8 +16,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from airlock.bundle.airgap.verify import VerifyReport
 from airlock.common.fileio import human
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from airlock.bundle.airgap.verify import VerifyReport
 
 PHASES = {
     "hash": "hashing",

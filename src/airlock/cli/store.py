@@ -1,4 +1,7 @@
-"""``airlock ls`` and ``airlock inventory``: what the model store holds."""
+"""``airlock ls`` and ``airlock inventory``: what the model store holds.
+
+The store and bundle code is imported inside each command, so ``airlock --help`` does not load it.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +9,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from airlock.bundle.format.inventory import make_inventory, write_inventory
-from airlock.bundle.format.sign import load_private_key
-from airlock.common.fileio import human
+from airlock.cli.output import out
 from airlock.settings import Settings
-from airlock.store.store import Store
 
-out = Console(highlight=False)
 StoreOpt = Annotated[
     Path | None, typer.Option("--store", help="The model store (default: $AIRLOCK_HOME/store).")
 ]
@@ -26,6 +23,11 @@ def ls_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the store's index as JSON.")] = False,
 ) -> None:
     """List the models, wheels and files in the store."""
+    from rich.table import Table
+
+    from airlock.common.fileio import human
+    from airlock.store.store import Store
+
     s = Store(store or Settings.from_env().store)
     db = s.load_db()
     if as_json:
@@ -60,6 +62,10 @@ def inventory_cmd(
     ] = None,
 ) -> None:
     """Export what the store holds (signed), for `airlock pack --base` on the staging side."""
+    from airlock.bundle.format.inventory import make_inventory, write_inventory
+    from airlock.bundle.format.sign import load_private_key
+    from airlock.store.store import Store
+
     settings = Settings.from_env()
     s = Store(store or settings.store)
     key_path = sign_key or (settings.signing_key if settings.signing_key.exists() else None)
