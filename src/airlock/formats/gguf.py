@@ -19,6 +19,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -38,14 +39,18 @@ _SCALARS: dict[int, tuple[str, int]] = {
 _STRING, _ARRAY = 8, 9
 
 
-def _ggml_types() -> dict[int, tuple[str, int, int]]:
-    """ggml type id -> (name, elements per block, bytes per block)."""
+@functools.cache
+def ggml_types() -> dict[int, tuple[str, int, int]]:
+    """ggml type id -> (name, elements per block, bytes per block).
+
+    Read on first use: importing ``gguf`` pulls in numpy (a quarter of a second), which the CLI's
+    start-up and every command that reads no GGUF file should not pay.
+    """
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
     return {int(t): (GGMLQuantizationType(t).name, int(b), int(n)) for t, (b, n) in GGML_QUANT_SIZES.items()}
 
 
-GGML_TYPES = _ggml_types()
 DEFAULT_ALIGNMENT = 32
 
 MetaValue = int | float | bool | str | list["MetaValue"]
@@ -173,7 +178,7 @@ def _tensor(r: _Reader) -> GgufTensor:
     shape = tuple(r.u64() for _ in range(n_dims))
     type_id = r.u32()
     offset = r.u64()
-    kind = GGML_TYPES.get(type_id)
+    kind = ggml_types().get(type_id)
     if kind is None:
         raise ModelFactsError(f"{r.path}: tensor {name!r} has unknown ggml type {type_id}")
     type_name, block, block_bytes = kind
