@@ -15,33 +15,25 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
-from airlock.bench.compare import compare_runs, run_labels
-from airlock.bench.options import (
-    Arrival,
-    BenchOptions,
-    Endpoint,
-    Load,
-    normalise_url,
-    parse_levels,
-    parse_seconds,
-    parse_slo,
-)
-from airlock.bench.options import Slo as SloOptions
-from airlock.bench.results import BenchResults, Summary, load_results, save_results
-from airlock.bench.runner import BenchInterrupted, run_bench
-from airlock.cli.bench_progress import LiveProgress
+from airlock.cli.output import err, out
 from airlock.errors import ConfigError
 
-console = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from airlock.bench.options import Load
+    from airlock.bench.results import BenchResults, Summary
+
+# The choices of --arrival and --endpoint, spelled as airlock.bench.options spells them (a test
+# holds the two equal): importing that module loads all of airlock.bench, and typer reads these
+# annotations on every start, --help included.
+Arrival = Literal["poisson", "constant"]
+Endpoint = Literal["chat", "completions"]
 
 
 class _RunByDefault(TyperGroup):
@@ -68,6 +60,8 @@ def _api_key(flag: str | None) -> str | None:
 
 
 def _loads(concurrency: str | None, rate: str | None) -> tuple[Load, ...]:
+    from airlock.bench.options import Load, parse_levels
+
     if concurrency and rate:
         raise ConfigError("give --concurrency or --rate, not both")
     if rate:
@@ -78,6 +72,8 @@ def _loads(concurrency: str | None, rate: str | None) -> tuple[Load, ...]:
 def _extra_body(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
+    import orjson
+
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -104,6 +100,8 @@ def _ms(summary: Summary | None) -> str:
 
 def results_table(results: BenchResults) -> Table:
     """The per-level table printed after a run (and by ``bench report``)."""
+    from rich.table import Table
+
     slo = any(lv.goodput is not None for lv in results.levels)
     table = Table(title=f"{results.info.model} at {results.info.url}", title_justify="left")
     table.add_column("load", no_wrap=True)
@@ -125,8 +123,10 @@ def results_table(results: BenchResults) -> Table:
 
 def _show(table: Table) -> None:
     """Print a table; piped output (CI logs, files) gets room for every column rather than 80."""
-    out = console if console.is_terminal else Console(highlight=False, width=160)
-    out.print(table)
+    from rich.console import Console
+
+    wide = out if out.is_terminal else Console(highlight=False, width=160)
+    wide.print(table)
 
 
 def _print_errors(results: BenchResults) -> None:
@@ -139,6 +139,8 @@ def _print_errors(results: BenchResults) -> None:
 
 
 def _save(results: BenchResults, stem: Path, html: bool) -> None:
+    from airlock.bench.results import save_results
+
     written = [save_results(results, stem.with_suffix(".json"))]
     if html:
         from airlock.bench.html_report import write_report
@@ -171,6 +173,11 @@ def run(
     html: Annotated[bool, typer.Option("--html/--no-html", help="Also write the HTML report.")] = True,
 ) -> None:  # fmt: skip
     """Load-test URL, level by level; print a table and write JSON results and an HTML report."""
+    from airlock.bench.options import BenchOptions, normalise_url, parse_seconds, parse_slo
+    from airlock.bench.options import Slo as SloOptions
+    from airlock.bench.runner import BenchInterrupted, run_bench
+    from airlock.cli.bench_progress import LiveProgress
+
     options = BenchOptions(
         url=normalise_url(url),
         loads=_loads(concurrency, rate),
@@ -205,6 +212,9 @@ def run(
 
 
 def _runs(files: list[Path]) -> list[tuple[str, BenchResults]]:
+    from airlock.bench.compare import run_labels
+    from airlock.bench.results import load_results
+
     loaded = [load_results(f) for f in files]
     return list(zip(run_labels([f.stem for f in files]), loaded, strict=True))
 
@@ -221,6 +231,10 @@ def compare(
     """Put bench runs side by side, level by level, with the change against the first."""
     if len(files) < 2:
         raise ConfigError("compare needs at least two results files")
+    from rich.table import Table
+
+    from airlock.bench.compare import compare_runs
+
     runs = _runs(files)
     comparison = compare_runs(runs)
     table = Table(title="airlock bench compare", title_justify="left")

@@ -3,20 +3,27 @@
 The bar follows whichever bound is nearer (requests sent against ``--requests``, time against
 ``--duration``); beside it: requests done and failed, requests in flight and output tokens/s so far
 (from the server's usage, as the results count them).
+
+Imported by ``airlock bench run`` when it runs (it subclasses the runner's observer, so it loads
+airlock.bench), never when the CLI starts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from airlock.bench.client import RequestRecord
-from airlock.bench.options import Load
-from airlock.bench.results import LevelResult
 from airlock.bench.runner import Observer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from airlock.bench.client import RequestRecord
+    from airlock.bench.options import Load
+    from airlock.bench.results import LevelResult
 
 
 @dataclass

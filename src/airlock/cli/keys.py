@@ -1,22 +1,27 @@
-"""``airlock keys create|list|revoke``: API keys for the gateway."""
+"""``airlock keys create|list|revoke``: API keys for the gateway.
+
+The key store and the settings are imported when a command runs, not when the CLI starts.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from airlock.gateway.apikeys import KeyStore
-from airlock.settings import Settings
+from airlock.cli.output import out
+
+if TYPE_CHECKING:
+    from airlock.gateway.apikeys import KeyStore
 
 app = typer.Typer(help="Create, list and revoke the gateway's API keys.", no_args_is_help=True)
-console = Console(highlight=False)
 
 
 def _store() -> KeyStore:
+    from airlock.gateway.apikeys import KeyStore
+    from airlock.settings import Settings
+
     return KeyStore(Settings.from_env().keys_db)
 
 
@@ -39,13 +44,15 @@ def create(
         typer.echo(token)
         return
     scope = ", ".join(key.models) if key.models else "all models"
-    console.print(f"Created key [bold]{key.name}[/] ({scope}). Store it now; it is not shown again:")
-    console.print(token, markup=False, soft_wrap=True)
+    out.print(f"Created key [bold]{key.name}[/] ({scope}). Store it now; it is not shown again:")
+    out.print(token, markup=False, soft_wrap=True)
 
 
 @app.command("list")
 def list_(all_: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False) -> None:
     """List keys (names and ids, never the secrets)."""
+    from rich.table import Table
+
     rows = _store().list(include_revoked=all_)
     table = Table("name", "id", "models", "created", "revoked")
     for key in rows:
@@ -56,11 +63,11 @@ def list_(all_: Annotated[bool, typer.Option("--all", help="Include revoked keys
             _when(key.created_at),
             _when(key.revoked_at),
         )
-    console.print(table)
+    out.print(table)
 
 
 @app.command()
 def revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
     """Revoke a key; a running gateway refuses it within a second."""
     key = _store().revoke(name)
-    console.print(f"Revoked key [bold]{key.name}[/] ({key.key_id}).")
+    out.print(f"Revoked key [bold]{key.name}[/] ({key.key_id}).")

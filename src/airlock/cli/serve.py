@@ -1,37 +1,37 @@
-"""``airlock serve``: the gateway over supervised engines; the embedded default model without a spec."""
+"""``airlock serve``: the gateway over supervised engines; the embedded default model without a spec.
+
+Everything heavy (the serving stack, uvicorn, aiohttp, the spec's models) is imported inside
+:func:`serve`, so that ``airlock --help`` and every other command start without it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvloop
-from rich.console import Console
 from rich.markup import escape
-from rich.status import Status
 
-from airlock.engines.supervisor import EngineEvent, EngineState
-from airlock.gateway.apikeys import KeyStore
-from airlock.serving.default_model import default_spec
-from airlock.serving.stack import Listening, ServeOptions
-from airlock.serving.stack import serve as serve_core
-from airlock.settings import Settings
-from airlock.spec import Spec, load_spec
+from airlock.cli.output import err
 
-console = Console(highlight=False, stderr=True)
+if TYPE_CHECKING:
+    from rich.status import Status
 
-_STYLE = {
-    EngineState.STARTING: "yellow",
-    EngineState.READY: "green",
-    EngineState.RESTARTING: "yellow",
-    EngineState.FAILED: "red",
-    EngineState.STOPPED: "dim",
-}
+    from airlock.engines.supervisor import EngineEvent
+    from airlock.gateway.apikeys import KeyStore
+    from airlock.serving.stack import Listening
+    from airlock.settings import Settings
+    from airlock.spec import Spec
+
+# EngineState's value -> its colour (keyed by value so that the supervisor loads only when serving)
+_STYLE = {"starting": "yellow", "ready": "green", "restarting": "yellow", "failed": "red", "stopped": "dim"}
 
 
 def _load(config: Path | None, settings: Settings) -> tuple[Spec, str]:
+    from airlock.serving.default_model import default_spec
+    from airlock.spec import load_spec
+
     if config is not None:
         return load_spec(config), str(config)
     local = Path("airlock.yaml")
@@ -67,50 +67,53 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the spec's models (or the embedded default model) behind an OpenAI-compatible gateway."""
+    import uvloop
+
+    from airlock.gateway.apikeys import KeyStore
+    from airlock.serving.stack import ServeOptions
+    from airlock.serving.stack import serve as serve_core
+    from airlock.settings import Settings
+
     settings = Settings.from_env()
     spec, origin = _load(config, settings)
     auth = spec.gateway.auth and not no_auth
-    console.print(f"airlock: serving {origin}")
+    err.print(f"airlock: serving {origin}")
     token = _first_key(KeyStore(settings.keys_db)) if auth else None
     waiting: dict[str, str] = {}  # engine -> its latest "still starting" note
     spinner: list[Status] = []
 
     def on_event(event: EngineEvent) -> None:
         if event.progress:  # a live line on a terminal, nothing in logs
-            if console.is_terminal:
+            if err.is_terminal:
                 waiting[event.engine] = f"{event.engine} ({event.elapsed_s:.0f} s): {escape(event.message)}"
                 text = "\n".join(waiting.values())
                 if spinner:
                     spinner[0].update(text)
                 else:
-                    spinner.append(console.status(text))
+                    spinner.append(err.status(text))
                     spinner[0].start()
             return
         waiting.pop(event.engine, None)
         if spinner and not waiting:
             spinner.pop().stop()
         took = f" [dim]({event.elapsed_s:.1f} s)[/]" if event.elapsed_s else ""
-        style = _STYLE[event.state]
-        console.print(
+        style = _STYLE[event.state.value]
+        err.print(
             f"  [{style}]{event.state.value:>10}[/]  [bold]{event.engine}[/]  {escape(event.message)}{took}"
         )
 
     def on_listening(info: Listening) -> None:
-        console.print(f"[bold green]ready[/]: {info.url}/v1  models: {', '.join(info.models)}")
+        err.print(f"[bold green]ready[/]: {info.url}/v1  models: {', '.join(info.models)}")
         if not info.auth:
-            console.print(
+            err.print(
                 "[bold red]authentication is OFF[/] (--no-auth): anyone who reaches this port can use it"
             )
         elif token:
-            console.print(
-                "First run: created the API key [bold]admin[/]. Store it now; it is not shown again:"
-            )
-            console.print(f"  {token}", markup=False)
-        console.print(
-            f"[dim]try: curl {info.url}/v1/models -H 'Authorization: Bearer <key>'   (Ctrl-C stops)[/]"
-        )
+            err.print("First run: created the API key [bold]admin[/]. Store it now; it is not shown again:")
+            err.print(f"  {token}", markup=False)
+        err.print(f"[dim]try: curl {info.url}/v1/models -H 'Authorization: Bearer <key>'   (Ctrl-C stops)[/]")
 
     options = ServeOptions(spec=spec, auth=auth, host=host, port=port, force=force)
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(serve_core(options, settings, on_event=on_event, on_listening=on_listening))
-    console.print("airlock: stopped")
+    err.print("airlock: stopped")
