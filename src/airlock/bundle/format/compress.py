@@ -17,7 +17,8 @@ costs more time than it saves (see the benchmark's numbers).
 
 Example::
 
-    encoded = encode_blobs([(sha, path, size, "m/model.safetensors")], tmp_dir, mode="zstd", workers=2)
+    encoded = encode_blobs([RawBlob(sha, path, size, "m/model.safetensors")], tmp_dir, mode="zstd", workers=2)
+    encoded[sha].path, encoded[sha].blob.frames
 """
 
 from __future__ import annotations
@@ -59,6 +60,25 @@ _PARAMS = {"min_match": 7, "search_log": 1, "hash_log": 8}
 class Frame:
     raw: int  # raw bytes it decompresses to
     stored: int  # its bytes on the volume
+
+
+@dataclass(frozen=True)
+class RawBlob:
+    """A blob to compress: its hash, where its raw bytes are, and its logical name (picks the grouping)."""
+
+    sha256: str
+    path: Path
+    size: int
+    name: str  # "artifact/path": a ``.safetensors`` name may get byte grouping
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A compressed blob: its manifest record, the file of its frames, and each frame's sizes."""
+
+    blob: Blob
+    path: Path
+    frames: tuple[Frame, ...]
 
 
 def compressor() -> zstandard.ZstdCompressor:
@@ -160,7 +180,7 @@ def encode_one(
     disk: Disk,
     on_bytes: OnBytes,
     frame: int = FRAME_RAW,
-) -> tuple[Blob, tuple[Frame, ...]]:
+) -> Encoded:
     """Compress ``origin`` into ``out`` (atomically) and check the raw bytes hash to ``sha``."""
     check = hashlib.sha256()
     frames: list[Frame] = []
@@ -200,11 +220,11 @@ def encode_one(
         sha256=sha, size=size, encoding="zstd", chunk=frame, group=group,
         frames=[f.stored for f in frames],
     )  # fmt: skip
-    return blob, tuple(frames)
+    return Encoded(blob, out, tuple(frames))
 
 
 def encode_blobs(
-    blobs: list[tuple[str, Path, int, str]],
+    blobs: list[RawBlob],
     tmp_dir: Path,
     *,
     mode: Literal["zstd", "auto"],
@@ -212,55 +232,55 @@ def encode_blobs(
     disk: Disk = DEFAULT_DISK,
     progress: ProgressSink | None = None,
     frame: int = FRAME_RAW,
-) -> dict[str, tuple[Blob, Path, tuple[Frame, ...]]]:
-    """Compress each (sha256, origin, size, logical name) that pays; the rest stays raw (not returned).
+) -> dict[str, Encoded]:
+    """Compress each blob that pays; the rest stays raw (not returned).
 
     Finished encodings are kept in ``tmp_dir`` (``<sha256>.zst`` and its frame list), so a re-run
     after an interruption does not compress them again.
     """
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, tuple[Blob, Path, tuple[Frame, ...]]] = {}
-    chosen = []
-    for sha, origin, size, name in blobs:
-        group = _group_for(name, origin)
-        if mode == "auto" and not worth_it(origin, size, group):
+    results: dict[str, Encoded] = {}
+    chosen: list[tuple[RawBlob, int]] = []  # with its byte grouping
+    for raw in blobs:
+        group = _group_for(raw.name, raw.path)
+        if mode == "auto" and not worth_it(raw.path, raw.size, group):
             continue
-        chosen.append((sha, origin, size, group))
-    meter = Meter(progress, "compress", sum(c[2] for c in chosen))
+        chosen.append((raw, group))
+    meter = Meter(progress, "compress", sum(raw.size for raw, _ in chosen))
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="zstd") as pool:
-            for sha, origin, size, group in chosen:
-                out = tmp_dir / f"{sha}.zst"
-                meta = tmp_dir / f"{sha}.zst.json"
-                cached = _load_meta(meta, out, sha, size, frame)
+            for raw, group in chosen:
+                out = tmp_dir / f"{raw.sha256}.zst"
+                meta = tmp_dir / f"{raw.sha256}.zst.json"
+                cached = _load_meta(meta, out, raw, frame)
                 if cached is not None:
-                    results[sha] = (cached[0], out, cached[1])
-                    meter(size)
+                    results[raw.sha256] = cached
+                    meter(raw.size)
                     continue
-                blob, frames = encode_one(
-                    sha, origin, size, group, out, pool=pool, disk=disk, on_bytes=meter, frame=frame
-                )
-                meta.write_text(blob.model_dump_json())
-                results[sha] = (blob, out, frames)
+                encoded = encode_one(
+                    raw.sha256, raw.path, raw.size, group, out,
+                    pool=pool, disk=disk, on_bytes=meter, frame=frame,
+                )  # fmt: skip
+                meta.write_text(encoded.blob.model_dump_json())
+                results[raw.sha256] = encoded
     finally:
         meter.finish()
     return results
 
 
-def _load_meta(
-    meta: Path, out: Path, sha: str, size: int, frame: int
-) -> tuple[Blob, tuple[Frame, ...]] | None:
+def _load_meta(meta: Path, out: Path, raw: RawBlob, frame: int) -> Encoded | None:
+    """An encoding an earlier run finished, if its record still matches the blob and its file."""
     try:
         blob = Blob.model_validate_json(meta.read_text())
     except (OSError, ValueError):
         return None
-    if blob.sha256 != sha or blob.size != size or blob.chunk != frame or not out.is_file():
+    if blob.sha256 != raw.sha256 or blob.size != raw.size or blob.chunk != frame or not out.is_file():
         return None
     if out.stat().st_size != blob.stored_size:
         return None
-    chunk = blob.chunk
+    chunk, size = blob.chunk, raw.size
     frames = tuple(Frame(raw=min(chunk, size - i * chunk), stored=s) for i, s in enumerate(blob.frames))
-    return blob, frames
+    return Encoded(blob, out, frames)
 
 
 # -- the air-gapped side ------------------------------------------------------------------------

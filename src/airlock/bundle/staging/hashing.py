@@ -79,23 +79,30 @@ class Hashed:
     stamp: Stamp
 
 
+@dataclass(frozen=True)
+class ToHash:
+    origin: Path
+    expected_sha256: str | None  # known in advance (Hugging Face LFS): checked
+    name: str  # "artifact/path", for errors
+
+
 def hash_files(
-    origins: Iterable[tuple[Path, str | None, str]],
+    files: Iterable[ToHash],
     cache: HashCache,
     *,
     workers: int,
     progress: ProgressSink | None = None,
 ) -> dict[Path, Hashed]:
-    """Hash each (origin, expected sha256 or None, name for errors); return origin -> Hashed."""
-    todo: dict[Path, tuple[str | None, str]] = {}
-    for origin, expected, name in origins:
-        todo.setdefault(origin, (expected, name))
+    """Hash each file once (the first name given for an origin is the one errors use)."""
+    todo: dict[Path, ToHash] = {}
+    for f in files:
+        todo.setdefault(f.origin, f)
     stamps: dict[Path, Stamp] = {}
-    for origin, (_, name) in todo.items():
+    for origin, f in todo.items():
         try:
             stamps[origin] = Stamp.of(origin)
         except OSError as exc:
-            raise SourceError(f"{name}: cannot read {origin}: {exc.strerror}") from exc
+            raise SourceError(f"{f.name}: cannot read {origin}: {exc.strerror}") from exc
     results: dict[Path, Hashed] = {}
     pending = []
     for origin, stamp in stamps.items():
@@ -107,7 +114,7 @@ def hash_files(
     meter = Meter(progress, "hash", sum(stamps[o].size for o in pending))
 
     def one(origin: Path) -> tuple[Path, Hashed]:
-        expected, name = todo[origin]
+        expected, name = todo[origin].expected_sha256, todo[origin].name
         try:
             size, sha = hash_file(origin, on_bytes=meter)
         except (OSError, EOFError) as exc:

@@ -21,11 +21,11 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from airlock import __version__
 from airlock.bundle.format import layout
-from airlock.bundle.format.compress import Frame
+from airlock.bundle.format.compress import Encoded
 from airlock.bundle.format.manifest import (
     Artifact,
     BaseRef,
@@ -40,9 +40,9 @@ from airlock.bundle.format.manifest import (
     chunk_spans,
     utc_now,
 )
-from airlock.bundle.format.sign import MANIFEST_CONTEXT, load_private_key, sign
+from airlock.bundle.format.sign import MANIFEST_CONTEXT, key_id, load_private_key, sign
 from airlock.bundle.staging.collect import CollectOptions, collect
-from airlock.bundle.staging.hashing import HashCache, Hashed, hash_files
+from airlock.bundle.staging.hashing import HashCache, Hashed, ToHash, hash_files
 from airlock.bundle.staging.sources.base import Collected, content_commit
 from airlock.bundle.staging.volumes import Item, Placement, plan_volumes
 from airlock.bundle.staging.writer import StoredSource, VolumeWriter, entry_path
@@ -51,6 +51,11 @@ from airlock.common.fileio import DEFAULT_DISK, Disk, full_disk_named, write_ato
 from airlock.common.progress import ProgressSink
 from airlock.errors import BundleError
 from airlock.spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from airlock.bundle.staging.delta import Base
 
 MIB = 1024 * 1024
 DEFAULT_CHUNK = 64 * MIB
@@ -136,18 +141,89 @@ def _locked_out(out: Path) -> Iterator[Path]:
         os.close(fd)
 
 
-def _assemble(
+@dataclass(frozen=True)
+class _Origin:
+    """The first logical file holding a blob: where pack reads its raw bytes."""
+
+    path: Path
+    hashed: Hashed
+    name: str  # "artifact/path", for errors
+
+    @property
+    def size(self) -> int:
+        return self.hashed.stamp.size
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """The load stage: the spec, the signing key and the base a delta is made against."""
+
+    spec: Spec
+    key: Ed25519PrivateKey | None
+    base: Base | None
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class _Assembled:
+    """The assemble stage: everything the manifest says but where each blob goes."""
+
+    spec: Spec
+    artifacts: list[Artifact]
+    blobs: dict[str, Blob]  # every distinct blob, in order; carried or not
+    sources: dict[str, StoredSource]  # where each carried blob's stored bytes are read
+    items: list[Item]  # what the planner places
+    base: BaseRef | None
+    created: str
+    sbom: bytes
+
+    def manifest(self, options: PackOptions, volumes: list[Volume], parity: Parity | None) -> Manifest:
+        return Manifest(**self._fields(options), volumes=volumes, parity=parity)
+
+    def draft(self, options: PackOptions) -> Manifest:
+        """The manifest without volumes, unchecked: the planner measures it to size each volume's room."""
+        return Manifest.model_construct(**self._fields(options), volumes=[], parity=None)
+
+    def _fields(self, options: PackOptions) -> _ManifestFields:
+        return _ManifestFields(
+            created=self.created,
+            airlock_version=__version__,
+            volume_size=options.volume_size,
+            chunk_size=options.chunk_size,
+            spec=self.spec.model_dump(mode="json", exclude_defaults=True),
+            artifacts=self.artifacts,
+            blobs=list(self.blobs.values()),
+            base=self.base,
+            sbom=SbomRef(sha256=_sha(self.sbom), size=len(self.sbom)),
+        )
+
+
+class _ManifestFields(TypedDict):
+    """The manifest's fields but its volumes and parity: shared by the draft and the final manifest."""
+
+    created: str
+    airlock_version: str
+    volume_size: int | None
+    chunk_size: int
+    spec: dict[str, Any]
+    artifacts: list[Artifact]
+    blobs: list[Blob]
+    base: BaseRef | None
+    sbom: SbomRef
+
+
+def _artifacts(
     collected: list[Collected], hashes: dict[Path, Hashed]
-) -> tuple[list[Artifact], dict[str, tuple[Path, Hashed, str, int]]]:
+) -> tuple[list[Artifact], dict[str, _Origin]]:
     """Artifacts for the manifest, and each distinct blob's first origin (in order)."""
     artifacts: list[Artifact] = []
-    origins: dict[str, tuple[Path, Hashed, str, int]] = {}
+    origins: dict[str, _Origin] = {}
     for c in collected:
         entries = []
         for f in c.files:
             h = hashes[f.origin]
             entries.append(FileEntry(path=f.path, size=h.stamp.size, sha256=h.sha256))
-            origins.setdefault(h.sha256, (f.origin, h, f"{c.name}/{f.path}", h.stamp.size))
+            origins.setdefault(h.sha256, _Origin(f.origin, h, f"{c.name}/{f.path}"))
         source = c.source
         if source.type in ("local", "gguf"):
             source = source.model_copy(update={"commit": content_commit((e.path, e.sha256) for e in entries)})
@@ -221,6 +297,15 @@ def pack(options: PackOptions) -> PackResult:
 
 
 def _pack(options: PackOptions) -> PackResult:
+    loaded = _load(options)
+    _refuse_out_in_sources(loaded.spec, options.out)
+    with _locked_out(options.out) as state:
+        assembled = _assemble(loaded, options, state)
+        return _write(loaded, assembled, options, state)
+
+
+def _load(options: PackOptions) -> _Loaded:
+    """The spec, the key, and the base (``--base``): everything read before the output is touched."""
     spec = load_spec(options.spec_path)
     key = load_private_key(options.sign_key) if options.sign_key is not None else None
     base = None
@@ -233,116 +318,118 @@ def _pack(options: PackOptions) -> PackResult:
         warnings.append(
             "the bundle is not signed (--sign KEY): the other side can check it only with --allow-unsigned"
         )
-    _refuse_out_in_sources(spec, options.out)
-    with _locked_out(options.out) as state:
-        collected = collect(
-            spec,
-            CollectOptions(
-                work_dir=state,
-                allow_pickle=options.allow_pickle,
-                hf_endpoint=options.hf_endpoint,
-                hf_cache=options.hf_cache,
-                hf_token=options.hf_token,
-                pip_python=options.pip_python,
-                workers=options.workers,
-            ),
-        )
-        if not collected:
-            raise BundleError(
-                f"{options.spec_path}: nothing to pack (no local or hub models, wheels or files)"
-            )
-        cache = HashCache(state / layout.PACK_HASH_CACHE)
-        hashes = hash_files(
-            ((f.origin, f.expected_sha256, f"{c.name}/{f.path}") for c in collected for f in c.files),
-            cache,
+    return _Loaded(spec, key, base, warnings)
+
+
+def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
+    """Collect the sources, check and hash them, compress what pays, and list every blob."""
+    collected = collect(
+        loaded.spec,
+        CollectOptions(
+            work_dir=state,
+            allow_pickle=options.allow_pickle,
+            hf_endpoint=options.hf_endpoint,
+            hf_cache=options.hf_cache,
+            hf_token=options.hf_token,
+            pip_python=options.pip_python,
             workers=options.workers,
-            progress=options.progress,
-        )
-        artifacts, origins = _assemble(collected, hashes)
-        skip = base.blobs if base is not None else frozenset()
-        encoded = _encode([sha for sha in origins if sha not in skip], origins, state, options)
-        blobs, sources, items = _blobs(origins, skip, encoded)
-        created = options.created or utc_now()
-        sbom_bytes = _sbom(artifacts, collected, created)
-        common: dict[str, Any] = {
-            "created": created,
-            "airlock_version": __version__,
-            "volume_size": options.volume_size,
-            "chunk_size": options.chunk_size,
-            "spec": spec.model_dump(mode="json", exclude_defaults=True),
-            "artifacts": artifacts,
-            "blobs": list(blobs.values()),
-            "base": BaseRef(kind=base.kind, sha256=base.sha256) if base is not None else None,
-            "sbom": SbomRef(sha256=_sha(sbom_bytes), size=len(sbom_bytes)),
-        }
-        draft = Manifest.model_construct(**common, volumes=[], parity=None)  # checked once volumes are known
-        parity_block = _parity_block(options)
-        placements = _plan(items, blobs, draft, len(sbom_bytes), options, parity_block)
-        parity_count = _parity_count(len(placements), options) if parity_block else 0
+        ),
+    )
+    if not collected:
+        raise BundleError(f"{options.spec_path}: nothing to pack (no local or hub models, wheels or files)")
+    hashes = hash_files(
+        (ToHash(f.origin, f.expected_sha256, f"{c.name}/{f.path}") for c in collected for f in c.files),
+        HashCache(state / layout.PACK_HASH_CACHE),
+        workers=options.workers,
+        progress=options.progress,
+    )
+    artifacts, origins = _artifacts(collected, hashes)
+    base = loaded.base
+    skip = base.blobs if base is not None else frozenset()
+    encoded = _encode([sha for sha in origins if sha not in skip], origins, state, options)
+    blobs, sources, items = _blobs(origins, skip, encoded)
+    created = options.created or utc_now()
+    return _Assembled(
+        spec=loaded.spec,
+        artifacts=artifacts,
+        blobs=blobs,
+        sources=sources,
+        items=items,
+        base=BaseRef(kind=base.kind, sha256=base.sha256) if base is not None else None,
+        created=created,
+        sbom=_sbom(artifacts, collected, created),
+    )
 
-        writer = VolumeWriter(
-            options.out,
-            state / layout.PACK_JOURNAL,
-            chunk_size=options.chunk_size,
-            workers=options.workers,
-            disk=options.disk,
-            progress=options.progress,
-        )
-        by_volume, stats = writer.write(placements, sources, keep_volumes=len(placements) + parity_count)
-        volumes = [Volume(number=n, entries=by_volume[n]) for n in sorted(by_volume)]
-        parity_model: Parity | None = None
-        if parity_block:
-            from airlock.bundle.staging.write_parity import write_parity
 
-            parity_model, parity_volumes = write_parity(
-                options.out, volumes, parity_count, parity_block,
-                chunk_size=options.chunk_size, disk=options.disk, progress=options.progress,
-            )  # fmt: skip
-            volumes += parity_volumes
+def _write(loaded: _Loaded, assembled: _Assembled, options: PackOptions, state: Path) -> PackResult:
+    """Place the blobs, write them and the parity volumes, then the signed manifest on every volume."""
+    parity_block = _parity_block(options)
+    placements = _plan(
+        assembled.items, assembled.blobs, assembled.draft(options), len(assembled.sbom), options, parity_block
+    )
+    parity_count = _parity_count(len(placements), options) if parity_block else 0
+    writer = VolumeWriter(
+        options.out,
+        state / layout.PACK_JOURNAL,
+        chunk_size=options.chunk_size,
+        workers=options.workers,
+        disk=options.disk,
+        progress=options.progress,
+    )
+    by_volume, stats = writer.write(
+        placements, assembled.sources, keep_volumes=len(placements) + parity_count
+    )
+    volumes = [Volume(number=n, entries=by_volume[n]) for n in sorted(by_volume)]
+    parity_model: Parity | None = None
+    if parity_block:
+        from airlock.bundle.staging.write_parity import write_parity
 
-        manifest = Manifest(**common, volumes=volumes, parity=parity_model)
-        signature = sign(key, manifest.to_bytes(), MANIFEST_CONTEXT) if key is not None else None
-        packed = _write_metadata(options, manifest, signature, sbom_bytes)
+        parity_model, parity_volumes = write_parity(
+            options.out, volumes, parity_count, parity_block,
+            chunk_size=options.chunk_size, disk=options.disk, progress=options.progress,
+        )  # fmt: skip
+        volumes += parity_volumes
 
-        from airlock.bundle.format.sign import key_id
-
-        return PackResult(
-            out=options.out,
-            bundle=manifest.digest(),
-            manifest=manifest,
-            volumes=packed,
-            signed_by=key_id(key.public_key()) if key is not None else None,
-            files=sum(len(a.files) for a in artifacts),
-            blobs=len(blobs),
-            carried_bytes=sum(b.size for b in blobs.values() if b.carried),
-            stored_bytes=manifest.total_stored_bytes(),
-            skipped_blobs=sum(1 for b in blobs.values() if not b.carried),
-            skipped_bytes=sum(b.size for b in blobs.values() if not b.carried),
-            written_bytes=stats.written,
-            kept_bytes=stats.kept,
-            warnings=warnings,
-        )
+    manifest = assembled.manifest(options, volumes, parity_model)
+    key = loaded.key
+    signature = sign(key, manifest.to_bytes(), MANIFEST_CONTEXT) if key is not None else None
+    packed = _write_metadata(options, manifest, signature, assembled.sbom)
+    blobs = assembled.blobs.values()
+    return PackResult(
+        out=options.out,
+        bundle=manifest.digest(),
+        manifest=manifest,
+        volumes=packed,
+        signed_by=key_id(key.public_key()) if key is not None else None,
+        files=sum(len(a.files) for a in assembled.artifacts),
+        blobs=len(blobs),
+        carried_bytes=sum(b.size for b in blobs if b.carried),
+        stored_bytes=manifest.total_stored_bytes(),
+        skipped_blobs=sum(1 for b in blobs if not b.carried),
+        skipped_bytes=sum(b.size for b in blobs if not b.carried),
+        written_bytes=stats.written,
+        kept_bytes=stats.kept,
+        warnings=loaded.warnings,
+    )
 
 
 def _blobs(
-    origins: dict[str, tuple[Path, Hashed, str, int]],
-    skip: frozenset[str],
-    encoded: dict[str, tuple[Blob, Path, tuple[Frame, ...]]],
+    origins: dict[str, _Origin], skip: frozenset[str], encoded: dict[str, Encoded]
 ) -> tuple[dict[str, Blob], dict[str, StoredSource], list[Item]]:
     """Every distinct blob, where its stored bytes are read from, and what the planner places."""
     blobs: dict[str, Blob] = {}
     sources: dict[str, StoredSource] = {}
     items: list[Item] = []
-    for sha, (origin, hashed, name, size) in origins.items():
+    for sha, origin in origins.items():
         if sha in skip:
-            blobs[sha] = Blob(sha256=sha, size=size, carried=False)
+            blobs[sha] = Blob(sha256=sha, size=origin.size, carried=False)
             continue
-        blob, stored, frames = encoded.get(sha) or (Blob(sha256=sha, size=size), origin, ())
-        blobs[sha] = blob
-        compressed = blob.encoding == "zstd"
-        stamp = None if compressed else hashed.stamp
-        sources[sha] = StoredSource(path=stored, compressed=compressed, stamp=stamp, name=name)
-        items.append(Item(sha, blob.stored_size, raw_size=size, frames=frames))
+        enc = encoded.get(sha) or Encoded(Blob(sha256=sha, size=origin.size), origin.path, ())
+        blobs[sha] = enc.blob
+        compressed = enc.blob.encoding == "zstd"
+        stamp = None if compressed else origin.hashed.stamp
+        sources[sha] = StoredSource(path=enc.path, compressed=compressed, stamp=stamp, name=origin.name)
+        items.append(Item(sha, enc.blob.stored_size, raw_size=origin.size, frames=enc.frames))
     return blobs, sources, items
 
 
@@ -427,15 +514,15 @@ def _sbom(artifacts: list[Artifact], collected: list[Collected], created: str) -
 
 
 def _encode(
-    carried: list[str], origins: dict[str, tuple[Path, Hashed, str, int]], state: Path, options: PackOptions
-) -> dict[str, tuple[Blob, Path, tuple[Frame, ...]]]:
+    carried: list[str], origins: dict[str, _Origin], state: Path, options: PackOptions
+) -> dict[str, Encoded]:
     """Compress what pays (``--compress``); blobs left out of the result are carried raw."""
     if options.compress == "none":
         return {}
-    from airlock.bundle.format.compress import encode_blobs
+    from airlock.bundle.format.compress import RawBlob, encode_blobs
 
     return encode_blobs(
-        [(sha, origins[sha][0], origins[sha][3], origins[sha][2]) for sha in carried],
+        [RawBlob(sha, origins[sha].path, origins[sha].size, origins[sha].name) for sha in carried],
         state / layout.PACK_TMP,
         mode=options.compress,
         workers=options.workers,
