@@ -1,132 +1,64 @@
-"""``airlock plan``: sizes, checks and engine arguments for a model on a target, as tables or JSON."""
+"""``airlock plan``: sizes, checks and engine arguments for a model on a target, as tables or JSON.
+
+Importing this module stays cheap (``airlock --help`` loads it): the planner, the model readers and
+the store are imported inside the command.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from airlock.cli.output import out
 from airlock.errors import ConfigError
-from airlock.plan.apply import model_folder, options_for
-from airlock.plan.facts import read_facts
-from airlock.plan.hardware import GIB, list_gpus
-from airlock.plan.locate import locate_model
-from airlock.plan.planner import Plan, PlanOptions, plan
-from airlock.plan.serialize import plan_to_dict
-from airlock.settings import Settings
-from airlock.spec import Spec, VllmEngineSpec, load_spec
-from airlock.store.resolve import spec_store
 
-out = Console(highlight=False)
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from airlock.plan.planner import Plan, PlanOptions
+    from airlock.spec import Spec
+
+_T = TypeVar("_T")
 
 
-def _gib(n: int) -> str:
-    return f"{n / GIB:,.2f} GiB"
+@dataclass(frozen=True)
+class _Flags:
+    """The plan options given on the command line (None: not given, so the spec's or the default holds)."""
+
+    gpu: str | None = None
+    gpus: int | None = None
+    gpu_memory: str | None = None
+    driver: str | None = None
+    cpu: bool | None = None
+    cpu_kv_space_gib: int | None = None
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    vllm_version: str | None = None
+    tensor_parallel_size: int | None = None
+    pipeline_parallel_size: int | None = None
+    max_num_seqs: int | None = None
 
 
-def _render(p: Plan, title: str) -> None:
-    f, hw, b, c, lay = p.facts, p.hardware, p.budget, p.capacity, p.layout
-    head = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
-    head.add_column(style="bold")
-    head.add_column()
-    kinds = ", ".join(f"{n} {k}" for k in sorted(set(f.layer_kinds)) if (n := f.layer_kinds.count(k)))
-    attn = (
-        f"MLA (latent {f.mla.kv_lora_rank} + rope {f.mla.qk_rope_head_dim})"
-        if f.mla
-        else f"{f.num_heads} heads, {f.num_kv_heads} kv heads, head_dim {f.head_dim}"
-    )
-    head.add_row(
-        "model",
-        f"{f.architecture} ({f.format}), {f.param_count / 1e9:,.2f} B params, {_gib(f.weight_bytes)} of weights",
-    )
-    head.add_row("shape", f"{f.num_layers} layers ({kinds}); {attn}; vocab {f.vocab_size:,}")
-    head.add_row(
-        "target",
-        f"{hw.count} x {hw.name}"
-        + (f", compute {hw.cc_text}" if hw.compute_capability else "")
-        + f"  [dim]({hw.memory_source})[/]",
-    )
-    head.add_row(
-        "vLLM",
-        f"{p.vllm_version} ({b.engine} engine), dtype {p.dtype}, KV cache {p.kv_dtype}, tp {p.tp}, pp {p.pp}",
-    )
-    out.print(head)
+@dataclass(frozen=True)
+class _Target:
+    """One model to plan: its name, where its files are, and the options to plan it with."""
 
-    mem = Table(title="memory per GPU", title_justify="left")
-    mem.add_column("part")
-    mem.add_column("size", justify="right")
-    mem.add_column("how", style="dim")
-    if hw.is_cpu:
-        mem.add_row("KV cache", _gib(b.kv_bytes) if b.kv_bytes else "auto", "VLLM_CPU_KVCACHE_SPACE")
-        mem.add_row("weights", _gib(b.weights), "in system memory")
-    else:
-        mem.add_row("total", _gib(b.total), "as the driver reports it")
-        mem.add_row(f"x utilization {p.utilization:.2f}", _gib(b.requested), "vLLM's share")
-        mem.add_row("- weights", _gib(b.weights), "safetensors headers / tp / pp")
-        mem.add_row(
-            "- activation peak",
-            _gib(b.activation),
-            f"profiling run: {b.batched_tokens:,} tokens, {b.max_num_seqs:,} sequences, {b.sampler} sampler",
-        )
-        mem.add_row("- non-torch", _gib(b.non_torch), "CUDA context, NCCL")
-        mem.add_row("- CUDA graphs", _gib(b.cuda_graphs), "subtracted from vLLM 0.21 on")
-        mem.add_row("= KV cache", _gib(b.kv_bytes), "", style="bold" if b.kv_bytes > 0 else "bold red")
-    out.print(mem)
+    name: str
+    folder: Path
+    options: PlanOptions
 
-    kv = Table(title="KV cache", title_justify="left", show_header=False)
-    kv.add_column(style="bold")
-    kv.add_column(justify="right")
-    rep = f" (each kv head on {lay.replicated} GPUs)" if lay.replicated > 1 and not f.mla else ""
-    kv.add_row("bytes per token per GPU", f"{lay.bytes_per_token:,}{rep}")
-    kv.add_row(
-        "block size / blocks",
-        f"{lay.block_size} / {c.num_blocks:,}" if not p.informational else f"{lay.block_size} / auto",
-    )
-    if not p.informational:
-        kv.add_row("capacity (as vLLM logs it)", f"{c.tokens:,} tokens")
-        kv.add_row(f"concurrent {p.max_model_len:,}-token sequences", f"{c.max_concurrency:,.2f}")
-    out.print(kv)
 
-    par = Table(title="tensor parallel sizes", title_justify="left")
-    par.add_column("tp", justify="right")
-    par.add_column("ok")
-    par.add_column("why")
-    for t in p.tp_checks:
-        par.add_row(str(t.size), "[green]yes[/]" if t.ok else "[red]no[/]", "; ".join(t.reasons or t.notes))
-    out.print(par)
+@dataclass(frozen=True)
+class _Planned:
+    """One target's plan, under the target's name."""
 
-    checks = Table(title="compatibility", title_justify="left", show_header=False)
-    checks.add_column(style="bold")
-    checks.add_column()
-    checks.add_row("architecture", ("[green]ok[/] " if p.support.ok else "[red]no[/] ") + p.support.message)
-    if p.quant:
-        checks.add_row("quantization", ("[green]ok[/] " if p.quant.ok else "[red]no[/] ") + p.quant.message)
-    if p.driver:
-        style = {"native": "[green]ok[/] ", "minor-compat": "[yellow]risky[/] "}.get(
-            p.driver.level, "[red]no[/] "
-        )
-        checks.add_row("driver", style + p.driver.message)
-    out.print(checks)
-    for note in p.notes:
-        out.print(f"[dim]note:[/] {note}")
-    for problem in p.problems:
-        out.print(f"[bold red]cannot start:[/] {problem}")
-    for s in p.suggestions:
-        out.print(f"[bold yellow]would fit:[/] {s}")
-    verdict = (
-        "[yellow]informational (CPU)[/]"
-        if p.informational
-        else "[bold green]fits[/]"
-        if p.fits
-        else "[bold red]does not fit[/]"
-    )
-    out.print(f"{verdict}   engine args: [bold]{shlex.join(p.engine_args) or '(none)'}[/]\n")
+    name: str
+    plan: Plan
 
 
 def plan_cli(
@@ -176,85 +108,305 @@ def plan_cli(
     ] = False,
 ) -> None:
     """Will a model start on that hardware, how much KV cache will it have, and with which engine arguments."""
+    from airlock.plan.facts import read_facts
+    from airlock.plan.planner import plan
+
     if list_gpus_flag:
         _print_catalog(as_json)
         return
-    flags: dict[str, object] = {
-        "gpu": gpu, "gpus": gpus, "gpu_memory": gpu_memory, "driver": driver, "cpu": cpu or None,
-        "cpu_kv_space_gib": cpu_kv_space, "max_model_len": max_model_len,
-        "gpu_memory_utilization": gpu_memory_utilization, "quantization": quantization,
-        "kv_cache_dtype": None if kv_cache_dtype == "auto" else kv_cache_dtype, "vllm_version": vllm_version,
-        "tensor_parallel_size": tensor_parallel_size, "pipeline_parallel_size": pipeline_parallel_size,
-        "max_num_seqs": max_num_seqs,
-    }  # fmt: skip
-    given = {k: v for k, v in flags.items() if v is not None}
-    targets: list[tuple[str, Path, PlanOptions]] = []
-    spec = (
-        load_spec(config)
-        if config
-        else (load_spec(Path("airlock.yaml")) if model is None and Path("airlock.yaml").is_file() else None)
-    )
+    flags = _Flags(
+        gpu=gpu, gpus=gpus, gpu_memory=gpu_memory, driver=driver, cpu=cpu or None,
+        cpu_kv_space_gib=cpu_kv_space, max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization, quantization=quantization,
+        kv_cache_dtype=None if kv_cache_dtype == "auto" else kv_cache_dtype, vllm_version=vllm_version,
+        tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+        max_num_seqs=max_num_seqs,
+    )  # fmt: skip
+    spec = _spec_in_use(config, model)
     if model is not None:
-        folder = locate_model(model, cache_dir=hf_cache or (spec.store if spec else None), revision=revision)
-        base = options_for(spec, VllmEngineSpec(kind="vllm"), os.environ) if spec and spec.hardware else None
-        targets.append((model, folder, _merge(base, given)))
+        targets = [_model_target(model, spec, flags, hf_cache=hf_cache, revision=revision)]
     elif spec is not None:
-        targets += _spec_targets(spec, given)
+        targets = _spec_targets(spec, flags)
     else:
         raise ConfigError("give a model (folder, .gguf or repo id) or --config airlock.yaml")
-    results = [(name, plan(read_facts(folder), opts)) for name, folder, opts in targets]
+    results = [_Planned(t.name, plan(read_facts(t.folder), t.options)) for t in targets]
     if as_json:
-        data = [{"name": n, **plan_to_dict(p)} for n, p in results]
-        print(json.dumps(data[0] if model is not None else data, indent=1))
+        _print_json(results, single=model is not None)
     else:
-        for name, p in results:
-            _render(p, f"plan: {name}")
-    if any(p.problems for _, p in results):
+        for r in results:
+            _render(r.plan, f"plan: {r.name}")
+    if any(r.plan.problems for r in results):
         raise typer.Exit(6)
 
 
-def _merge(base: PlanOptions | None, given: dict[str, object]) -> PlanOptions:
-    from dataclasses import replace
+def _spec_in_use(config: Path | None, model: str | None) -> Spec | None:
+    """The spec given with --config, else ./airlock.yaml when no model is named and it exists."""
+    from airlock.spec import load_spec
 
-    opts = base or PlanOptions()
-    if given.get("gpu") or given.get("gpu_memory") or given.get("cpu"):
-        opts = replace(opts, gpu=None, gpu_memory=None, gpus=None, cpu=False)
-    opts = replace(opts, **given)  # type: ignore[arg-type]
-    if not (opts.gpu or opts.gpu_memory or opts.cpu):
-        opts = replace(opts, cpu=True)
-    return opts
+    if config:
+        return load_spec(config)
+    if model is None and Path("airlock.yaml").is_file():
+        return load_spec(Path("airlock.yaml"))
+    return None
 
 
-def _spec_targets(spec: Spec, given: dict[str, object]) -> list[tuple[str, Path, PlanOptions]]:
+def _model_target(
+    model: str, spec: Spec | None, flags: _Flags, *, hf_cache: Path | None, revision: str | None
+) -> _Target:
+    """The named model, found in its folder or the cache, on the spec's hardware when it has one."""
+    import os
+
+    from airlock.plan.apply import options_for
+    from airlock.plan.locate import locate_model
+    from airlock.spec import VllmEngineSpec
+
+    folder = locate_model(model, cache_dir=hf_cache or (spec.store if spec else None), revision=revision)
+    base = options_for(spec, VllmEngineSpec(kind="vllm"), os.environ) if spec and spec.hardware else None
+    return _Target(model, folder, _merge(base, flags))
+
+
+def _spec_targets(spec: Spec, flags: _Flags) -> list[_Target]:
+    """The spec's vLLM models with local files, and its GGUF models (planned for the CPU)."""
+    import os
+
+    from airlock.plan.apply import model_folder, options_for
+    from airlock.settings import Settings
+    from airlock.spec import VllmEngineSpec
+    from airlock.store.resolve import spec_store
+
     targets = []
     for m in spec.models:
         if isinstance(m.engine, VllmEngineSpec):
             folder = model_folder(m, spec_store(spec, Settings.from_env()))
             if folder is not None:
-                targets.append((m.name, folder, _merge(options_for(spec, m.engine, os.environ), given)))
+                targets.append(
+                    _Target(m.name, folder, _merge(options_for(spec, m.engine, os.environ), flags))
+                )
         elif m.gguf is not None:
-            targets.append((m.name, m.gguf, _merge(None, {**given, "cpu": True})))
+            targets.append(_Target(m.name, m.gguf, _merge(None, replace(flags, cpu=True))))
     if not targets:
         raise ConfigError("the spec has no model with local files to plan")
     return targets
 
 
+def _given(flag: _T | None, current: _T) -> _T:
+    """The flag when it was given, else what the options already hold."""
+    return current if flag is None else flag
+
+
+def _merge(base: PlanOptions | None, flags: _Flags) -> PlanOptions:
+    """The spec's options (or the defaults) with the given flags on top; a target flag replaces the
+    spec's whole target, and with no target at all the plan is for the CPU."""
+    from airlock.plan.planner import PlanOptions
+
+    opts = base or PlanOptions()
+    if flags.gpu or flags.gpu_memory or flags.cpu:
+        opts = replace(opts, gpu=None, gpu_memory=None, gpus=None, cpu=False)
+    opts = replace(
+        opts,
+        gpu=_given(flags.gpu, opts.gpu),
+        gpus=_given(flags.gpus, opts.gpus),
+        gpu_memory=_given(flags.gpu_memory, opts.gpu_memory),
+        driver=_given(flags.driver, opts.driver),
+        cpu=_given(flags.cpu, opts.cpu),
+        cpu_kv_space_gib=_given(flags.cpu_kv_space_gib, opts.cpu_kv_space_gib),
+        max_model_len=_given(flags.max_model_len, opts.max_model_len),
+        gpu_memory_utilization=_given(flags.gpu_memory_utilization, opts.gpu_memory_utilization),
+        quantization=_given(flags.quantization, opts.quantization),
+        kv_cache_dtype=_given(flags.kv_cache_dtype, opts.kv_cache_dtype),
+        vllm_version=_given(flags.vllm_version, opts.vllm_version),
+        tensor_parallel_size=_given(flags.tensor_parallel_size, opts.tensor_parallel_size),
+        pipeline_parallel_size=_given(flags.pipeline_parallel_size, opts.pipeline_parallel_size),
+        max_num_seqs=_given(flags.max_num_seqs, opts.max_num_seqs),
+    )
+    if not (opts.gpu or opts.gpu_memory or opts.cpu):
+        opts = replace(opts, cpu=True)
+    return opts
+
+
+def _print_json(results: list[_Planned], *, single: bool) -> None:
+    """The plans as JSON on stdout: one object for a named model, a list for a spec."""
+    import json
+
+    from airlock.plan.serialize import plan_to_dict
+
+    data = [{"name": r.name, **plan_to_dict(r.plan)} for r in results]
+    print(json.dumps(data[0] if single else data, indent=1))
+
+
+def _gib(n: int) -> str:
+    from airlock.plan.hardware import GIB
+
+    return f"{n / GIB:,.2f} GiB"
+
+
+def _render(p: Plan, title: str) -> None:
+    """The plan as tables: model and target, memory per GPU, KV cache, tp sizes, compatibility, verdict."""
+    for table in (_head_table(p, title), _memory_table(p), _kv_table(p), _tp_table(p), _compat_table(p)):
+        out.print(table)
+    _print_verdict(p)
+
+
+def _head_table(p: Plan, title: str) -> Table:
+    """What is planned: the model's size and shape, the target, and the vLLM setting."""
+    from rich.table import Table
+
+    f, hw, b = p.facts, p.hardware, p.budget
+    head = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    kinds = ", ".join(f"{n} {k}" for k in sorted(set(f.layer_kinds)) if (n := f.layer_kinds.count(k)))
+    attn = (
+        f"MLA (latent {f.mla.kv_lora_rank} + rope {f.mla.qk_rope_head_dim})"
+        if f.mla
+        else f"{f.num_heads} heads, {f.num_kv_heads} kv heads, head_dim {f.head_dim}"
+    )
+    head.add_row(
+        "model",
+        f"{f.architecture} ({f.format}), {f.param_count / 1e9:,.2f} B params, {_gib(f.weight_bytes)} of weights",
+    )
+    head.add_row("shape", f"{f.num_layers} layers ({kinds}); {attn}; vocab {f.vocab_size:,}")
+    head.add_row(
+        "target",
+        f"{hw.count} x {hw.name}"
+        + (f", compute {hw.cc_text}" if hw.compute_capability else "")
+        + f"  [dim]({hw.memory_source})[/]",
+    )
+    head.add_row(
+        "vLLM",
+        f"{p.vllm_version} ({b.engine} engine), dtype {p.dtype}, KV cache {p.kv_dtype}, tp {p.tp}, pp {p.pp}",
+    )
+    return head
+
+
+def _memory_table(p: Plan) -> Table:
+    """Memory per GPU, from the total down to the KV cache (on the CPU: the KV space and the weights)."""
+    from rich.table import Table
+
+    b = p.budget
+    mem = Table(title="memory per GPU", title_justify="left")
+    mem.add_column("part")
+    mem.add_column("size", justify="right")
+    mem.add_column("how", style="dim")
+    if p.hardware.is_cpu:
+        mem.add_row("KV cache", _gib(b.kv_bytes) if b.kv_bytes else "auto", "VLLM_CPU_KVCACHE_SPACE")
+        mem.add_row("weights", _gib(b.weights), "in system memory")
+        return mem
+    mem.add_row("total", _gib(b.total), "as the driver reports it")
+    mem.add_row(f"x utilization {p.utilization:.2f}", _gib(b.requested), "vLLM's share")
+    mem.add_row("- weights", _gib(b.weights), "safetensors headers / tp / pp")
+    mem.add_row(
+        "- activation peak",
+        _gib(b.activation),
+        f"profiling run: {b.batched_tokens:,} tokens, {b.max_num_seqs:,} sequences, {b.sampler} sampler",
+    )
+    mem.add_row("- non-torch", _gib(b.non_torch), "CUDA context, NCCL")
+    mem.add_row("- CUDA graphs", _gib(b.cuda_graphs), "subtracted from vLLM 0.21 on")
+    mem.add_row("= KV cache", _gib(b.kv_bytes), "", style="bold" if b.kv_bytes > 0 else "bold red")
+    return mem
+
+
+def _kv_table(p: Plan) -> Table:
+    """KV bytes per token, blocks, and capacity in tokens and full-length sequences."""
+    from rich.table import Table
+
+    lay, c = p.layout, p.capacity
+    kv = Table(title="KV cache", title_justify="left", show_header=False)
+    kv.add_column(style="bold")
+    kv.add_column(justify="right")
+    rep = f" (each kv head on {lay.replicated} GPUs)" if lay.replicated > 1 and not p.facts.mla else ""
+    kv.add_row("bytes per token per GPU", f"{lay.bytes_per_token:,}{rep}")
+    kv.add_row(
+        "block size / blocks",
+        f"{lay.block_size} / {c.num_blocks:,}" if not p.informational else f"{lay.block_size} / auto",
+    )
+    if not p.informational:
+        kv.add_row("capacity (as vLLM logs it)", f"{c.tokens:,} tokens")
+        kv.add_row(f"concurrent {p.max_model_len:,}-token sequences", f"{c.max_concurrency:,.2f}")
+    return kv
+
+
+def _tp_table(p: Plan) -> Table:
+    """Each tensor parallel size tried, whether it splits the model, and why not."""
+    from rich.table import Table
+
+    par = Table(title="tensor parallel sizes", title_justify="left")
+    par.add_column("tp", justify="right")
+    par.add_column("ok")
+    par.add_column("why")
+    for t in p.tp_checks:
+        par.add_row(str(t.size), "[green]yes[/]" if t.ok else "[red]no[/]", "; ".join(t.reasons or t.notes))
+    return par
+
+
+def _compat_table(p: Plan) -> Table:
+    """The release's support for the architecture, the quantization and the driver."""
+    from rich.table import Table
+
+    checks = Table(title="compatibility", title_justify="left", show_header=False)
+    checks.add_column(style="bold")
+    checks.add_column()
+    checks.add_row("architecture", ("[green]ok[/] " if p.support.ok else "[red]no[/] ") + p.support.message)
+    if p.quant:
+        checks.add_row("quantization", ("[green]ok[/] " if p.quant.ok else "[red]no[/] ") + p.quant.message)
+    if p.driver:
+        style = {"native": "[green]ok[/] ", "minor-compat": "[yellow]risky[/] "}.get(
+            p.driver.level, "[red]no[/] "
+        )
+        checks.add_row("driver", style + p.driver.message)
+    return checks
+
+
+def _print_verdict(p: Plan) -> None:
+    """Notes, problems and what would fit, then fits or not with the engine arguments."""
+    import shlex
+
+    for note in p.notes:
+        out.print(f"[dim]note:[/] {note}")
+    for problem in p.problems:
+        out.print(f"[bold red]cannot start:[/] {problem}")
+    for s in p.suggestions:
+        out.print(f"[bold yellow]would fit:[/] {s}")
+    verdict = (
+        "[yellow]informational (CPU)[/]"
+        if p.informational
+        else "[bold green]fits[/]"
+        if p.fits
+        else "[bold red]does not fit[/]"
+    )
+    out.print(f"{verdict}   engine args: [bold]{shlex.join(p.engine_args) or '(none)'}[/]\n")
+
+
 def _print_catalog(as_json: bool) -> None:
+    """The GPU catalog as JSON or a table, memory as the driver reports it."""
+    import json
+
+    from rich.table import Table
+
+    from airlock.plan.hardware import GIB, list_gpus
+
     rows = list_gpus()
     if as_json:
         print(
             json.dumps(
                 [
-                    {"key": k, "name": n, "total_gib": round(g, 2), "compute_capability": cc, "estimated": e}
-                    for k, n, g, cc, e in rows
+                    {"key": g.key, "name": g.name, "total_gib": round(g.memory_bytes / GIB, 2),
+                     "compute_capability": g.compute_capability, "estimated": g.estimated}
+                    for g in rows
                 ],
                 indent=1,
             )
-        )
+        )  # fmt: skip
         return
     t = Table(title="GPU catalog (memory as the driver reports it)")
     for col in ("name", "GPU", "GiB", "compute", "source"):
         t.add_column(col)
-    for k, n, g, cc, e in rows:
-        t.add_row(k, n, f"{g:.2f}", cc, "estimated" if e else "measured")
+    for g in rows:
+        t.add_row(
+            g.key,
+            g.name,
+            f"{g.memory_bytes / GIB:.2f}",
+            g.compute_capability,
+            "estimated" if g.estimated else "measured",
+        )
     out.print(t)

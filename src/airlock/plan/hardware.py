@@ -40,6 +40,18 @@ class Hardware:
         )
 
 
+@dataclass(frozen=True)
+class CatalogGpu:
+    """One GPU of the catalog, with its memory as the driver reports it (measured, or estimated from nvidia-smi)."""
+
+    key: str
+    name: str
+    memory_bytes: int
+    memory_source: str
+    compute_capability: str  # "9.0"
+    estimated: bool  # no measured total in the catalog
+
+
 @cache
 def catalog() -> dict[str, Any]:
     text = resources.files("airlock.plan").joinpath("data/gpus.json").read_text(encoding="utf-8")
@@ -47,12 +59,13 @@ def catalog() -> dict[str, Any]:
     return data
 
 
-def _lookup(name: str) -> tuple[str, dict[str, Any]]:
+def _lookup(name: str) -> CatalogGpu:
+    """The catalog's GPU by key or alias (``H100_80GB``, ``nvidia-h100`` ...); unknown names fail with near ones."""
     gpus: dict[str, dict[str, Any]] = catalog()["gpus"]
     wanted = name.strip().lower().replace("_", "-").replace(" ", "-").removeprefix("nvidia-")
     for key, entry in gpus.items():
         if wanted == key or wanted in entry.get("aliases", []):
-            return key, entry
+            return _catalog_gpu(key, entry)
     close = [k for k in gpus if wanted.split("-")[0] in k]
     raise ConfigError(
         f"unknown GPU {name!r}",
@@ -71,12 +84,16 @@ def parse_bytes(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
-def entry_memory(entry: dict[str, Any]) -> tuple[int, str]:
+def _catalog_gpu(key: str, entry: dict[str, Any]) -> CatalogGpu:
+    """A catalog entry as a record: the measured total, else nvidia-smi's figure less the usual gap."""
+    cc = str(entry["compute_capability"])
     if isinstance(entry.get("total_gib"), int | float):
-        return int(entry["total_gib"] * GIB), f"measured: {entry.get('measured', 'catalog')}"
+        source = f"measured: {entry.get('measured', 'catalog')}"
+        return CatalogGpu(key, entry["name"], int(entry["total_gib"] * GIB), source, cc, False)
     gap = float(catalog().get("smi_to_driver_gap_gib", 0.46))
     smi = int(entry["nvidia_smi_mib"]) << 20
-    return int(smi - gap * GIB), f"estimated: nvidia-smi {entry['nvidia_smi_mib']:,} MiB less {gap} GiB"
+    source = f"estimated: nvidia-smi {entry['nvidia_smi_mib']:,} MiB less {gap} GiB"
+    return CatalogGpu(key, entry["name"], int(smi - gap * GIB), source, cc, "total_gib" not in entry)
 
 
 def resolve_hardware(
@@ -101,10 +118,9 @@ def resolve_hardware(
             "give --gpu NAME or --gpu-memory SIZE, not both", hint="--gpu already knows its memory"
         )
     if gpu is not None:
-        key, entry = _lookup(gpu)
-        memory, source = entry_memory(entry)
-        major, minor = (int(p) for p in str(entry["compute_capability"]).split("."))
-        return Hardware(entry["name"], key, count, memory, (major, minor), source)
+        found = _lookup(gpu)
+        major, minor = (int(p) for p in found.compute_capability.split("."))
+        return Hardware(found.name, found.key, count, found.memory_bytes, (major, minor), found.memory_source)
     if gpu_memory is not None:
         memory = gpu_memory if isinstance(gpu_memory, int) else parse_bytes(gpu_memory)
         if memory < GIB:
@@ -120,10 +136,6 @@ def cpu_hardware(kv_cache_bytes: int | None) -> Hardware:
     )
 
 
-def list_gpus() -> list[tuple[str, str, float, str, bool]]:
-    """(key, name, driver-reported GiB, compute capability, estimated?) for every catalog entry."""
-    rows = []
-    for key, entry in catalog()["gpus"].items():
-        memory, _ = entry_memory(entry)
-        rows.append((key, entry["name"], memory / GIB, entry["compute_capability"], "total_gib" not in entry))
-    return rows
+def list_gpus() -> list[CatalogGpu]:
+    """Every GPU in the catalog, in its order."""
+    return [_catalog_gpu(key, entry) for key, entry in catalog()["gpus"].items()]
