@@ -79,16 +79,24 @@ def sampler_path(version: str, hw: Hardware) -> str:
     return "flashinfer" if version_key(version) <= (0, 11, 0) else "native"
 
 
-def default_batching(version: str, hw: Hardware) -> tuple[int, int]:
-    """(max_num_batched_tokens, max_num_seqs) vLLM picks for its OpenAI server on this GPU."""
+@dataclass(frozen=True)
+class Batching:
+    """How much one scheduler step takes: tokens across the batch, and sequences."""
+
+    max_num_batched_tokens: int
+    max_num_seqs: int
+
+
+def default_batching(version: str, hw: Hardware) -> Batching:
+    """The batching vLLM picks for its OpenAI server on this GPU."""
     if hw.is_cpu:
-        return 2048, 128
+        return Batching(2048, 128)
     name = (hw.key or "").lower()
     if hw.memory_bytes >= 160 * GIB and version_key(version) >= (0, 22, 0):
-        return 16384, 1024
+        return Batching(16384, 1024)
     if hw.memory_bytes >= 70 * GIB and "a100" not in name and "a800" not in name:
-        return 8192, 1024
-    return 2048, 256
+        return Batching(8192, 1024)
+    return Batching(2048, 256)
 
 
 def weights_per_gpu(facts: ModelFacts, tp: int, pp: int) -> int:
@@ -144,11 +152,11 @@ def gpu_budget(
     max_num_seqs: int | None = None,
 ) -> Budget:
     v1 = uses_v1(version)
-    default_tokens, default_seqs = default_batching(version, hw)
-    seqs = max_num_seqs or default_seqs
+    defaults = default_batching(version, hw)
+    seqs = max_num_seqs or defaults.max_num_seqs
     if batched_tokens is None:
         if v1:
-            batched_tokens = default_tokens
+            batched_tokens = defaults.max_num_batched_tokens
         else:  # V0: whole prompts unless chunked prefill (on by default past 32K)
             batched_tokens = max(max_model_len, 2048) if max_model_len <= 32768 else 2048
     requested = int(hw.memory_bytes * util)
