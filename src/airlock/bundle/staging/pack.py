@@ -376,10 +376,8 @@ def _write(loaded: _Loaded, assembled: _Assembled, options: PackOptions, state: 
         disk=options.disk,
         progress=options.progress,
     )
-    by_volume, stats = writer.write(
-        placements, assembled.sources, keep_volumes=len(placements) + parity_count
-    )
-    volumes = [Volume(number=n, entries=by_volume[n]) for n in sorted(by_volume)]
+    written = writer.write(placements, assembled.sources, keep_volumes=len(placements) + parity_count)
+    volumes = [Volume(number=n, entries=written.volumes[n]) for n in sorted(written.volumes)]
     parity_model: Parity | None = None
     if parity_block:
         from airlock.bundle.staging.write_parity import write_parity
@@ -407,8 +405,8 @@ def _write(loaded: _Loaded, assembled: _Assembled, options: PackOptions, state: 
         stored_bytes=manifest.total_stored_bytes(),
         skipped_blobs=sum(1 for b in blobs if not b.carried),
         skipped_bytes=sum(b.size for b in blobs if not b.carried),
-        written_bytes=stats.written,
-        kept_bytes=stats.kept,
+        written_bytes=written.written,
+        kept_bytes=written.kept,
         warnings=loaded.warnings,
     )
 

@@ -9,7 +9,8 @@ rest is written again.
 Example::
 
     writer = VolumeWriter(out, journal_path, chunk_size=64 << 20, workers=2)
-    entries = writer.write(plan, sources)   # {volume number: [Entry, ...]}
+    written = writer.write(plan, sources)
+    written.volumes   # {volume number: [Entry, ...]}
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -59,15 +60,172 @@ class Job:
     placement: Placement
     path: str  # inside the volume
 
+    def final(self, out: Path) -> Path:
+        return out / layout.volume_name(self.volume) / self.path
+
 
 @dataclass(frozen=True)
-class WriteStats:
-    written: int
-    kept: int
+class Written:
+    volumes: dict[int, list[Entry]]  # volume number -> its entries, in plan order
+    written: int  # bytes written by this run
+    kept: int  # bytes kept from an earlier, interrupted run
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    """One line of the journal: an entry written whole, as planned and as hashed."""
+
+    volume: int
+    path: str
+    blob: str
+    part: int | None
+    offset: int
+    length: int
+    stored_size: int
+    stored_sha256: str | None
+    chunks: list[str]
+
+    @classmethod
+    def of(cls, job: Job, entry: Entry) -> JournalRecord:
+        p = job.placement
+        return cls(
+            job.volume, job.path, p.blob, p.part, p.offset, p.length, p.stored_size,
+            entry.stored_sha256, entry.chunks,
+        )  # fmt: skip
+
+    @classmethod
+    def parse(cls, line: str) -> JournalRecord:
+        rec = json.loads(line)
+        return cls(
+            volume=int(rec["volume"]),
+            path=str(rec["path"]),
+            blob=rec["blob"],
+            part=rec["part"],
+            offset=rec["offset"],
+            length=rec["length"],
+            stored_size=rec["stored_size"],
+            stored_sha256=rec.get("stored_sha256"),
+            chunks=list(rec.get("chunks") or []),
+        )
+
+    def to_line(self) -> bytes:
+        return (json.dumps(asdict(self), separators=(",", ":")) + "\n").encode()
+
+    def matches(self, p: Placement) -> bool:
+        """Was this entry written for the same placement (the same bytes of the same blob)?"""
+        return (self.blob, self.part, self.offset, self.length, self.stored_size) == (
+            p.blob, p.part, p.offset, p.length, p.stored_size,
+        )  # fmt: skip
+
+    @property
+    def hashes(self) -> list[str | None]:
+        """What its pieces hashed to: each chunk's, or the one whole entry's."""
+        return list(self.chunks) or [self.stored_sha256]
 
 
 def entry_path(p: Placement, compressed: bool) -> str:
     return layout.blob_path(p.blob, compressed=compressed, part=p.part)
+
+
+def _pieces(size: int, chunk_size: int) -> list[tuple[int, int]]:
+    """(offset, length) of each chunk of an entry; one piece if it is no larger than a chunk."""
+    return chunk_spans(size, chunk_size) or [(0, size)]
+
+
+def _entry(job: Job, whole: str | None, chunks: list[str], chunk_size: int) -> Entry:
+    p = job.placement
+    return Entry(
+        path=job.path,
+        blob=p.blob,
+        part=p.part,
+        offset=p.offset,
+        length=p.length,
+        stored_size=p.stored_size,
+        stored_sha256=whole,
+        chunks=chunks if chunk_spans(p.stored_size, chunk_size) else [],
+    )
+
+
+class _EntryCopy:
+    """One entry being copied from its source to a temp name in its volume, then renamed into place."""
+
+    def __init__(self, job: Job, source: StoredSource, final: Path, *, chunk_size: int, disk: Disk) -> None:
+        self.job = job
+        self.source = source
+        self.final = final
+        self.tmp = final.with_name(temp_name(final.name))
+        self.chunk_size = chunk_size
+        self.disk = disk
+        self.fd = -1
+
+    def start(self, meter: Meter) -> list[Callable[[], str]]:
+        """Open the temp file; one task per chunk, each copying and hashing its piece."""
+        self._check_unchanged("since it was hashed")
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        p = self.job.placement
+        return [partial(self._piece, off, n, meter) for off, n in _pieces(p.stored_size, self.chunk_size)]
+
+    def _piece(self, off: int, n: int, meter: Meter) -> str:
+        p = self.job.placement
+        with full_disk_named(self.final, needed=p.stored_size):
+            return copy_range(
+                self.source.path, p.stored_offset + off, n, self.fd, off, disk=self.disk, on_bytes=meter
+            )
+
+    def abort(self) -> None:
+        self._close()
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp.unlink()
+
+    def finish(self, outcomes: list[str | BaseException]) -> Entry:
+        """Fsync, check the source did not change and a whole raw blob hashed to its name, rename."""
+        try:
+            try:
+                self._raise_first(outcomes)
+                os.fsync(self.fd)
+            finally:
+                self._close()
+            self._check_unchanged("while it was copied")
+            hashes = [str(o) for o in outcomes]
+            whole = self._whole(hashes)
+            os.replace(self.tmp, self.final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.tmp.unlink()
+        return _entry(self.job, whole, hashes, self.chunk_size)
+
+    def _raise_first(self, outcomes: list[str | BaseException]) -> None:
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if not errors:
+            return
+        if isinstance(errors[0], EOFError):
+            raise SourceError(
+                f"{self.source.name}: {self.source.path} is shorter than when it was hashed"
+            ) from errors[0]
+        raise errors[0]
+
+    def _whole(self, hashes: list[str]) -> str | None:
+        """The entry's own SHA-256 when it is one piece; a whole raw blob must hash to its name."""
+        p, source = self.job.placement, self.source
+        whole: str | None = hashes[0] if len(hashes) == 1 else None
+        if source.compressed or p.part is not None:
+            return whole
+        if whole is not None and whole != p.blob:
+            raise IntegrityError(
+                f"{source.name}: {source.path} read back as sha256 {whole[:12]}..., not {p.blob[:12]}...",
+                hint="the file changed or the disk returned bad data; run pack again",
+            )
+        return p.blob  # a whole raw blob is stored under its own hash
+
+    def _check_unchanged(self, when: str) -> None:
+        source = self.source
+        if source.stamp is not None and Stamp.of(source.path) != source.stamp:
+            raise SourceError(f"{source.name}: {source.path} changed {when}", hint="run pack again")
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class VolumeWriter:
@@ -91,22 +249,22 @@ class VolumeWriter:
         self._journal = self._load_journal()
 
     # -- journal ---------------------------------------------------------------------------------
-    def _load_journal(self) -> dict[tuple[int, str], dict[str, object]]:
-        records: dict[tuple[int, str], dict[str, object]] = {}
+    def _load_journal(self) -> dict[tuple[int, str], JournalRecord]:
+        records: dict[tuple[int, str], JournalRecord] = {}
         try:
             lines = self.journal_path.read_text(encoding="utf-8").splitlines()
         except OSError:
             return records
         for line in lines:
             try:
-                rec = json.loads(line)
-                records[(int(rec["volume"]), str(rec["path"]))] = rec
+                rec = JournalRecord.parse(line)
             except (ValueError, KeyError, TypeError):
                 continue  # a line torn by a crash: its entry is simply redone
+            records[(rec.volume, rec.path)] = rec
         return records
 
-    def _append(self, rec: dict[str, object]) -> None:
-        line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+    def _append(self, rec: JournalRecord) -> None:
+        line = rec.to_line()
         with self._lock:
             self.journal_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -123,7 +281,7 @@ class VolumeWriter:
         sources: dict[str, StoredSource],
         *,
         keep_volumes: int | None = None,
-    ) -> tuple[dict[int, list[Entry]], WriteStats]:
+    ) -> Written:
         """Write every planned entry; volumes past ``keep_volumes`` (default: the plan's) are removed."""
         jobs = [
             Job(number, p, entry_path(p, sources[p.blob].compressed))
@@ -134,57 +292,31 @@ class VolumeWriter:
         for number in range(1, len(plan) + 1):
             (self.out / layout.volume_name(number) / layout.BLOBS_DIR).mkdir(parents=True, exist_ok=True)
         meter = Meter(self.progress, "write", sum(j.placement.stored_size for j in jobs))
-        results: dict[tuple[int, str], Entry] = {}
+        results: dict[Job, Entry] = {}
         try:
             kept = self._keep(jobs, meter, results)
-            todo = [j for j in jobs if (j.volume, j.path) not in results]
+            todo = [j for j in jobs if j not in results]
             self._copy(todo, sources, meter, results)
         finally:
             meter.finish()
         by_volume: dict[int, list[Entry]] = {n: [] for n in range(1, len(plan) + 1)}
         for job in jobs:
-            by_volume[job.volume].append(results[(job.volume, job.path)])
+            by_volume[job.volume].append(results[job])
         for number in by_volume:
             fsync_dir(self.out / layout.volume_name(number) / layout.BLOBS_DIR)
         written = sum(j.placement.stored_size for j in todo)
-        return by_volume, WriteStats(written=written, kept=kept)
+        return Written(volumes=by_volume, written=written, kept=kept)
 
-    def _pieces(self, size: int) -> list[tuple[int, int]]:
-        """(offset, length) of each chunk of an entry; one piece if it is no larger than a chunk."""
-        return chunk_spans(size, self.chunk_size) or [(0, size)]
-
-    def _entry(self, job: Job, whole: str | None, chunks: list[str]) -> Entry:
-        p = job.placement
-        return Entry(
-            path=job.path,
-            blob=p.blob,
-            part=p.part,
-            offset=p.offset,
-            length=p.length,
-            stored_size=p.stored_size,
-            stored_sha256=whole,
-            chunks=chunks if chunk_spans(p.stored_size, self.chunk_size) else [],
-        )
-
-    def _keep(self, jobs: list[Job], meter: Meter, results: dict[tuple[int, str], Entry]) -> int:
+    def _keep(self, jobs: list[Job], meter: Meter, results: dict[Job, Entry]) -> int:
         """Re-hash what the journal says an earlier run wrote; keep the entries that still match."""
-        candidates = []
-        for job in jobs:
-            rec = self._journal.get((job.volume, job.path))
-            p = job.placement
-            final = self.out / layout.volume_name(job.volume) / job.path
-            same = rec is not None and [rec.get(k) for k in ("blob", "part", "offset", "length", "stored_size")] == [
-                p.blob, p.part, p.offset, p.length, p.stored_size,
-            ]  # fmt: skip
-            if same and final.is_file() and final.stat().st_size == p.stored_size:
-                candidates.append(job)
+        candidates = [job for job in jobs if self._journaled(job) is not None]
         kept = 0
 
         def tasks(job: Job) -> list[Callable[[], str]]:
-            final = self.out / layout.volume_name(job.volume) / job.path
+            final = job.final(self.out)
             return [
                 partial(hash_range, final, off, n, on_bytes=meter)
-                for off, n in self._pieces(job.placement.stored_size)
+                for off, n in _pieces(job.placement.stored_size, self.chunk_size)
             ]
 
         def done(job: Job, outcomes: list[str | BaseException]) -> None:
@@ -193,95 +325,47 @@ class VolumeWriter:
             if any(isinstance(o, BaseException) for o in outcomes):
                 return
             hashes = [str(o) for o in outcomes]
-            recorded = rec.get("chunks") or [rec.get("stored_sha256")]
-            if hashes != recorded:
+            if hashes != rec.hashes:
                 return  # damaged since: written again below
-            whole = rec.get("stored_sha256")
-            results[(job.volume, job.path)] = self._entry(job, str(whole) if whole else None, hashes)
+            results[job] = _entry(job, rec.stored_sha256 or None, hashes, self.chunk_size)
             kept += job.placement.stored_size
 
         run_jobs(candidates, tasks=tasks, done=done, workers=self.workers)
         return kept
 
+    def _journaled(self, job: Job) -> JournalRecord | None:
+        """The journal's record of ``job``, if the file it names is still there at its size."""
+        rec = self._journal.get((job.volume, job.path))
+        if rec is None or not rec.matches(job.placement):
+            return None
+        final = job.final(self.out)
+        return rec if final.is_file() and final.stat().st_size == job.placement.stored_size else None
+
     def _copy(
-        self,
-        jobs: list[Job],
-        sources: dict[str, StoredSource],
-        meter: Meter,
-        results: dict[tuple[int, str], Entry],
+        self, jobs: list[Job], sources: dict[str, StoredSource], meter: Meter, results: dict[Job, Entry]
     ) -> None:
-        open_files: dict[int, tuple[Path, int]] = {}
+        """Copy each entry (every chunk on the pool), finish it as soon as its last chunk is in, journal it."""
+        copies = [
+            _EntryCopy(
+                j, sources[j.placement.blob], j.final(self.out), chunk_size=self.chunk_size, disk=self.disk
+            )
+            for j in jobs
+        ]
 
-        def tasks(job: Job) -> list[Callable[[], str]]:
-            p, source = job.placement, sources[job.placement.blob]
-            if source.stamp is not None and Stamp.of(source.path) != source.stamp:
-                raise SourceError(
-                    f"{source.name}: {source.path} changed since it was hashed", hint="run pack again"
-                )
-            final = self.out / layout.volume_name(job.volume) / job.path
-            tmp = final.with_name(temp_name(final.name))
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            open_files[id(job)] = (tmp, fd)
-
-            def piece(off: int, n: int) -> str:
-                with full_disk_named(final, needed=p.stored_size):
-                    return copy_range(
-                        source.path, p.stored_offset + off, n, fd, off, disk=self.disk, on_bytes=meter
-                    )
-
-            return [partial(piece, off, n) for off, n in self._pieces(p.stored_size)]
-
-        def abort(job: Job) -> None:
-            tmp, fd = open_files.pop(id(job))
-            os.close(fd)
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-        def done(job: Job, outcomes: list[str | BaseException]) -> None:
-            p, source = job.placement, sources[job.placement.blob]
-            final = self.out / layout.volume_name(job.volume) / job.path
-            tmp, fd = open_files.pop(id(job))
-            try:
-                try:
-                    errors = [o for o in outcomes if isinstance(o, BaseException)]
-                    if errors:
-                        if isinstance(errors[0], EOFError):
-                            raise SourceError(
-                                f"{source.name}: {source.path} is shorter than when it was hashed"
-                            ) from errors[0]
-                        raise errors[0]
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-                if source.stamp is not None and Stamp.of(source.path) != source.stamp:
-                    raise SourceError(
-                        f"{source.name}: {source.path} changed while it was copied", hint="run pack again"
-                    )
-                hashes = [str(o) for o in outcomes]
-                whole: str | None = hashes[0] if len(hashes) == 1 else None
-                if not source.compressed and p.part is None:
-                    if whole is not None and whole != p.blob:
-                        raise IntegrityError(
-                            f"{source.name}: {source.path} read back as sha256 {whole[:12]}..., not {p.blob[:12]}...",
-                            hint="the file changed or the disk returned bad data; run pack again",
-                        )
-                    whole = p.blob  # a whole raw blob is stored under its own hash
-                os.replace(tmp, final)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-            entry = self._entry(job, whole, hashes)
-            results[(job.volume, job.path)] = entry
-            self._append(
-                {
-                    "volume": job.volume, "path": job.path, "blob": p.blob, "part": p.part, "offset": p.offset,
-                    "length": p.length, "stored_size": p.stored_size, "stored_sha256": whole,
-                    "chunks": entry.chunks,
-                }
-            )  # fmt: skip
+        def done(copy: _EntryCopy, outcomes: list[str | BaseException]) -> None:
+            entry = copy.finish(outcomes)
+            results[copy.job] = entry
+            self._append(JournalRecord.of(copy.job, entry))
 
         with full_disk_named(self.out, needed=sum(j.placement.stored_size for j in jobs)):
-            run_jobs(jobs, tasks=tasks, done=done, abort=abort, workers=self.workers, fatal=is_disk_full)
+            run_jobs(
+                copies,
+                tasks=lambda copy: copy.start(meter),
+                done=done,
+                abort=_EntryCopy.abort,
+                workers=self.workers,
+                fatal=is_disk_full,
+            )
 
     # -- cleaning --------------------------------------------------------------------------------
     def clean(self, *, plan_paths: set[tuple[int, str]], volumes: int) -> None:
