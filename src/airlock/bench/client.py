@@ -2,8 +2,8 @@
 
 Requests go out with ``stream: true`` and ``stream_options: {"include_usage": true}``, so the token
 counts come from the server's final usage chunk rather than from counting chunks (a chunk may
-carry several tokens, or none). The clock is :func:`time.perf_counter`, read as each line of the
-event stream arrives.
+carry several tokens, or none). The clock is :func:`time.perf_counter` (a Sender takes another,
+so tests can run on virtual time), read as each line of the event stream arrives.
 
 * TTFT: from sending to the first chunk that carries text (``delta.content``, ``reasoning_content``
   or, on completions, ``text``); a role-only or empty first chunk does not count.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,8 +138,10 @@ class Sender:
         ignore_eos: bool = False,
         extra_body: Mapping[str, Any] | None = None,
         timeout_s: float = 300.0,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.session = session
+        self.clock = clock
         self.url = f"{base_url}/chat/completions" if endpoint == "chat" else f"{base_url}/completions"
         self.model = model
         self.endpoint = endpoint
@@ -164,7 +166,7 @@ class Sender:
         return body
 
     async def send(self, prompt: Prompt, origin: float = 0.0) -> RequestRecord:
-        """Send one prompt and time it; ``origin`` is the level's start on the perf_counter clock.
+        """Send one prompt and time it; ``origin`` is the level's start on this sender's clock.
 
         Connections are kept alive, unless the server turns out not to keep them: llama-server
         closes the connection after every stream without saying ``Connection: close``, so the next
@@ -200,14 +202,14 @@ class Sender:
             await self._fresh.close()
 
     async def _attempt(self, data: bytes, origin: float) -> RequestRecord:
-        sent = time.perf_counter()
+        sent = self.clock()
         start = sent - origin
         state = _Stream(sent=sent)
         answered = False
 
         def failed(kind: str, detail: str) -> RequestRecord:
             return RequestRecord(
-                start=start, e2e=time.perf_counter() - sent, error=kind, detail=detail[:_DETAIL_CHARS]
+                start=start, e2e=self.clock() - sent, error=kind, detail=detail[:_DETAIL_CHARS]
             )
 
         try:
@@ -218,7 +220,7 @@ class Sender:
                     return failed(f"http {resp.status}", await resp.text(errors="replace"))
                 async for line in resp.content:
                     if line.startswith(b"data:"):
-                        _take_event(state, line[5:].strip(), time.perf_counter())
+                        _take_event(state, line[5:].strip(), self.clock())
                         if state.error is not None:
                             break
         except TimeoutError:
@@ -237,7 +239,7 @@ class Sender:
         return self._record(state, start)
 
     def _record(self, state: _Stream, start: float) -> RequestRecord:
-        end = time.perf_counter()
+        end = self.clock()
         sent = state.sent
         times = tuple(t - sent for t in state.chunk_times)
         first = times[0] if times else (state.first_choice - sent if state.first_choice is not None else None)

@@ -9,7 +9,8 @@
 
 No request starts once the level's bound is reached (``requests`` sent or ``duration_s`` elapsed);
 requests already sent are waited for (each within the request timeout), so no latency is cut
-short and every level ends by itself. A level's wall time runs from its start to its last answer.
+short and every level ends by itself. A level's wall time runs from its start to its last answer,
+on the sender's clock (:attr:`Sender.clock`), which tests replace with a virtual one.
 
     run = await run_level(sender, prompts, Load("concurrency", 8), requests=200, duration_s=None)
     run.records, run.duration_s
@@ -21,7 +22,6 @@ import asyncio
 import contextlib
 import math
 import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +43,20 @@ class LevelRun:
 
 
 def arrival_offsets(rate: float, arrival: Arrival, rng: random.Random) -> Callable[[], float]:
-    """A function giving successive arrival times (seconds from the level's start), the first at 0."""
-    state = {"t": 0.0}
+    """A function giving successive arrival times (seconds from the level's start), the first at 0.
+
+    Constant arrivals are ``n / rate``, not a running sum of ``1 / rate``: summing drifts (ten gaps
+    of 0.05 s make 0.49999999999999994), which would let one more request in before a 0.5 s bound.
+    """
+    state = {"t": 0.0, "n": 0}
 
     def next_offset() -> float:
+        if arrival != "poisson":
+            n = state["n"]
+            state["n"] += 1
+            return n / rate
         now = state["t"]
-        state["t"] += rng.expovariate(rate) if arrival == "poisson" else 1.0 / rate
+        state["t"] += rng.expovariate(rate)
         return now
 
     return next_offset
@@ -68,7 +76,7 @@ async def _closed_loop(
 
     async def user() -> None:
         nonlocal issued
-        while (requests is None or issued < requests) and time.perf_counter() < deadline:
+        while (requests is None or issued < requests) and sender.clock() < deadline:
             issued += 1
             record = await sender.send(prompts.next(), origin)
             done(record)
@@ -101,7 +109,7 @@ async def _open_loop(
             at = origin + next_offset()
             if at >= deadline:
                 break
-            delay = at - time.perf_counter()
+            delay = at - sender.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
             tasks.append(asyncio.create_task(one(prompts.next())))
@@ -139,7 +147,7 @@ async def run_level(
     async def ticker() -> None:
         while on_tick is not None:
             await asyncio.sleep(TICK_S)
-            on_tick(time.perf_counter() - origin, started[0] - len(records))
+            on_tick(sender.clock() - origin, started[0] - len(records))
 
     class _Counting:
         """Counts prompts handed out: each is a request that has started."""
@@ -151,7 +159,7 @@ async def run_level(
         def describe(self) -> str:
             return prompts.describe()
 
-    origin = time.perf_counter()
+    origin = sender.clock()
     deadline = origin + duration_s if duration_s is not None else math.inf
     tick = asyncio.create_task(ticker())
     try:
@@ -174,4 +182,4 @@ async def run_level(
         tick.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await tick
-    return LevelRun(records=records, duration_s=time.perf_counter() - origin)
+    return LevelRun(records=records, duration_s=sender.clock() - origin)

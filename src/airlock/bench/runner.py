@@ -19,6 +19,7 @@ import datetime as dt
 import functools
 import os
 import platform
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -291,16 +292,25 @@ async def _run_levels(
     return levels
 
 
-async def run_bench_async(options: BenchOptions, observer: Observer | None = None) -> BenchResults:
+async def run_bench_async(
+    options: BenchOptions,
+    observer: Observer | None = None,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    connector: aiohttp.BaseConnector | None = None,
+) -> BenchResults:
+    """The whole run on the running loop. ``clock`` times the requests and ``connector`` carries
+    them (TCP by default): tests pass a virtual clock and a Unix-socket connector to an in-process server."""
     run = _Run(options, observer or Observer())
     started_at = _now()
-    connector = aiohttp.TCPConnector(limit=0)
+    connector = connector or aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, read_bufsize=1 << 20) as session:
         run.observer.phase(f"asking {options.url} for its model")
         model, server = await resolve_model(session, options, run)
         sender = Sender(
             session, options.url, model=model, endpoint=options.endpoint, api_key=options.api_key,
             ignore_eos=options.ignore_eos, extra_body=options.extra_body, timeout_s=options.timeout_s,
+            clock=clock,
         )  # fmt: skip
         try:
             prompts, calibration = await _prepare(run, sender)

@@ -1,16 +1,23 @@
-"""The fake engine as a child process with fixed timings, for bench tests that measure it."""
+"""Servers for the bench tests: the fake engine and a scripted server, in-process on virtual time.
+
+Timing tests run client and server on one :class:`~airlock.testing.virtual_time.VirtualTimeLoop`,
+talking over an abstract Unix socket (unique per test, so xdist workers never collide): every sleep
+takes exactly its length of loop time and none of wall time, and the records' timestamps (the
+sender's clock is ``loop.time``) can be asserted exactly. ``launch_fake`` and ``scripted_url``
+serve on real loopback ports from a thread, for tests that need a URL (the CLI) but time nothing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import os
-import subprocess
-import sys
 import threading
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -18,8 +25,7 @@ from airlock.bench.client import RequestRecord
 from airlock.bench.options import Load, Slo
 from airlock.bench.results import BenchResults, RunInfo
 from airlock.bench.stats import summarise_level
-from airlock.engines.base import free_port
-from harness import wait_healthy
+from airlock.testing.fake_engine import FakeEngine
 
 #: Every stream: the first token after TTFT_S, then one token every TOKEN_DELAY_S.
 TTFT_S = 0.1
@@ -28,41 +34,54 @@ TOKEN_DELAY_S = 0.02
 Launcher = Callable[..., str]
 
 
+@contextlib.contextmanager
+def serve_on_thread(app: web.Application) -> Iterator[str]:
+    """Serve ``app`` on a loopback port from its own thread and loop; yield its base URL."""
+    ready = threading.Event()
+    state: dict[str, Any] = {}
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+        state["port"] = runner.addresses[0][1]
+        state["loop"], state["stop"] = loop, asyncio.Event()
+        ready.set()
+        loop.run_until_complete(state["stop"].wait())
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(10), "the in-process server did not start"
+    try:
+        yield f"http://127.0.0.1:{state['port']}"
+    finally:
+        state["loop"].call_soon_threadsafe(state["stop"].set)
+        thread.join(10)
+
+
 @pytest.fixture(scope="module")
 def launch_fake() -> Iterator[Launcher]:
-    """Start fake engines (``launch(model=..., ttft=..., token_delay=..., api_key=...)``); stop all after."""
-    procs: list[subprocess.Popen[bytes]] = []
+    """Start fake engines in-process on real TCP ports (``launch(model=..., ttft=..., token_delay=..., api_key=...)``).
 
-    def launch(
-        model: str = "fake",
-        ttft: float = TTFT_S,
-        token_delay: float = TOKEN_DELAY_S,
-        api_key: str | None = None,
-    ) -> str:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if k != "FAKE_ENGINE_API_KEY"}
-        if api_key:
-            env["FAKE_ENGINE_API_KEY"] = api_key
-        argv = [
-            sys.executable, "-m", "airlock.testing.fake_engine", "--port", str(port), "--model", model,
-            "--token-delay", str(token_delay), "--ttft", str(ttft),
-        ]  # fmt: skip
-        proc = subprocess.Popen(argv, env=env)
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, proc, what="the fake engine")
-        return url
+    For tests that need a real URL (the CLI) but measure nothing: the default timings are zero.
+    """
+    with contextlib.ExitStack() as stack:
 
-    yield launch
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.wait(10)
+        def launch(
+            model: str = "fake", ttft: float = 0.0, token_delay: float = 0.0, api_key: str | None = None
+        ) -> str:
+            engine = FakeEngine(model, token_delay, 0.0, api_key, ttft=ttft)
+            return stack.enter_context(serve_on_thread(engine.app()))
+
+        yield launch
 
 
 @pytest.fixture(scope="module")
 def fake_url(launch_fake: Launcher) -> str:
-    """A fake engine with the standard timings, serving the model ``fake``."""
+    """A fake engine serving the model ``fake``, answering at once."""
     return launch_fake()
 
 
@@ -154,32 +173,41 @@ async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "a"}, {"id": "b"}]})
 
 
+def scripted_app() -> web.Application:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", _scripted)
+    app.router.add_post("/v1/completions", _scripted)
+    app.router.add_get("/v1/models", _models)
+    return app
+
+
+def fake_engine_app(model: str = "fake", api_key: str | None = None) -> web.Application:
+    """The fake engine with the standard timings, as an app to serve in-process."""
+    return FakeEngine(model, TOKEN_DELAY_S, 0.0, api_key, ttft=TTFT_S).app()
+
+
+@contextlib.asynccontextmanager
+async def serve_unix(app: web.Application) -> AsyncIterator[aiohttp.UnixConnector]:
+    """Serve ``app`` on the running loop at a fresh abstract Unix socket; yield a connector to it.
+
+    Requests through the connector go to any ``http://host/...`` URL: the host is not resolved.
+    """
+    path = f"\0airlock-test-{uuid.uuid4().hex}"
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    await web.UnixSite(runner, path).start()
+    try:
+        yield aiohttp.UnixConnector(path=path, limit=0)
+    finally:
+        await runner.cleanup()
+
+
+#: The URL of the in-process servers (the host is never resolved: requests go through the connector).
+IN_PROCESS_URL = "http://in-process"
+
+
 @pytest.fixture(scope="module")
 def scripted_url() -> Iterator[str]:
-    """An in-process aiohttp server on its own thread and loop; ``/v1`` base URL."""
-    ready = threading.Event()
-    state: dict[str, Any] = {}
-
-    def serve() -> None:
-        loop = asyncio.new_event_loop()
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", _scripted)
-        app.router.add_post("/v1/completions", _scripted)
-        app.router.add_get("/v1/models", _models)
-        runner = web.AppRunner(app, handler_cancellation=True)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        state["port"] = runner.addresses[0][1]
-        state["loop"], state["stop"] = loop, asyncio.Event()
-        ready.set()
-        loop.run_until_complete(state["stop"].wait())
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(10), "the scripted server did not start"
-    yield f"http://127.0.0.1:{state['port']}/v1"
-    state["loop"].call_soon_threadsafe(state["stop"].set)
-    thread.join(10)
+    """The scripted server on real TCP, on its own thread and loop; ``/v1`` base URL."""
+    with serve_on_thread(scripted_app()) as url:
+        yield url + "/v1"
