@@ -11,7 +11,9 @@ Results go to stdout (``out``), progress, warnings and notes to stderr (``err``)
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,7 +27,6 @@ from airlock.settings import Settings
 if TYPE_CHECKING:
     from airlock.bundle.format.reader import VolumeSet
     from airlock.bundle.staging.pack import Compression
-    from airlock.common.progress import ProgressSink
 
 DEFAULT_WORKERS = default_workers()
 
@@ -170,14 +171,20 @@ def _compression(value: str) -> Compression:
     return "none"
 
 
-def _volume_set(
-    dirs: list[Path], trust: list[Path] | None, allow_unsigned: bool, workers: int, progress: ProgressSink
-) -> VolumeSet:
-    """The volumes verify, install and rebuild read: the keys given, else the trusted folder's."""
+@contextlib.contextmanager
+def _reading(
+    dirs: list[Path], trust: list[Path] | None, allow_unsigned: bool, workers: int
+) -> Iterator[VolumeSet]:
+    """The volumes verify, install and rebuild read (the keys given, else the trusted folder's),
+    with progress bars on stderr while the command runs."""
     from airlock.bundle.format.reader import VolumeSet
+    from airlock.cli.bundle_render import RichProgress
 
     trusted = Settings.from_env().trusted_keys(trust)
-    return VolumeSet(dirs, trust=trusted, allow_unsigned=allow_unsigned, workers=workers, progress=progress)
+    with RichProgress(err) as progress:
+        yield VolumeSet(
+            dirs, trust=trusted, allow_unsigned=allow_unsigned, workers=workers, progress=progress
+        )
 
 
 def verify_cmd(
@@ -200,10 +207,9 @@ def verify_cmd(
     15 unlisted file, 16 volumes missing (those present are intact).
     """
     from airlock.bundle.airgap.verify import VerifyOptions, verify
-    from airlock.cli.bundle_render import RichProgress, rate, verify_table
+    from airlock.cli.bundle_render import rate, verify_table
 
-    with RichProgress(err) as progress:
-        volumes = _volume_set(dirs, trust, allow_unsigned, workers, progress)
+    with _reading(dirs, trust, allow_unsigned, workers) as volumes:
         report = verify(VerifyOptions(volumes, partial=partial))
     out.print(verify_table(report))
     for note in report.notes:
@@ -236,12 +242,11 @@ def install_cmd(
 ) -> None:
     """Verify a bundle and install it into the model store (Hugging Face cache layout), straight from its volumes."""
     from airlock.bundle.airgap.install import InstallOptions, install
-    from airlock.cli.bundle_render import RichProgress, rate
+    from airlock.cli.bundle_render import rate
     from airlock.common.fileio import human
 
     started = time.monotonic()
-    with RichProgress(err) as progress:
-        volumes = _volume_set(dirs, trust, allow_unsigned, workers, progress)
+    with _reading(dirs, trust, allow_unsigned, workers) as volumes:
         result = install(InstallOptions(volumes, store=store or Settings.from_env().store))
     took = time.monotonic() - started
     for note in result.notes:
@@ -282,11 +287,10 @@ def rebuild_cmd(
 ) -> None:
     """Rebuild a lost or damaged volume from the others and the parity volumes (pack --parity)."""
     from airlock.bundle.airgap.rebuild import RebuildOptions, rebuild
-    from airlock.cli.bundle_render import RichProgress, rate
+    from airlock.cli.bundle_render import rate
 
     started = time.monotonic()
-    with RichProgress(err) as progress:
-        volumes = _volume_set(dirs, trust, allow_unsigned, workers, progress)
+    with _reading(dirs, trust, allow_unsigned, workers) as volumes:
         result = rebuild(RebuildOptions(volumes, volume=volume, out=out_dir))
     out.print(
         f"[bold green]rebuilt[/] volume {result.volume} at {result.path} from volumes "

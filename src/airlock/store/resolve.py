@@ -20,7 +20,7 @@ from pathlib import Path
 
 from airlock.errors import ModelNotFoundError
 from airlock.settings import Settings
-from airlock.spec import ModelSpec, Spec
+from airlock.spec import HFSource, ModelSpec, Spec
 from airlock.store import layout
 from airlock.store.layout import local_repo
 
@@ -73,10 +73,15 @@ def resolve_model_dir(model: ModelSpec, store: Path | None) -> Path:
                 hint="install its bundle, or fix 'path'",
             ) from None
     if model.hf is not None:
-        if store is None:
-            raise ModelNotFoundError(f"model {model.name!r}: an 'hf' model needs a store (spec 'store:')")
-        return snapshot_dir(store, model.hf.repo, model.hf.revision)
+        return _hf_snapshot(model.name, model.hf, store)
     raise ModelNotFoundError(f"model {model.name!r}: give 'path' or 'hf'")
+
+
+def _hf_snapshot(name: str, hf: HFSource, store: Path | None) -> Path:
+    """The snapshot of an ``hf`` model: only ever found in a store."""
+    if store is None:
+        raise ModelNotFoundError(f"model {name!r}: an 'hf' model needs a store (spec 'store:')")
+    return snapshot_dir(store, hf.repo, hf.revision)
 
 
 def _pick_gguf(model: ModelSpec, snapshot: Path) -> Path:
@@ -111,7 +116,5 @@ def resolve_gguf(model: ModelSpec, store: Path | None) -> Path:
                 hint="install its bundle (`airlock install`), or fix 'gguf'",
             ) from None
     if model.hf is not None:
-        if store is None:
-            raise ModelNotFoundError(f"model {model.name!r}: an 'hf' model needs a store (spec 'store:')")
-        return _pick_gguf(model, snapshot_dir(store, model.hf.repo, model.hf.revision))
+        return _pick_gguf(model, _hf_snapshot(model.name, model.hf, store))
     raise ModelNotFoundError(f"model {model.name!r}: the llamacpp engine needs 'gguf' or 'hf'")
