@@ -133,6 +133,7 @@ def install(options: InstallOptions) -> InstallResult:
 
 
 def _install(options: InstallOptions) -> InstallResult:
+    """Check everything before writing, copy what the mounted volumes hold, commit once all is in."""
     opened = options.volumes.open()
     manifest = opened.manifest
     store = Store(options.store.absolute())
@@ -142,37 +143,15 @@ def _install(options: InstallOptions) -> InstallResult:
         incoming = _Incoming(store.incoming(opened.bundle))
         present = [opened.volumes[n] for n in sorted(opened.volumes)]
         check_structure(opened, present)  # links, unlisted files, missing or wrong-sized entries
-
         in_store = {b.sha256 for b in manifest.blobs if store.find_blob(b.sha256, index) is not None}
-        absent = [b for b in manifest.blobs if not b.carried and b.sha256 not in in_store]
-        if absent:
-            who = owners(manifest)
-            names = [n for b in absent for n in who[b.sha256]]
-            raise StoreError(
-                f"the bundle does not carry {len(absent)} files that the store {store.root} lacks: "
-                + ", ".join(names[:5])
-                + (" ..." if len(names) > 5 else ""),
-                hint="this is a delta bundle: install the bundle it was made against first",
-            )
+        _refuse_absent(manifest, in_store, store)
         pending = {b.sha256: b for b in manifest.blobs if b.carried and b.sha256 not in in_store}
         ready = {sha for sha in pending if incoming.done(sha).exists()}
-        needed_bytes = sum(b.size for sha, b in pending.items() if sha not in ready)
-        _space_check(store, needed_bytes, options.volumes.disk)
+        _space_check(
+            store, sum(b.size for sha, b in pending.items() if sha not in ready), options.volumes.disk
+        )
         incoming.root.mkdir(parents=True, exist_ok=True)
-
-        parts: dict[str, int] = defaultdict(int)
-        for v in manifest.volumes:
-            for e in v.entries:
-                if e.blob is not None:
-                    parts[e.blob] += 1
-        jobs = []
-        for volume in present:
-            for entry in manifest.volumes[volume.number - 1].entries:
-                if entry.blob is None or entry.blob not in pending or entry.blob in ready:
-                    continue
-                if entry.part is not None and entry.part in incoming.parts_done(entry.blob):
-                    continue
-                jobs.append(_job(volume, entry, pending[entry.blob], incoming, parts[entry.blob]))
+        jobs = _jobs(manifest, present, pending, ready, incoming)
         copied = _run_jobs(jobs, manifest, incoming, options.volumes)
 
         missing_blobs = {sha for sha in pending if not incoming.done(sha).exists()}
@@ -196,6 +175,45 @@ def _install(options: InstallOptions) -> InstallResult:
             wheels=committed.wheels, files=committed.files, spec_path=committed.spec_path,
             notes=list(opened.notes) + committed.notes,
         )  # fmt: skip
+
+
+def _refuse_absent(manifest: Manifest, in_store: set[str], store: Store) -> None:
+    """A delta bundle leaves out blobs the store should hold: refuse before writing if it does not."""
+    absent = [b for b in manifest.blobs if not b.carried and b.sha256 not in in_store]
+    if not absent:
+        return
+    who = owners(manifest)
+    names = [n for b in absent for n in who[b.sha256]]
+    raise StoreError(
+        f"the bundle does not carry {len(absent)} files that the store {store.root} lacks: "
+        + ", ".join(names[:5])
+        + (" ..." if len(names) > 5 else ""),
+        hint="this is a delta bundle: install the bundle it was made against first",
+    )
+
+
+def _jobs(
+    manifest: Manifest,
+    present: list[MountedVolume],
+    pending: dict[str, Blob],
+    ready: set[str],
+    incoming: _Incoming,
+) -> list[_EntryJob]:
+    """The entries on the mounted volumes still to copy: not in the store, not already in incoming/."""
+    parts: dict[str, int] = defaultdict(int)
+    for v in manifest.volumes:
+        for e in v.entries:
+            if e.blob is not None:
+                parts[e.blob] += 1
+    jobs = []
+    for volume in present:
+        for entry in manifest.volumes[volume.number - 1].entries:
+            if entry.blob is None or entry.blob not in pending or entry.blob in ready:
+                continue
+            if entry.part is not None and entry.part in incoming.parts_done(entry.blob):
+                continue
+            jobs.append(_job(volume, entry, pending[entry.blob], incoming, parts[entry.blob]))
+    return jobs
 
 
 def _job(volume: MountedVolume, entry: Entry, blob: Blob, incoming: _Incoming, parts: int) -> _EntryJob:
