@@ -48,7 +48,7 @@ from airlock.bundle.format.compress import LEVEL, compressor, group_bytes
 from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import generate_keypair
 from airlock.bundle.staging.pack import PackOptions, pack
-from airlock.bundle.workers import default_workers
+from airlock.common.threads import default_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARD = 512 * 1024 * 1024

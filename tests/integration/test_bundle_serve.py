@@ -24,6 +24,7 @@ import yaml
 
 from airlock.bundle.airgap.install import InstallOptions, install
 from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import generate_keypair
 from airlock.bundle.staging.pack import PackOptions, pack
 from airlock.serving.default_model import locate_default_model
@@ -84,12 +85,12 @@ def test_smollm2_packed_installed_and_served_from_the_store(
         PackOptions(spec_path=spec, out=tmp_path / "bundle", volume_size=40_000_000, sign_key=keys.private)
     )
     assert len(packed.volumes) == 3, "98 MB over 40 MB volumes"
-    report = verify(VerifyOptions(dirs=[v.path for v in packed.volumes], trust=[keys.public]))
+    report = verify(VerifyOptions(VolumeSet([v.path for v in packed.volumes], trust=[keys.public])))
     assert report.ok, report.problems
 
     store = tmp_path / "site" / "store"
     for v in packed.volumes:  # one USB stick after another
-        result = install(InstallOptions(dirs=[v.path], store=store, trust=[keys.public]))
+        result = install(InstallOptions(VolumeSet([v.path], trust=[keys.public]), store=store))
     assert result.complete and result.spec_path is not None
     installed = store / "gguf" / gguf.name
     assert installed.is_symlink() and installed.stat().st_size == gguf.stat().st_size
@@ -138,7 +139,7 @@ def test_hub_model_loads_by_its_original_id_offline(
 ) -> None:
     bundle, public = hub_bundle
     store = tmp_path / "store"
-    assert install(InstallOptions(dirs=[bundle], store=store, trust=[public])).complete
+    assert install(InstallOptions(VolumeSet([bundle], trust=[public]), store=store)).complete
     code = (
         "from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer\n"
         "tok = AutoTokenizer.from_pretrained('org/tiny-llama')\n"
@@ -159,7 +160,7 @@ def test_hub_model_served_by_vllm_from_the_store(
 ) -> None:
     bundle, public = hub_bundle
     store = tmp_path / "store"
-    result = install(InstallOptions(dirs=[bundle], store=store, trust=[public]))
+    result = install(InstallOptions(VolumeSet([bundle], trust=[public]), store=store))
     assert result.spec_path is not None
     served = yaml.safe_load(result.spec_path.read_text())
     assert served["models"][0]["hf"]["repo"] == "org/tiny-llama"

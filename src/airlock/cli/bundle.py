@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from airlock.bundle.workers import default_workers
 from airlock.cli.output import err, out
+from airlock.common.threads import default_workers
 from airlock.errors import ConfigError, MissingVolumeError
 from airlock.settings import Settings
 

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,6 +22,11 @@ from typing import TypeVar
 J = TypeVar("J")
 T = TypeVar("T")
 _PENDING = object()
+
+
+def default_workers() -> int:
+    """How many threads hash, copy and compress by default: one per core, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def run_jobs(

@@ -46,9 +46,9 @@ from airlock.bundle.staging.hashing import HashCache, Hashed, ToHash, hash_files
 from airlock.bundle.staging.sources.base import Collected, content_commit
 from airlock.bundle.staging.volumes import Item, Placement, plan_volumes
 from airlock.bundle.staging.writer import StoredSource, VolumeWriter, entry_path
-from airlock.bundle.workers import default_workers
 from airlock.common.fileio import DEFAULT_DISK, Disk, full_disk_named, write_atomic
 from airlock.common.progress import ProgressSink
+from airlock.common.threads import default_workers
 from airlock.errors import BundleError
 from airlock.spec import Spec, load_spec
 
