@@ -10,7 +10,7 @@ words. Special prompts steer it:
     "please wait"        -> answers a plain request after 3 s
     "please crash"       -> the process exits at once (to test supervision)
 
-It counts requests and cancelled streams at ``GET /stats``, requires ``FAKE_ENGINE_API_KEY`` when
+It counts requests and cancelled requests (streamed or not) at ``GET /stats``, requires ``FAKE_ENGINE_API_KEY`` when
 set, and exposes routes that the gateway must never pass on (``/tokenize``, ``/invocations``).
 
     python -m airlock.testing.fake_engine --port 8001 --model tiny --token-delay 0.01
@@ -124,7 +124,11 @@ class FakeEngine:
         }
         obj = "chat.completion" if chat else "text_completion"
         if not body.get("stream"):
-            await asyncio.sleep(3.0 if "please wait" in prompt else self.token_delay * len(words))
+            try:
+                await asyncio.sleep(3.0 if "please wait" in prompt else self.token_delay * len(words))
+            except asyncio.CancelledError:
+                self.stats["cancelled"] += 1
+                raise
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
             if chat:
                 choice["message"] = {"role": "assistant", "content": " ".join(words)}
