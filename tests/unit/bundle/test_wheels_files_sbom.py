@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,16 +121,16 @@ def test_sbom_lists_wheels_files_and_models_with_hashes_and_licences(
     assert result.manifest.sbom is not None and result.manifest.sbom.size == len(sbom_bytes)
     sbom = json.loads(sbom_bytes)
     assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.6"
-    by_type: dict[str, list[dict[str, object]]] = {}
+    by_type: dict[str, list[dict[str, Any]]] = {}  # parsed JSON
     for comp in sbom["components"]:
         by_type.setdefault(comp["type"], []).append(comp)
     (wheel,) = by_type["library"]
     assert wheel["purl"] == "pkg:pypi/demo-pkg@1.0" and wheel["licenses"] == [{"expression": "MIT"}]
     models = {m["name"]: m for m in by_type["machine-learning-model"]}
     assert models["local/tiny"]["licenses"] == [{"license": {"name": "apache-2.0"}}]
-    files = {c["name"] for c in models["local/tiny"]["components"]}  # type: ignore[union-attr]
+    files = {c["name"] for c in models["local/tiny"]["components"]}
     assert "model.safetensors" in files
-    assert all(h["alg"] == "SHA-256" for c in by_type["file"] for h in c["hashes"])  # type: ignore[union-attr]
+    assert all(h["alg"] == "SHA-256" for c in by_type["file"] for h in c["hashes"])
     _validate_cyclonedx(sbom_bytes)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,7 @@ def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]], *, 
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * (offset - cut))
 
 
-def make_model(folder: Path, config: dict[str, object] | None = None) -> Path:
+def make_model(folder: Path, config: Mapping[str, object] | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config or LLAMA))
     write_safetensors(folder / "model.safetensors", {
