@@ -44,9 +44,9 @@ typecheck: $(BIN)/airlock
 test: setup setup-vllm lint typecheck
 	$(BIN)/pytest
 
-## test-fast: the inner loop, without the integration tests
+## test-fast: the inner loop, without the integration tests, on every core (a test file stays on one worker)
 test-fast: $(BIN)/airlock
-	$(BIN)/pytest -m "not integration" -q
+	$(BIN)/pytest -m "not integration" -q -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
