@@ -1,6 +1,6 @@
-"""``airlock keygen | pack | verify | install | rebuild``: the crossing, on both sides.
+"""``airlock signing-key create | pack | verify | install | rebuild``: the crossing, on both sides.
 
-Keys: ``keygen`` writes ``$AIRLOCK_HOME/signing/airlock.key`` (and ``.pub``) unless told otherwise;
+Keys: ``signing-key create`` writes ``$AIRLOCK_HOME/signing/airlock.key`` (and ``.pub``) unless told otherwise;
 ``pack`` signs with that key when ``--sign`` is not given and it exists. ``verify`` and ``install``
 trust the keys given with ``--trust``, else every ``*.pub`` in ``$AIRLOCK_HOME/trusted/``.
 

@@ -1,4 +1,4 @@
-"""keygen, pack, verify, install, ls, inventory and rebuild as a user runs them: exit codes and messages."""
+"""signing-key create, pack, verify, install, ls, inventory and rebuild as a user runs them: exit codes and messages."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def airlock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capt
 def test_the_crossing_end_to_end(airlock: Cli, tmp_path: Path) -> None:
     staging = make_staging(tmp_path / "staging")
     home = tmp_path / "home"
-    keygen = airlock("keygen")
+    keygen = airlock("signing-key", "create")
     assert keygen.returncode == 0, keygen.stderr
     assert (home / "signing" / "airlock.key").is_file()
 
@@ -94,7 +94,7 @@ def test_the_crossing_end_to_end(airlock: Cli, tmp_path: Path) -> None:
 
 def test_exit_codes_for_bad_bundles(airlock: Cli, tmp_path: Path) -> None:
     staging = make_staging(tmp_path / "staging")
-    assert airlock("keygen", "--out", str(tmp_path / "k.key")).returncode == 0
+    assert airlock("signing-key", "create", "--out", str(tmp_path / "k.key")).returncode == 0
     pub = str(tmp_path / "k.key.pub")
     assert (
         airlock(

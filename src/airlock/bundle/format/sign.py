@@ -1,6 +1,6 @@
 """Ed25519 keys and detached signatures for manifests and inventories (through ``cryptography``).
 
-``airlock keygen --out KEY`` writes ``KEY`` (the private key, PKCS#8 PEM, mode 0600) and ``KEY.pub``
+``airlock signing-key create --out KEY`` writes ``KEY`` (the private key, PKCS#8 PEM, mode 0600) and ``KEY.pub``
 (one line: ``airlock-ed25519 <base64 of the 32-byte key> <comment>``). The staging side signs with
 the private key; the air-gapped side trusts the public key (``--trust KEY.pub``).
 
@@ -98,7 +98,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path}: not an unencrypted PEM private key ({exc})") from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{path}: not an Ed25519 key", hint="make one with `airlock keygen`")
+        raise ConfigError(f"{path}: not an Ed25519 key", hint="make one with `airlock signing-key create`")
     return key
 
 
