@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from airlock.bench.options import (
@@ -98,7 +100,7 @@ def test_options_checks() -> None:
     assert BenchOptions(url=URL, loads=loads).bound_duration_s == DEFAULT_DURATION_S
     assert BenchOptions(url=URL, loads=loads, requests=5).bound_duration_s is None
     assert BenchOptions(url=URL, loads=loads, requests=5, duration_s=2).bound_duration_s == 2
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"loads": ()}, "at least one load level"),
         ({"loads": (Load("concurrency", 1), Load("rate", 1))}, "not both"),
         ({"requests": 0}, "--requests"),
@@ -110,7 +112,7 @@ def test_options_checks() -> None:
     ]
     for change, message in cases:
         with pytest.raises(ConfigError, match=message):
-            BenchOptions(**{"url": URL, "loads": loads, **change})  # type: ignore[arg-type]
+            BenchOptions(**{"url": URL, "loads": loads, **change})
 
 
 def test_api_key_is_not_in_repr() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from airlock.bench import BenchOptions, Load, Observer, run_bench, runner
+from airlock.bench import BenchOptions, Load, Observer, run_bench, runner, workload
 from airlock.errors import EndpointError
 
 
@@ -90,7 +90,7 @@ def test_a_dataset_is_read_once_even_with_a_warm_up(
     dataset = tmp_path / "d.jsonl"
     dataset.write_text('{"prompt": "one two three"}\n{"prompt": "four five"}\n')
     reads: list[str] = []
-    real = runner.load_dataset
+    real = workload.load_dataset  # what runner imported
 
     def counting(source: str, **kw: Any) -> Any:
         reads.append(source)
