@@ -11,10 +11,29 @@ Example::
     save_results(results, Path("run.json"))
 """
 
-from airlock.bench.options import BenchOptions, Load, Slo
-from airlock.bench.results import BenchResults, load_results, save_results
-from airlock.bench.runner import Observer, run_bench, run_bench_async
+# The names below load on first use (PEP 562), so that `airlock bench --help` and a CLI module that
+# needs only the options' types do not load the runner (aiohttp) through this package.
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airlock.bench.options import BenchOptions, Load, Slo
+    from airlock.bench.results import BenchResults, load_results, save_results
+    from airlock.bench.runner import Observer, run_bench, run_bench_async
+
+_HOME = {
+    "BenchOptions": "options",
+    "Load": "options",
+    "Slo": "options",
+    "BenchResults": "results",
+    "load_results": "results",
+    "save_results": "results",
+    "Observer": "runner",
+    "run_bench": "runner",
+    "run_bench_async": "runner",
+}
 __all__ = [
     "BenchOptions",
     "BenchResults",
@@ -26,3 +45,9 @@ __all__ = [
     "run_bench_async",
     "save_results",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'airlock.bench' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"airlock.bench.{_HOME[name]}"), name)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
+from airlock.bench.options import Arrival, Endpoint  # light: typer reads these choices on every start
 from airlock.cli.output import err, out
 from airlock.errors import ConfigError
 
@@ -28,12 +29,6 @@ if TYPE_CHECKING:
 
     from airlock.bench.options import Load
     from airlock.bench.results import BenchResults, Summary
-
-# The choices of --arrival and --endpoint, spelled as airlock.bench.options spells them (a test
-# holds the two equal): importing that module loads all of airlock.bench, and typer reads these
-# annotations on every start, --help included.
-Arrival = Literal["poisson", "constant"]
-Endpoint = Literal["chat", "completions"]
 
 
 class _RunByDefault(TyperGroup):

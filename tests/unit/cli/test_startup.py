@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import get_args
 
 import pytest
 
@@ -75,12 +74,3 @@ def test_the_check_sees_a_heavy_import() -> None:
         "numpy",
         "gguf",
     ]
-
-
-def test_bench_choices_match_the_bench_options() -> None:
-    """cli/bench.py spells --arrival's and --endpoint's choices itself (not to load airlock.bench)."""
-    from airlock.bench import options
-    from airlock.cli import bench
-
-    assert get_args(bench.Arrival) == get_args(options.Arrival)
-    assert get_args(bench.Endpoint) == get_args(options.Endpoint)
