@@ -22,6 +22,7 @@ import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from airlock.errors import NoSpaceError
 
@@ -121,8 +122,13 @@ def read_ranges(
             yield view[:n]
 
 
-def hash_file(path: Path, *, on_bytes: OnBytes | None = None) -> tuple[int, str]:
-    """(size, sha256 hex) of a file, streamed."""
+class FileDigest(NamedTuple):
+    size: int
+    sha256: str  # hex
+
+
+def hash_file(path: Path, *, on_bytes: OnBytes | None = None) -> FileDigest:
+    """The size and SHA-256 of a file, streamed."""
     h = hashlib.sha256()
     size = 0
     for data in read_ranges(path):
@@ -130,7 +136,7 @@ def hash_file(path: Path, *, on_bytes: OnBytes | None = None) -> tuple[int, str]
         size += len(data)
         if on_bytes:
             on_bytes(len(data))
-    return size, h.hexdigest()
+    return FileDigest(size, h.hexdigest())
 
 
 def hash_range(

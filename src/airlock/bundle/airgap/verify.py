@@ -27,7 +27,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Entry, Manifest
@@ -97,8 +97,23 @@ def owners(manifest: Manifest) -> dict[str, list[str]]:
     return out
 
 
-def scan_volume(root: Path) -> tuple[set[str], list[str]]:
-    """(regular files, links and other non-files) under a volume root, as relative paths; never follows links."""
+class VolumeScan(NamedTuple):
+    files: set[str]  # regular files
+    odd: list[str]  # links, devices, anything that is not a regular file
+
+
+class Structure(NamedTuple):
+    problems: list[Problem]
+    sound: dict[int, list[Entry]]  # per volume, the entries present at the right size (to hash)
+
+
+class Checked(NamedTuple):
+    problems: list[Problem]
+    hashed_bytes: int
+
+
+def scan_volume(root: Path) -> VolumeScan:
+    """The regular files, links and other non-files under a volume root, as relative paths; never follows links."""
     files: set[str] = set()
     odd: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
@@ -115,7 +130,7 @@ def scan_volume(root: Path) -> tuple[set[str], list[str]]:
                 files.add(rel)
             else:
                 odd.append(rel)
-    return files, odd
+    return VolumeScan(files, odd)
 
 
 @dataclass(frozen=True)
@@ -150,9 +165,7 @@ def _hash_task(task: _Task, meter: Meter) -> str | None:
     return None
 
 
-def structure_problems(
-    opened: OpenBundle, volumes: list[MountedVolume]
-) -> tuple[list[Problem], dict[int, list[Entry]]]:
+def structure_problems(opened: OpenBundle, volumes: list[MountedVolume]) -> Structure:
     """Links, unlisted files, and missing or wrong-sized entries on ``volumes``, found without hashing.
 
     Returns the problems and, per volume, the entries that are there at the right size (to hash).
@@ -209,7 +222,7 @@ def structure_problems(
                     rel,
                 )
             )
-    return problems, sound
+    return Structure(problems, sound)
 
 
 def _sbom_problem(v: MountedVolume, manifest: Manifest, files: set[str]) -> list[Problem]:
@@ -248,8 +261,8 @@ def report_problems(problems: list[Problem]) -> None:
 
 def check_volumes(
     opened: OpenBundle, volumes: list[MountedVolume], *, workers: int, progress: ProgressSink | None
-) -> tuple[list[Problem], int]:
-    """Hash every entry on ``volumes`` and check their structure. Returns (problems, bytes hashed)."""
+) -> Checked:
+    """Hash every entry on ``volumes`` and check their structure."""
     manifest = opened.manifest
     who = owners(manifest)
     structural, sound = structure_problems(opened, volumes)
@@ -273,7 +286,7 @@ def check_volumes(
             Problem("corrupt", f"volume {number}: {path}: {why}{_of(affected)}", number, path, affected)
         )
     problems += [p for p in structural if p.kind != "corrupt"]
-    return problems, sum(t.length for t in tasks)
+    return Checked(problems, sum(t.length for t in tasks))
 
 
 def _of(files: tuple[str, ...]) -> str:

@@ -22,6 +22,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -109,9 +110,13 @@ def find_volume_roots(dirs: list[Path]) -> list[Path]:
     return roots
 
 
-def load_trusted(
-    first: Path, data: bytes, trusted: list[Ed25519PublicKey], *, allow_unsigned: bool
-) -> tuple[str | None, list[str]]:
+class Trust(NamedTuple):
+    signed_by: str | None  # the key id that signed the manifest, None where it was not checked
+    notes: list[str]  # why not, for the user
+
+
+def load_trusted(first: Path, data: bytes, trusted: list[Ed25519PublicKey], *, allow_unsigned: bool) -> Trust:
+    """Check the manifest's signature against the trusted keys (or note why it is not checked)."""
     notes = []
     sig_path = first / layout.SIGNATURE
     if not sig_path.exists() and not sig_path.is_symlink():
@@ -121,12 +126,14 @@ def load_trusted(
                 hint="ask for a signed bundle, or pass --allow-unsigned to check its hashes only",
             )
         notes.append("the bundle is not signed: its hashes prove it is intact, not who made it")
-        return None, notes
+        return Trust(None, notes)
     signature = read_small(sig_path, what="signature")
     if not trusted and allow_unsigned:
         notes.append("the bundle is signed but no key is trusted (--trust): the signature was not checked")
-        return None, notes
-    return verify(trusted, data, signature, MANIFEST_CONTEXT, source=str(first / layout.MANIFEST)), notes
+        return Trust(None, notes)
+    return Trust(
+        verify(trusted, data, signature, MANIFEST_CONTEXT, source=str(first / layout.MANIFEST)), notes
+    )
 
 
 def open_bundle(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import zfec
 
@@ -11,6 +12,11 @@ from airlock.bundle.format.manifest import Parity, Volume
 from airlock.bundle.format.parity import ShareSink, rows_of, share_entry, volume_stream
 from airlock.common.fileio import DEFAULT_DISK, Disk
 from airlock.common.progress import Meter, ProgressSink
+
+
+class ParityWritten(NamedTuple):
+    parity: Parity  # the manifest's record of the scheme
+    volumes: list[Volume]  # the parity volumes, with their shares' hashes
 
 
 def write_parity(
@@ -22,7 +28,7 @@ def write_parity(
     chunk_size: int,
     disk: Disk = DEFAULT_DISK,
     progress: ProgressSink | None = None,
-) -> tuple[Parity, list[Volume]]:
+) -> ParityWritten:
     """Compute ``count`` parity volumes over the data ``volumes`` written under ``out``."""
     k = len(volumes)
     rows = rows_of(volumes, block)
@@ -53,4 +59,4 @@ def write_parity(
         )
         for j, (whole, chunks) in enumerate(results, start=1)
     ]
-    return Parity(data_volumes=k, parity_volumes=count, block=block, rows=rows), parity_volumes
+    return ParityWritten(Parity(data_volumes=k, parity_volumes=count, block=block, rows=rows), parity_volumes)
