@@ -183,10 +183,19 @@ def _spec_targets(spec: Spec, flags: _Flags) -> list[_Target]:
                     _Target(m.name, folder, _merge(options_for(spec, m.engine, os.environ), flags))
                 )
         elif m.gguf is not None:
-            targets.append(_Target(m.name, m.gguf, _merge(None, replace(flags, cpu=True))))
+            targets.append(_Target(m.name, m.gguf, _merge(None, _on_the_cpu(flags))))
     if not targets:
         raise ConfigError("the spec has no model with local files to plan")
     return targets
+
+
+def _on_the_cpu(flags: _Flags) -> _Flags:
+    """The flags for a llama.cpp (GGUF) model, which runs on the CPU: the GPU target and the GPU
+    parallelism given for the spec's vLLM models do not apply to it."""
+    return replace(
+        flags, cpu=True, gpu=None, gpus=None, gpu_memory=None, driver=None,
+        tensor_parallel_size=None, pipeline_parallel_size=None,
+    )  # fmt: skip
 
 
 def _given(flag: _T | None, current: _T) -> _T:

@@ -123,6 +123,26 @@ def test_cli_table_and_exit_code_when_it_does_not_fit(model_dir: Path) -> None:
     assert "does not fit" in result.output and "would fit" in result.output
 
 
+def test_cli_gpu_flag_with_a_spec_that_also_has_a_gguf_model(model_dir: Path, tmp_path: Path) -> None:
+    """--gpu targets the spec's vLLM models; its llama.cpp (GGUF) model is still planned for the CPU."""
+    import yaml
+
+    from airlock.serving.default_model import locate_default_model
+    from airlock.settings import Settings
+
+    gguf = locate_default_model(Settings.from_env({"HOME": str(tmp_path)}))
+    spec = tmp_path / "airlock.yaml"
+    spec.write_text(yaml.safe_dump({"models": [
+        {"name": "big", "path": str(model_dir), "engine": {"kind": "vllm"}},
+        {"name": "small", "gguf": str(gguf), "engine": {"kind": "llamacpp"}},
+    ]}))  # fmt: skip
+    result = CliRunner().invoke(_cli(), ["--config", str(spec), "--gpu", "h100-80gb:2", "--json"])
+    assert result.exit_code == 0, result.output
+    plans = {p["name"]: p for p in json.loads(result.output)}
+    assert plans["big"]["hardware"]["catalog_key"] == "h100-80gb" and plans["big"]["hardware"]["count"] == 2
+    assert plans["small"]["hardware"]["cpu"] is True
+
+
 def test_cli_contradictory_flags(model_dir: Path) -> None:
     result = CliRunner().invoke(_cli(), [str(model_dir), "--gpu", "h100", "--gpu-memory", "80GiB"])
     assert isinstance(result.exception, ConfigError) and "not both" in str(result.exception)
