@@ -6,7 +6,7 @@ the store are imported inside the command.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -17,7 +17,10 @@ from airlock.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
+    from airlock.plan.facts import ModelFacts
+    from airlock.plan.llamacpp import LlamaCppOptions, LlamaCppPlan
     from airlock.plan.planner import Plan, PlanOptions
     from airlock.spec import Spec
 
@@ -51,6 +54,7 @@ class _Target:
     name: str
     folder: Path
     options: PlanOptions
+    llamacpp: LlamaCppOptions | None = None  # a llama.cpp model: planned for llama.cpp, not vLLM
 
 
 @dataclass(frozen=True)
@@ -58,59 +62,86 @@ class _Planned:
     """One target's plan, under the target's name."""
 
     name: str
-    plan: Plan
+    plan: Plan | LlamaCppPlan
+
+
+_TARGET = "Target (default: vLLM's CPU build)"
+_VLLM = "vLLM settings"
+_FIND = "Finding the model"
+_PARALLEL = "Parallelism (default: the smallest that fits)"
 
 
 def plan_cli(
     model: Annotated[
         str | None,
-        typer.Argument(help="A model folder, a .gguf file, or a Hugging Face id in the local cache."),
+        typer.Argument(help="Model folder, .gguf file, or repo id (HF cache or store)."),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="Plan the spec's vLLM models (and take its hardware)."),
-    ] = None,
-    gpu: Annotated[str | None, typer.Option(help="GPU from the catalog, with a count: h100-80gb:2.")] = None,
-    gpus: Annotated[int | None, typer.Option(help="Number of GPUs.")] = None,
-    gpu_memory: Annotated[
-        str | None, typer.Option(help="Per-GPU memory instead of a catalog name: 80GiB.")
-    ] = None,
-    driver: Annotated[str | None, typer.Option(help="The host's NVIDIA driver version: 550.54.14.")] = None,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Plan for vLLM's CPU build.")] = False,
-    cpu_kv_space: Annotated[
-        int | None, typer.Option(help="VLLM_CPU_KVCACHE_SPACE in GiB (with --cpu).")
-    ] = None,
-    max_model_len: Annotated[
-        int | None, typer.Option(help="Context length to plan for (default: the model's).")
-    ] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vLLM's share of GPU memory.")] = None,
-    quantization: Annotated[str | None, typer.Option(help="vLLM --quantization.")] = None,
-    kv_cache_dtype: Annotated[str, typer.Option(help="auto, fp8, fp8_e4m3, fp8_e5m2.")] = "auto",
-    vllm_version: Annotated[
-        str | None, typer.Option(help="The vLLM release the site runs (default: newest tabled).")
-    ] = None,
-    tensor_parallel_size: Annotated[
-        int | None, typer.Option("--tensor-parallel-size", "--tp", help="Fix tp instead of choosing.")
-    ] = None,
-    pipeline_parallel_size: Annotated[
-        int | None, typer.Option("--pipeline-parallel-size", "--pp", help="Fix pp.")
-    ] = None,
-    max_num_seqs: Annotated[
-        int | None, typer.Option(help="vLLM --max-num-seqs (sizes the sampler's profiling run).")
+        typer.Option("--config", "-c", help="Plan the spec's models on its hardware.", rich_help_panel=_FIND),
     ] = None,
     hf_cache: Annotated[
-        Path | None, typer.Option(help="Hugging Face cache or airlock store to look a repo id up in.")
+        Path | None,
+        typer.Option(help="Look only in this HF cache or store.", rich_help_panel=_FIND),
     ] = None,
-    revision: Annotated[str | None, typer.Option(help="Revision of a repo id in the cache.")] = None,
+    revision: Annotated[
+        str | None, typer.Option(help="Revision of a repo id.", rich_help_panel=_FIND)
+    ] = None,
+    gpu: Annotated[
+        str | None, typer.Option(help="Catalog GPU and count: h100-80gb:2.", rich_help_panel=_TARGET)
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option(help="GPU count (with --gpu or --gpu-memory).", rich_help_panel=_TARGET)
+    ] = None,
+    gpu_memory: Annotated[
+        str | None, typer.Option(help="Memory per GPU, no catalog: 80GiB.", rich_help_panel=_TARGET)
+    ] = None,
+    driver: Annotated[
+        str | None, typer.Option(help="NVIDIA driver version: 550.54.14.", rich_help_panel=_TARGET)
+    ] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="vLLM's CPU build.", rich_help_panel=_TARGET)] = False,
+    cpu_kv_space: Annotated[
+        int | None, typer.Option(help="VLLM_CPU_KVCACHE_SPACE, GiB.", rich_help_panel=_TARGET)
+    ] = None,
+    max_model_len: Annotated[
+        int | None, typer.Option(help="Context length (default: model's).", rich_help_panel=_VLLM)
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        float | None, typer.Option(help="vLLM's share of GPU memory.", rich_help_panel=_VLLM)
+    ] = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="vLLM --quantization.", rich_help_panel=_VLLM)
+    ] = None,
+    kv_cache_dtype: Annotated[
+        str, typer.Option(help="auto, fp8, fp8_e4m3, fp8_e5m2.", rich_help_panel=_VLLM)
+    ] = "auto",
+    vllm_version: Annotated[
+        str | None, typer.Option(help="The site's vLLM (default: newest).", rich_help_panel=_VLLM)
+    ] = None,
+    tensor_parallel_size: Annotated[
+        int | None,
+        typer.Option(
+            "--tp", "--tensor-parallel-size", help="Tensor parallel size.", rich_help_panel=_PARALLEL
+        ),
+    ] = None,
+    pipeline_parallel_size: Annotated[
+        int | None,
+        typer.Option(
+            "--pp", "--pipeline-parallel-size", help="Pipeline parallel size.", rich_help_panel=_PARALLEL
+        ),
+    ] = None,
+    max_num_seqs: Annotated[
+        int | None, typer.Option(help="vLLM --max-num-seqs.", rich_help_panel=_VLLM)
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
     list_gpus_flag: Annotated[
         bool, typer.Option("--list-gpus", help="List the GPU catalog and exit.")
     ] = False,
 ) -> None:
-    """Will a model start on that hardware, how much KV cache will it have, and with which engine arguments."""
-    from airlock.plan.facts import read_facts
-    from airlock.plan.planner import plan
+    """Will a model start on that hardware, how much KV cache will it have, and with which engine arguments.
 
+    A spec's llama.cpp models are planned for llama.cpp, against this host's RAM.
+    """
     if list_gpus_flag:
         _print_catalog(as_json)
         return
@@ -129,14 +160,32 @@ def plan_cli(
         targets = _spec_targets(spec, flags)
     else:
         raise ConfigError("give a model (folder, .gguf or repo id) or --config airlock.yaml")
-    results = [_Planned(t.name, plan(read_facts(t.folder), t.options)) for t in targets]
+    results = [_plan_target(t, flags) for t in targets]
     if as_json:
         _print_json(results, single=model is not None)
     else:
         for r in results:
-            _render(r.plan, f"plan: {r.name}")
+            _render_any(r)
     if any(r.plan.problems for r in results):
         raise typer.Exit(6)
+
+
+def _plan_target(t: _Target, flags: _Flags) -> _Planned:
+    """One target planned for its engine: llama.cpp against this host's RAM, else vLLM."""
+    from airlock.plan.facts import read_facts
+    from airlock.plan.planner import plan
+
+    facts = read_facts(t.folder)
+    if t.llamacpp is None:
+        return _Planned(t.name, plan(facts, t.options))
+    from airlock.plan.llamacpp import host_ram, plan_llamacpp
+
+    p = plan_llamacpp(facts, t.llamacpp, ram_bytes=host_ram())
+    given = [f"--{f.name.replace('_', '-')}" for f in fields(flags) if getattr(flags, f.name) is not None]
+    if given:
+        note = f"{', '.join(given)}: for vLLM models; llama.cpp takes its settings from the spec's engine"
+        p = replace(p, notes=(*p.notes, note))
+    return _Planned(t.name, p)
 
 
 def _spec_in_use(config: Path | None, model: str | None) -> Spec | None:
@@ -158,44 +207,47 @@ def _model_target(
 
     from airlock.plan.apply import options_for
     from airlock.plan.locate import locate_model
+    from airlock.settings import Settings
     from airlock.spec import VllmEngineSpec
 
-    folder = locate_model(model, cache_dir=hf_cache or (spec.store if spec else None), revision=revision)
+    store = spec.store if spec and spec.store else Settings.from_env().store
+    folder = locate_model(model, cache_dir=hf_cache, revision=revision, store=store)
     base = options_for(spec, VllmEngineSpec(kind="vllm"), os.environ) if spec and spec.hardware else None
     return _Target(model, folder, _merge(base, flags))
 
 
 def _spec_targets(spec: Spec, flags: _Flags) -> list[_Target]:
-    """The spec's vLLM models with local files, and its GGUF models (planned for the CPU)."""
+    """The spec's vLLM models with local files (planned for vLLM), and its llama.cpp models (for llama.cpp)."""
     import os
 
     from airlock.plan.apply import model_folder, options_for
+    from airlock.plan.llamacpp import llamacpp_options
     from airlock.settings import Settings
-    from airlock.spec import VllmEngineSpec
-    from airlock.store.resolve import spec_store
+    from airlock.spec import LlamaCppEngineSpec, VllmEngineSpec
+    from airlock.store.resolve import resolve_gguf, spec_store
 
+    store = spec_store(spec, Settings.from_env())
     targets = []
     for m in spec.models:
         if isinstance(m.engine, VllmEngineSpec):
-            folder = model_folder(m, spec_store(spec, Settings.from_env()))
+            folder = model_folder(m, store)
             if folder is not None:
                 targets.append(
                     _Target(m.name, folder, _merge(options_for(spec, m.engine, os.environ), flags))
                 )
-        elif m.gguf is not None:
-            targets.append(_Target(m.name, m.gguf, _merge(None, _on_the_cpu(flags))))
+        elif isinstance(m.engine, LlamaCppEngineSpec):
+            e = m.engine
+            targets.append(
+                _Target(
+                    m.name,
+                    resolve_gguf(m, store),
+                    _merge(None, _Flags()),
+                    llamacpp_options(e.ctx_size, e.parallel, list(e.args)),
+                )
+            )
     if not targets:
         raise ConfigError("the spec has no model with local files to plan")
     return targets
-
-
-def _on_the_cpu(flags: _Flags) -> _Flags:
-    """The flags for a llama.cpp (GGUF) model, which runs on the CPU: the GPU target and the GPU
-    parallelism given for the spec's vLLM models do not apply to it."""
-    return replace(
-        flags, cpu=True, gpu=None, gpus=None, gpu_memory=None, driver=None,
-        tensor_parallel_size=None, pipeline_parallel_size=None,
-    )  # fmt: skip
 
 
 def _given(flag: _T | None, current: _T) -> _T:
@@ -208,7 +260,14 @@ def _merge(base: PlanOptions | None, flags: _Flags) -> PlanOptions:
     spec's whole target, and with no target at all the plan is for the CPU."""
     from airlock.plan.planner import PlanOptions
 
-    opts = base or PlanOptions()
+    if base is None:
+        import os
+
+        from airlock.plan.planner import allows_long_max_model_len
+
+        allow = allows_long_max_model_len(os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN"))
+        base = PlanOptions(allow_long_max_model_len=allow)
+    opts = base
     if flags.gpu or flags.gpu_memory or flags.cpu:
         opts = replace(opts, gpu=None, gpu_memory=None, gpus=None, cpu=False)
     opts = replace(
@@ -237,9 +296,16 @@ def _print_json(results: list[_Planned], *, single: bool) -> None:
     """The plans as JSON on stdout: one object for a named model, a list for a spec."""
     import json
 
-    from airlock.plan.serialize import plan_to_dict
+    from airlock.plan.planner import Plan
+    from airlock.plan.serialize import llamacpp_plan_to_dict, plan_to_dict
 
-    data = [{"name": r.name, **plan_to_dict(r.plan)} for r in results]
+    data = [
+        {
+            "name": r.name,
+            **(plan_to_dict(r.plan) if isinstance(r.plan, Plan) else llamacpp_plan_to_dict(r.plan)),
+        }
+        for r in results
+    ]
     print(json.dumps(data[0] if single else data, indent=1))
 
 
@@ -249,11 +315,52 @@ def _gib(n: int) -> str:
     return f"{n / GIB:,.2f} GiB"
 
 
+def _text(value: object, style: str = "") -> Text:
+    """Text from the user, the disk or the model as it is: never read as rich markup or :emoji: codes."""
+    from rich.text import Text
+
+    return Text(str(value), style=style)
+
+
+def _line(*parts: str | tuple[str, str]) -> Text:
+    """One printed line: plain strings taken literally, (text, style) pairs styled."""
+    from rich.text import Text
+
+    return Text.assemble(*parts)
+
+
+def _render_any(r: _Planned) -> None:
+    """A vLLM plan or a llama.cpp plan, as tables."""
+    from airlock.plan.planner import Plan
+
+    if isinstance(r.plan, Plan):
+        _render(r.plan, f"plan: {r.name}")
+    else:
+        _render_llamacpp(r.plan, f"plan: {r.name} (llama.cpp)")
+
+
 def _render(p: Plan, title: str) -> None:
-    """The plan as tables: model and target, memory per GPU, KV cache, tp sizes, compatibility, verdict."""
+    """The plan as tables: model and target, memory (per GPU, or on the CPU), KV cache, tp sizes,
+    compatibility, verdict."""
     for table in (_head_table(p, title), _memory_table(p), _kv_table(p), _tp_table(p), _compat_table(p)):
         out.print(table)
     _print_verdict(p)
+
+
+def _model_row(f: ModelFacts) -> Text:
+    return _text(
+        f"{f.architecture} ({f.format}), {f.param_count / 1e9:,.2f} B params, {_gib(f.weight_bytes)} of weights"
+    )
+
+
+def _shape_row(f: ModelFacts) -> Text:
+    kinds = ", ".join(f"{n} {k}" for k in sorted(set(f.layer_kinds)) if (n := f.layer_kinds.count(k)))
+    attn = (
+        f"MLA (latent {f.mla.kv_lora_rank} + rope {f.mla.qk_rope_head_dim})"
+        if f.mla
+        else f"{f.num_heads} heads, {f.num_kv_heads} kv heads, head_dim {f.head_dim}"
+    )
+    return _text(f"{f.num_layers} layers ({kinds}); {attn}; vocab {f.vocab_size:,}")
 
 
 def _head_table(p: Plan, title: str) -> Table:
@@ -261,29 +368,23 @@ def _head_table(p: Plan, title: str) -> Table:
     from rich.table import Table
 
     f, hw, b = p.facts, p.hardware, p.budget
-    head = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    head = Table(title=_text(title), show_header=False, title_justify="left", box=None, pad_edge=False)
     head.add_column(style="bold")
     head.add_column()
-    kinds = ", ".join(f"{n} {k}" for k in sorted(set(f.layer_kinds)) if (n := f.layer_kinds.count(k)))
-    attn = (
-        f"MLA (latent {f.mla.kv_lora_rank} + rope {f.mla.qk_rope_head_dim})"
-        if f.mla
-        else f"{f.num_heads} heads, {f.num_kv_heads} kv heads, head_dim {f.head_dim}"
-    )
-    head.add_row(
-        "model",
-        f"{f.architecture} ({f.format}), {f.param_count / 1e9:,.2f} B params, {_gib(f.weight_bytes)} of weights",
-    )
-    head.add_row("shape", f"{f.num_layers} layers ({kinds}); {attn}; vocab {f.vocab_size:,}")
+    head.add_row("model", _model_row(f))
+    head.add_row("shape", _shape_row(f))
     head.add_row(
         "target",
-        f"{hw.count} x {hw.name}"
-        + (f", compute {hw.cc_text}" if hw.compute_capability else "")
-        + f"  [dim]({hw.memory_source})[/]",
+        _line(
+            f"{hw.count} x {hw.name}" + (f", compute {hw.cc_text}" if hw.compute_capability else ""),
+            (f"  ({hw.memory_source})", "dim"),
+        ),
     )
     head.add_row(
         "vLLM",
-        f"{p.vllm_version} ({b.engine} engine), dtype {p.dtype}, KV cache {p.kv_dtype}, tp {p.tp}, pp {p.pp}",
+        _text(
+            f"{p.vllm_version} ({b.engine} engine), dtype {p.dtype}, KV cache {p.kv_dtype}, tp {p.tp}, pp {p.pp}"
+        ),
     )
     return head
 
@@ -293,7 +394,7 @@ def _memory_table(p: Plan) -> Table:
     from rich.table import Table
 
     b = p.budget
-    mem = Table(title="memory per GPU", title_justify="left")
+    mem = Table(title="memory (CPU)" if p.hardware.is_cpu else "memory per GPU", title_justify="left")
     mem.add_column("part")
     mem.add_column("size", justify="right")
     mem.add_column("how", style="dim")
@@ -324,7 +425,8 @@ def _kv_table(p: Plan) -> Table:
     kv.add_column(style="bold")
     kv.add_column(justify="right")
     rep = f" (each kv head on {lay.replicated} GPUs)" if lay.replicated > 1 and not p.facts.mla else ""
-    kv.add_row("bytes per token per GPU", f"{lay.bytes_per_token:,}{rep}")
+    per = "bytes per token" if p.hardware.is_cpu else "bytes per token per GPU"
+    kv.add_row(per, f"{lay.bytes_per_token:,}{rep}")
     kv.add_row(
         "block size / blocks",
         f"{lay.block_size} / {c.num_blocks:,}" if not p.informational else f"{lay.block_size} / auto",
@@ -344,8 +446,12 @@ def _tp_table(p: Plan) -> Table:
     par.add_column("ok")
     par.add_column("why")
     for t in p.tp_checks:
-        par.add_row(str(t.size), "[green]yes[/]" if t.ok else "[red]no[/]", "; ".join(t.reasons or t.notes))
+        par.add_row(str(t.size), _ok(t.ok), _text("; ".join(t.reasons or t.notes)))
     return par
+
+
+def _ok(ok: bool) -> Text:
+    return _text("yes", "green") if ok else _text("no", "red")
 
 
 def _compat_table(p: Plan) -> Table:
@@ -355,35 +461,85 @@ def _compat_table(p: Plan) -> Table:
     checks = Table(title="compatibility", title_justify="left", show_header=False)
     checks.add_column(style="bold")
     checks.add_column()
-    checks.add_row("architecture", ("[green]ok[/] " if p.support.ok else "[red]no[/] ") + p.support.message)
+    checks.add_row("architecture", _checked(p.support.ok, p.support.message))
     if p.quant:
-        checks.add_row("quantization", ("[green]ok[/] " if p.quant.ok else "[red]no[/] ") + p.quant.message)
+        checks.add_row("quantization", _checked(p.quant.ok, p.quant.message))
     if p.driver:
-        style = {"native": "[green]ok[/] ", "minor-compat": "[yellow]risky[/] "}.get(
-            p.driver.level, "[red]no[/] "
+        word, style = {"native": ("ok", "green"), "minor-compat": ("risky", "yellow")}.get(
+            p.driver.level, ("no", "red")
         )
-        checks.add_row("driver", style + p.driver.message)
+        checks.add_row("driver", _line((word, style), " ", p.driver.message))
     return checks
+
+
+def _checked(ok: bool, message: str) -> Text:
+    return _line(("ok", "green") if ok else ("no", "red"), " ", message)
+
+
+def _print_findings(notes: tuple[str, ...], problems: tuple[str, ...], suggestions: tuple[str, ...]) -> None:
+    for note in notes:
+        out.print(_line(("note:", "dim"), " ", note))
+    for problem in problems:
+        out.print(_line(("cannot start:", "bold red"), " ", problem))
+    for s in suggestions:
+        out.print(_line(("would fit:", "bold yellow"), " ", s))
 
 
 def _print_verdict(p: Plan) -> None:
     """Notes, problems and what would fit, then fits or not with the engine arguments."""
     import shlex
 
-    for note in p.notes:
-        out.print(f"[dim]note:[/] {note}")
-    for problem in p.problems:
-        out.print(f"[bold red]cannot start:[/] {problem}")
-    for s in p.suggestions:
-        out.print(f"[bold yellow]would fit:[/] {s}")
+    _print_findings(p.notes, p.problems, p.suggestions)
     verdict = (
-        "[yellow]informational (CPU)[/]"
-        if p.informational
-        else "[bold green]fits[/]"
+        ("informational (CPU)", "yellow")
+        if p.informational and not p.problems
+        else ("fits", "bold green")
         if p.fits
-        else "[bold red]does not fit[/]"
+        else ("does not fit", "bold red")
     )
-    out.print(f"{verdict}   engine args: [bold]{shlex.join(p.engine_args) or '(none)'}[/]\n")
+    out.print(_line(verdict, "   engine args: ", (shlex.join(p.engine_args) or "(none)", "bold")), "\n")
+
+
+def _render_llamacpp(p: LlamaCppPlan, title: str) -> None:
+    """A llama.cpp plan: the model, llama.cpp's context, the host RAM it takes, the verdict."""
+    import shlex
+
+    from rich.table import Table
+
+    f, o = p.facts, p.options
+    head = Table(title=_text(title), show_header=False, title_justify="left", box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("model", _model_row(f))
+    head.add_row("shape", _shape_row(f))
+    head.add_row(
+        "engine", _text(f"llama.cpp (llama-server, CPU); model trained for {f.max_model_len:,} tokens")
+    )
+    head.add_row(
+        "context",
+        _text(
+            f"ctx_size {p.ctx_size:,}" + (" (0: the model's)" if o.ctx_size == 0 else "")
+            + f", {o.parallel} slots of {p.tokens_per_slot:,} tokens; cache {o.cache_type_k}/{o.cache_type_v}"
+        ),
+    )  # fmt: skip
+    out.print(head)
+    mem = Table(title="memory (host RAM)", title_justify="left")
+    mem.add_column("part")
+    mem.add_column("size", justify="right")
+    mem.add_column("how", style="dim")
+    mem.add_row("weights", _gib(p.file_bytes), "the GGUF file, mapped")
+    mem.add_row(
+        "+ KV cache",
+        _gib(p.kv_bytes),
+        f"{p.kv_layers} layers x {p.ctx_size:,} tokens x {f.num_kv_heads} kv heads x "
+        f"(K {f.head_dim} + V {f.v_head_dim}) x {o.cache_type_k}/{o.cache_type_v}",
+    )
+    mem.add_row("= total", _gib(p.total_bytes), "", style="bold" if p.fits else "bold red")
+    mem.add_row("host RAM", _gib(p.ram_bytes) if p.ram_bytes else "unknown", "this machine")
+    out.print(mem)
+    _print_findings(p.notes, p.problems, ())
+    verdict = ("fits", "bold green") if p.fits else ("does not fit", "bold red")
+    out.print(_line(verdict, "   llama-server args: ", (shlex.join(p.args), "bold")), "\n")
 
 
 def _print_catalog(as_json: bool) -> None:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 from airlock.errors import AirlockError, CannotStartError
 from airlock.plan.facts import ModelFacts, read_facts
-from airlock.plan.planner import Plan, PlanOptions, plan
+from airlock.plan.planner import Plan, PlanOptions, allows_long_max_model_len, plan
 from airlock.spec import ModelSpec, Spec, VllmEngineSpec
 from airlock.store.resolve import resolve_model_dir
 
@@ -31,6 +31,8 @@ _ARG_FLAGS = {
     "--max-num-batched-tokens": "max_num_batched_tokens",
     "--block-size": "block_size",
 }
+
+_ALLOW_LONG = "VLLM_ALLOW_LONG_MAX_MODEL_LEN"  # the engine's environment: the spec's env over serve's own
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ def options_for(spec: Spec, engine: VllmEngineSpec, environ: Mapping[str, str]) 
         quantization=flags.quantization,
         max_num_batched_tokens=flags.max_num_batched_tokens,
         block_size=flags.block_size,
+        allow_long_max_model_len=allows_long_max_model_len(
+            engine.env.get(_ALLOW_LONG, environ.get(_ALLOW_LONG))
+        ),
     )
     hw = spec.hardware
     if hw is None:

@@ -79,6 +79,7 @@ class ModelFacts:
     tied_embeddings: bool = False
     generation: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    model_max_length: int | None = None  # the config's own key: vLLM lets --max-model-len go up to it
 
     @property
     def dtype_bytes(self) -> int:
@@ -247,6 +248,7 @@ def from_config(
         intermediate_size=shape.intermediate,
         vocab_size=shape.vocab,
         max_model_len=_derived_max_len(text, path),
+        model_max_length=m if isinstance(m := text.get("model_max_length"), int) and m > 0 else None,
         dtype=dtype,
         weight_bytes=sizes.total_bytes,
         param_count=sizes.params,

@@ -41,6 +41,12 @@ class PlanOptions:
     max_num_batched_tokens: int | None = None
     block_size: int | None = None
     dtype: str | None = None
+    allow_long_max_model_len: bool = False  # VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 in the engine's environment
+
+
+def allows_long_max_model_len(value: str | None) -> bool:
+    """Whether a VLLM_ALLOW_LONG_MAX_MODEL_LEN value turns vLLM's length check off (as vLLM reads it: 1 or true)."""
+    return value is not None and value.strip().lower() in ("1", "true")
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,12 @@ def _check_flags(options: PlanOptions, facts: ModelFacts) -> None:
         raise ConfigError(f"--gpu-memory-utilization {util}: must be in (0, 1]")
     if options.cpu and (options.gpu or options.gpu_memory):
         raise ConfigError("--cpu plans for vLLM's CPU build; it takes no --gpu or --gpu-memory")
+    if options.gpus is not None and not (options.gpu or options.gpu_memory):
+        raise ConfigError(
+            f"--gpus {options.gpus} counts GPUs, but no GPU is given: add --gpu (a catalog name) or --gpu-memory",
+            hint=f"e.g. --gpu h100-80gb --gpus {options.gpus}, or --gpu-memory 80GiB --gpus {options.gpus}; "
+            "--list-gpus shows the catalog",
+        )
     if options.max_model_len is not None and options.max_model_len < 16:
         raise ConfigError(f"--max-model-len {options.max_model_len}: must be at least 16")
     q = options.quantization
@@ -234,7 +246,7 @@ def plan(facts: ModelFacts, options: PlanOptions) -> Plan:
     setting = _setting(facts, options)
     fit = _fit(facts, options, setting)
     checks = _compatibility(facts, options, setting)
-    found = fit.findings + checks.findings
+    found = fit.findings + checks.findings + _length_findings(facts, options, fit.max_len)
     # Problems of size and parallelism can be mended by more GPUs, quantization or a shorter length,
     # whereas a driver or architecture problem needs another vLLM release, not more memory.
     if fit.findings.problems and not fit.informational:
@@ -292,11 +304,6 @@ def _fit(facts: ModelFacts, options: PlanOptions, s: _Setting) -> _Fit:
             ))  # fmt: skip
             max_len = fitted
             sizing = s.measure(s.facts, tp, pp, max_len)
-    if max_len > facts.max_model_len:
-        found += _Findings(notes=(
-            f"max_model_len {max_len:,} is beyond the model's {facts.max_model_len:,}: vLLM refuses it "
-            "unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1",
-        ))  # fmt: skip
     if not informational:
         found += _memory_findings(sizing, s.util, max_len)
     pp_checks = tuple(
@@ -324,6 +331,28 @@ def _fitted_length(sizing: Sizing, max_len: int) -> int | None:
     fitted = max_len_that_fits(sizing.layout, budget.kv_bytes, budget.batched_tokens, max_len)
     fitted = fitted // 256 * 256 if fitted > 256 else fitted
     return fitted if fitted >= 16 else None
+
+
+def _length_findings(facts: ModelFacts, options: PlanOptions, max_len: int) -> _Findings:
+    """vLLM's own length check: a max_model_len beyond what it derives from the config (and beyond the
+    config's model_max_length, which may allow more) stops it at start unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1."""
+    limit = facts.max_model_len
+    if max_len <= limit or (facts.model_max_length is not None and max_len <= facts.model_max_length):
+        return _Findings()
+    if options.allow_long_max_model_len:
+        return _Findings(notes=(
+            f"max_model_len {max_len:,} is beyond the model's {limit:,}; vLLM accepts it because "
+            "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 is set, but the model was not trained for it: outputs past "
+            f"{limit:,} tokens may be wrong",
+        ))  # fmt: skip
+    return _Findings(
+        problems=(
+            f"max_model_len {max_len:,} is beyond the model's {limit:,} (from its config.json): vLLM refuses "
+            f"to start; give --max-model-len {limit} or less, or set VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 knowingly "
+            "(the model was not trained for longer contexts)",
+        ),
+        suggestions=(f"--max-model-len {limit} (the model's own limit)",),
+    )
 
 
 def _memory_findings(sizing: Sizing, util: float, max_len: int) -> _Findings:

@@ -13,6 +13,7 @@ from typing import Any
 from airlock.plan.facts import ModelFacts
 from airlock.plan.hardware import Hardware
 from airlock.plan.kv import Capacity, KvLayout
+from airlock.plan.llamacpp import LlamaCppPlan
 from airlock.plan.memory import Budget
 from airlock.plan.planner import Plan
 
@@ -20,6 +21,7 @@ from airlock.plan.planner import Plan
 def plan_to_dict(p: Plan) -> dict[str, Any]:
     """The whole plan, section by section: model, hardware, settings, memory, KV cache, checks, verdict."""
     return {
+        "engine": "vllm",
         "model": _model(p.facts),
         "hardware": _hardware(p.hardware),
         "vllm_version": p.vllm_version,
@@ -130,4 +132,27 @@ def _checks(p: Plan) -> dict[str, Any]:
         "driver": None
         if p.driver is None
         else {"level": p.driver.level, "cuda": p.driver.cuda, "message": p.driver.message},
+    }
+
+
+def llamacpp_plan_to_dict(p: LlamaCppPlan) -> dict[str, Any]:
+    """A llama.cpp plan: the model, the context llama.cpp allocates, its memory against the host's RAM."""
+    return {
+        "engine": "llama.cpp",
+        "model": _model(p.facts),
+        "ctx_size": p.ctx_size,
+        "parallel": p.options.parallel,
+        "tokens_per_slot": p.tokens_per_slot,
+        "cache_type_k": p.options.cache_type_k,
+        "cache_type_v": p.options.cache_type_v,
+        "memory": {
+            "weights_bytes": p.file_bytes,
+            "kv_cache_bytes": p.kv_bytes,
+            "total_bytes": p.total_bytes,
+            "host_ram_bytes": p.ram_bytes,
+        },
+        "fits": p.fits,
+        "problems": list(p.problems),
+        "notes": list(p.notes),
+        "llama_server_args": list(p.args),
     }

@@ -124,7 +124,7 @@ def test_cli_table_and_exit_code_when_it_does_not_fit(model_dir: Path) -> None:
 
 
 def test_cli_gpu_flag_with_a_spec_that_also_has_a_gguf_model(model_dir: Path, tmp_path: Path) -> None:
-    """--gpu targets the spec's vLLM models; its llama.cpp (GGUF) model is still planned for the CPU."""
+    """--gpu targets the spec's vLLM models; its llama.cpp (GGUF) model is planned for llama.cpp."""
     import yaml
 
     from airlock.serving.default_model import locate_default_model
@@ -140,7 +140,9 @@ def test_cli_gpu_flag_with_a_spec_that_also_has_a_gguf_model(model_dir: Path, tm
     assert result.exit_code == 0, result.output
     plans = {p["name"]: p for p in json.loads(result.output)}
     assert plans["big"]["hardware"]["catalog_key"] == "h100-80gb" and plans["big"]["hardware"]["count"] == 2
-    assert plans["small"]["hardware"]["cpu"] is True
+    small = plans["small"]
+    assert small["engine"] == "llama.cpp" and "engine_args" not in small and "hardware" not in small
+    assert any("--gpu" in n and "llama.cpp" in n for n in small["notes"])
 
 
 def test_cli_contradictory_flags(model_dir: Path) -> None:

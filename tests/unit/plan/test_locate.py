@@ -38,7 +38,7 @@ def test_missing_repo_is_a_clear_error(tmp_path: Path) -> None:
     make_cache(tmp_path / "hub")
     with pytest.raises(ModelNotFoundError, match="acme/other is not in the Hugging Face cache"):
         locate_model("acme/other", cache_dir=tmp_path / "hub")
-    with pytest.raises(ModelNotFoundError, match="not a Hugging Face repo id"):
+    with pytest.raises(ModelNotFoundError, match="not a repo id"):
         locate_model("no such thing", cache_dir=tmp_path / "hub")
 
 
