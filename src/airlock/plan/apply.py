@@ -206,7 +206,8 @@ def _cannot_start(name: str, result: Plan) -> CannotStartError:
 def _summary(p: Plan) -> str:
     """One line for serve's log: fits or not, KV capacity, and the engine arguments."""
     if p.informational:
-        return f"CPU: KV {p.layout.bytes_per_token:,} bytes per token (size set by vLLM at start); {_args(p)}"
+        cannot = "CANNOT START: " + "; ".join(p.problems) + "; " if p.problems else ""
+        return f"{cannot}CPU: KV {p.layout.bytes_per_token:,} bytes per token (size set by vLLM at start); {_args(p)}"
     state = "fits" if p.fits else "DOES NOT FIT: " + "; ".join(p.problems)
     return (
         f"{state}; KV {p.capacity.tokens:,} tokens, {p.capacity.max_concurrency:.1f} x {p.max_model_len:,}-token "

@@ -125,6 +125,9 @@ def test_cli_and_serve_refuse_a_length_beyond_the_model(model_dir: Path) -> None
         apply_plan(parse_spec(spec), environ={})
     spec["models"][0]["engine"]["env"] = {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"}  # type: ignore[index]
     assert apply_plan(parse_spec(spec), environ={}).checks[0].plan.fits  # type: ignore[union-attr]
+    spec["models"][0]["engine"]["env"] = {}  # type: ignore[index]
+    on_the_cpu = parse_spec({"models": spec["models"]})  # no hardware: serve reports it, vLLM refuses it
+    assert "CANNOT START: max_model_len 20,000" in apply_plan(on_the_cpu, environ={}).checks[0].message
 
 
 # 4. llama.cpp models ---------------------------------------------------------------------------------
