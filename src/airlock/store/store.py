@@ -72,6 +72,22 @@ class Store:
         return self.root / layout.STORE_GGUF / name
 
     # -- state -----------------------------------------------------------------------------------
+    def exists(self) -> bool:
+        """Is there a store at ``root``? (``ensure``, i.e. the first install, makes one.)"""
+        return (self.state).is_dir()
+
+    def require(self, *, hint: str | None = None) -> None:
+        """Raise StoreError unless a store is at ``root``: reading a mistyped path must not look empty."""
+        if self.exists():
+            return
+        if not self.root.exists():
+            what = "no store there (the folder does not exist)"
+        elif self.root.is_dir():
+            what = f"not an airlock store (it has no {layout.STORE_STATE}/ folder)"
+        else:
+            what = "not an airlock store (it is a file)"
+        raise StoreError(f"{self.root}: {what}", hint=hint)
+
     def load_db(self) -> StoreDb:
         return StoreDb.load(self.db_path)
 

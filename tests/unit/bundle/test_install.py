@@ -142,6 +142,20 @@ def test_volumes_mounted_one_after_another(bundle: PackResult, keys: KeyPair, tm
     assert Store(store).load_db().models
 
 
+def test_needed_names_only_the_volumes_still_missing(
+    bundle: PackResult, keys: KeyPair, tmp_path: Path
+) -> None:
+    """After volume 1 was installed, installing volume 2 must not ask for volume 1 again."""
+    store = tmp_path / "store"
+    count = len(bundle.volumes)
+    assert count >= 3, "the fixture splits the GGUF over three volumes or more"
+    first = _install([bundle.volumes[0].path], store, keys)
+    assert first.needed == list(range(2, count + 1))
+    second = _install([bundle.volumes[1].path], store, keys)
+    assert second.needed == list(range(3, count + 1))
+    assert _install([v.path for v in bundle.volumes[2:]], store, keys).complete
+
+
 def test_parts_are_written_in_place_not_concatenated(
     bundle: PackResult, keys: KeyPair, tmp_path: Path
 ) -> None:

@@ -77,7 +77,7 @@ def test_too_many_losses_are_refused_clearly(with_parity: PackResult, keys: KeyP
     keep = [
         v.path for v in with_parity.volumes[: m.parity.data_volumes - 1]
     ]  # one data volume and all parity lost
-    with pytest.raises(BundleError, match="intact volumes are needed"):
+    with pytest.raises(BundleError, match="intact volumes needed, "):
         rebuild(
             RebuildOptions(
                 VolumeSet(keep, trust=[keys.public]), volume=m.parity.data_volumes, out=tmp_path / "new"

@@ -36,6 +36,7 @@ from airlock.bundle.airgap.commit import InstalledModel, commit_bundle
 from airlock.bundle.airgap.verify import check_structure, owners
 from airlock.bundle.format.manifest import Blob, Entry, Manifest
 from airlock.bundle.format.reader import MountedVolume, VolumeSet
+from airlock.bundle.format.words import counted
 from airlock.common.fileio import (
     Disk,
     copy_range,
@@ -157,10 +158,7 @@ def _install(options: InstallOptions) -> InstallResult:
         missing_blobs = {sha for sha in pending if not incoming.done(sha).exists()}
         reused = sum(b.size for b in manifest.blobs if b.sha256 in in_store)
         if missing_blobs:
-            holders = sorted(
-                {v.number for v in manifest.volumes for e in v.entries if e.blob in missing_blobs}
-                - set(opened.volumes)
-            )
+            holders = _still_needed(manifest, missing_blobs, incoming, set(opened.volumes))
             return InstallResult(
                 bundle=opened.bundle, store=store.root, signed_by=opened.signed_by, complete=False,
                 mounted=sorted(opened.volumes), needed=holders, copied_bytes=copied, reused_bytes=reused,
@@ -177,6 +175,19 @@ def _install(options: InstallOptions) -> InstallResult:
         )  # fmt: skip
 
 
+def _still_needed(manifest: Manifest, missing: set[str], incoming: _Incoming, mounted: set[int]) -> list[int]:
+    """The volumes holding an entry of a blob still missing that is not in incoming/ yet: a part that
+    an earlier run installed (from a volume mounted then) does not make its volume needed again."""
+    needed: set[int] = set()
+    for v in manifest.volumes:
+        for e in v.entries:
+            if e.blob not in missing or v.number in mounted:
+                continue
+            if e.part is None or e.part not in incoming.parts_done(e.blob):
+                needed.add(v.number)
+    return sorted(needed)
+
+
 def _refuse_absent(manifest: Manifest, in_store: set[str], store: Store) -> None:
     """A delta bundle leaves out blobs the store should hold: refuse before writing if it does not."""
     absent = [b for b in manifest.blobs if not b.carried and b.sha256 not in in_store]
@@ -185,7 +196,7 @@ def _refuse_absent(manifest: Manifest, in_store: set[str], store: Store) -> None
     who = owners(manifest)
     names = [n for b in absent for n in who[b.sha256]]
     raise StoreError(
-        f"the bundle does not carry {len(absent)} files that the store {store.root} lacks: "
+        f"the bundle does not carry {counted(len(absent), 'file')} that the store {store.root} lacks: "
         + ", ".join(names[:5])
         + (" ..." if len(names) > 5 else ""),
         hint="this is a delta bundle: install the bundle it was made against first",

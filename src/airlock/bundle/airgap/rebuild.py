@@ -22,6 +22,7 @@ from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Entry, Manifest, Parity, Volume, VolumeIndex
 from airlock.bundle.format.parity import ShareSink, volume_stream
 from airlock.bundle.format.reader import MountedVolume, OpenBundle, VolumeSet, read_small
+from airlock.bundle.format.words import counted
 from airlock.common.fileio import Disk, fsync_dir, write_atomic
 from airlock.common.progress import Meter
 from airlock.errors import BundleError, IntegrityError
@@ -135,8 +136,8 @@ def _intact_volumes(opened: OpenBundle, options: RebuildOptions, k: int) -> list
     intact = [v for v in others if v.number not in damaged]
     if len(intact) < k:
         raise BundleError(
-            f"cannot rebuild volume {options.volume}: {k} intact volumes are needed, {len(intact)} are mounted "
-            f"({', '.join(str(v.number) for v in intact) or 'none'})",
+            f"cannot rebuild volume {options.volume}: {counted(k, 'intact volume')} needed, "
+            f"{len(intact)} mounted ({', '.join(str(v.number) for v in intact) or 'none'})",
             hint="mount more volumes of the set",
         )
     return sorted(intact, key=lambda v: (manifest.volumes[v.number - 1].role != "data", v.number))[:k]

@@ -32,7 +32,8 @@ from typing import Literal, NamedTuple
 from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Entry, Manifest
 from airlock.bundle.format.reader import MountedVolume, OpenBundle, VolumeSet
-from airlock.common.fileio import hash_range
+from airlock.bundle.format.words import counted, numbers
+from airlock.common.fileio import hash_range, human
 from airlock.common.progress import Meter, ProgressSink
 from airlock.errors import (
     BundleError,
@@ -255,7 +256,7 @@ def report_problems(problems: list[Problem]) -> None:
     for kind, cls in _SEVERITY.items():
         found = [p for p in problems if p.kind == kind]
         if found:
-            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            more = f" (and {counted(len(problems) - 1, 'more problem')})" if len(problems) > 1 else ""
             raise cls(found[0].message + more, problems=tuple(p.message for p in problems))
 
 
@@ -302,7 +303,7 @@ def missing_problems(opened: OpenBundle) -> list[Problem]:
     for number in opened.missing:
         volume = opened.manifest.volumes[number - 1]
         affected = tuple(sorted({f for e in volume.entries for f in who.get(e.blob or "", [])}))
-        what = "parity" if volume.role == "parity" else f"{len(affected)} files"
+        what = "parity" if volume.role == "parity" else counted(len(affected), "file")
         problems.append(
             Problem(
                 "missing_volume",
@@ -324,14 +325,15 @@ def verify(options: VerifyOptions) -> VerifyReport:
     notes = list(opened.notes)
     if options.partial:
         if opened.missing:
-            notes.append(f"checked volume(s) {', '.join(map(str, sorted(opened.volumes)))} only (--partial)")
+            notes.append(f"checked {numbers(opened.volumes)} only (--partial)")
     else:
         problems += missing_problems(opened)
     not_carried = [b for b in opened.manifest.blobs if not b.carried]
     if not_carried:
         size = sum(b.size for b in not_carried)
         notes.append(
-            f"{len(not_carried)} blobs ({size} bytes) are not carried: the store must already hold them (delta)"
+            f"{counted(len(not_carried), 'blob')} ({human(size)}) not carried: the store must already hold "
+            f"{'it' if len(not_carried) == 1 else 'them'} (a delta bundle)"
         )
     return VerifyReport(
         bundle=opened.bundle,

@@ -59,6 +59,8 @@ class Inventory(FrozenModel):
 
 
 def make_inventory(store: Store) -> Inventory:
+    """What ``store`` holds; StoreError if there is no store there (a typo must not read as empty)."""
+    store.require()
     db = store.load_db()
     index = store.blob_index(db)
     blobs = [

@@ -111,8 +111,9 @@ class PackResult:
     skipped_blobs: int  # already on the other side (--base)
     skipped_bytes: int
     written_bytes: int
-    kept_bytes: int  # kept from an interrupted run
+    kept_bytes: int  # already written into ``out`` by an earlier run, re-hashed and kept
     warnings: list[str]
+    earlier_finished: bool = False  # ``out`` held a finished bundle (a manifest) before this run
 
 
 @contextlib.contextmanager
@@ -300,8 +301,9 @@ def _pack(options: PackOptions) -> PackResult:
     loaded = _load(options)
     _refuse_out_in_sources(loaded.spec, options.out)
     with _locked_out(options.out) as state:
+        finished = (options.out / layout.volume_name(1) / layout.MANIFEST).is_file()
         assembled = _assemble(loaded, options, state)
-        return _write(loaded, assembled, options, state)
+        return _write(loaded, assembled, options, state, earlier_finished=finished)
 
 
 def _load(options: PackOptions) -> _Loaded:
@@ -361,7 +363,9 @@ def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
     )
 
 
-def _write(loaded: _Loaded, assembled: _Assembled, options: PackOptions, state: Path) -> PackResult:
+def _write(
+    loaded: _Loaded, assembled: _Assembled, options: PackOptions, state: Path, *, earlier_finished: bool
+) -> PackResult:
     """Place the blobs, write them and the parity volumes, then the signed manifest on every volume."""
     parity_block = _parity_block(options)
     placements = _plan(
@@ -408,6 +412,7 @@ def _write(loaded: _Loaded, assembled: _Assembled, options: PackOptions, state: 
         written_bytes=written.written,
         kept_bytes=written.kept,
         warnings=loaded.warnings,
+        earlier_finished=earlier_finished,
     )
 
 

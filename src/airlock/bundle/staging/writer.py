@@ -68,7 +68,7 @@ class Job:
 class Written:
     volumes: dict[int, list[Entry]]  # volume number -> its entries, in plan order
     written: int  # bytes written by this run
-    kept: int  # bytes kept from an earlier, interrupted run
+    kept: int  # bytes an earlier run wrote (interrupted or not) that still hash right
 
 
 @dataclass(frozen=True)
