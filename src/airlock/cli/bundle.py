@@ -1,10 +1,13 @@
 """``airlock signing-key create | pack | verify | install | rebuild``: the crossing, on both sides.
 
 Keys: ``signing-key create`` writes ``$AIRLOCK_HOME/signing/airlock.key`` (and ``.pub``) unless told otherwise;
-``pack`` signs with that key when ``--sign`` is not given and it exists. ``verify`` and ``install``
-trust the keys given with ``--trust``, else every ``*.pub`` in ``$AIRLOCK_HOME/trusted/``.
+``pack`` signs with that key when ``--sign`` is not given, and refuses to pack unsigned without
+``--no-sign`` (secure by default). ``verify`` and ``install`` trust the keys given with ``--trust``,
+else every ``*.pub`` in ``$AIRLOCK_HOME/trusted/``.
 
-Results go to stdout (``out``), progress, warnings and notes to stderr (``err``). The bundle code
+Results go to stdout (``out``), progress, warnings and notes to stderr (``err``). Every path, name
+and message from the disk is escaped for rich markup, and every line holding a path or a command is
+printed with ``soft_wrap`` (never broken, so it pastes whole); commands are shell-quoted. The bundle code
 (cryptography, zstandard, zfec, huggingface_hub) is imported inside each command, so ``airlock
 --help`` does not load it.
 """
@@ -12,12 +15,14 @@ Results go to stdout (``out``), progress, warnings and notes to stderr (``err``)
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from airlock.cli.output import err, out
 from airlock.common.threads import default_workers
@@ -25,6 +30,8 @@ from airlock.errors import ConfigError, MissingVolumeError
 from airlock.settings import Settings
 
 if TYPE_CHECKING:
+    from airlock.bundle.airgap.install import InstallResult
+    from airlock.bundle.airgap.verify import VerifyReport
     from airlock.bundle.format.reader import VolumeSet
     from airlock.bundle.staging.pack import Compression
 
@@ -32,10 +39,15 @@ DEFAULT_WORKERS = default_workers()
 
 TrustOpt = Annotated[
     list[Path] | None,
-    typer.Option("--trust", help="A public key to trust (repeatable; default: $AIRLOCK_HOME/trusted/*.pub)."),
+    typer.Option(
+        "--trust", help="A public key to trust (repeatable; default: every *.pub in $AIRLOCK_HOME/trusted)."
+    ),
 ]
 UnsignedOpt = Annotated[
     bool, typer.Option("--allow-unsigned", help="Accept a bundle without a (trusted) signature: hashes only.")
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON (the exit code is the same).")
 ]
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Threads hashing and copying.")]
 
@@ -55,7 +67,7 @@ def parse_size(value: str) -> int:
 def keygen(
     out_path: Annotated[
         Path | None,
-        typer.Option("--out", help="Private key file (default: $AIRLOCK_HOME/signing/airlock.key)."),
+        typer.Option("--out", help="Private key file (default: airlock.key in $AIRLOCK_HOME/signing)."),
     ] = None,
     comment: Annotated[str, typer.Option(help="A comment kept in the public key line.")] = "airlock",
 ) -> None:
@@ -64,9 +76,31 @@ def keygen(
 
     settings = Settings.from_env()
     keys = generate_keypair(out_path or settings.signing_key, comment=comment)
-    out.print(f"key [bold]{keys.key_id}[/]: private {keys.private} (mode 600), public {keys.public}")
     out.print(
-        f"[dim]on the air-gapped side: cp {keys.public.name} $AIRLOCK_HOME/trusted/  (or --trust {keys.public.name})[/]"
+        f"key [bold]{escape(keys.key_id)}[/]: private {escape(str(keys.private))} (mode 600), "
+        f"public {escape(str(keys.public))}",
+        soft_wrap=True,
+    )
+    out.print(
+        f"[dim]on the air-gapped side: cp {escape(keys.public.name)} $AIRLOCK_HOME/trusted/  "
+        f"(or --trust {escape(keys.public.name)})[/]",
+        soft_wrap=True,
+    )
+
+
+def _signing_key(sign_key: Path | None, no_sign: bool, settings: Settings) -> Path | None:
+    """The key pack signs with: --sign, else the default key; neither is an error unless --no-sign."""
+    if sign_key is not None and no_sign:
+        raise ConfigError("--sign and --no-sign: choose one")
+    if no_sign:
+        return None
+    if sign_key is not None:
+        return sign_key
+    if settings.signing_key.exists():
+        return settings.signing_key
+    raise ConfigError(
+        f"no signing key at {settings.signing_key}: bundles are signed unless you say --no-sign",
+        hint="make one with `airlock signing-key create`, or pack unsigned with --no-sign",
     )
 
 
@@ -81,7 +115,7 @@ def pack_cmd(
     ] = None,
     sign_key: Annotated[
         Path | None,
-        typer.Option("--sign", help="Private key (default: $AIRLOCK_HOME/signing/airlock.key if it exists)."),
+        typer.Option("--sign", help="Private key (default: the `signing-key create` one)."),
     ] = None,
     no_sign: Annotated[
         bool, typer.Option("--no-sign", help="Do not sign (verify then needs --allow-unsigned).")
@@ -117,7 +151,11 @@ def pack_cmd(
     ] = None,
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
-    """Pack the spec's models, wheels and files into a signed bundle of volumes."""
+    """Pack the spec's models, wheels and files into a signed bundle of volumes.
+
+    Signed with --sign KEY, else with the key `airlock signing-key create` made; with neither, pack stops (exit 2) unless --no-sign.
+    """
+    from airlock.bundle.format.words import counted
     from airlock.bundle.staging.pack import PackOptions, pack
     from airlock.cli.bundle_render import RichProgress, rate
     from airlock.common.fileio import human
@@ -125,14 +163,15 @@ def pack_cmd(
     settings = Settings.from_env()
     if compress not in ("none", "zstd", "auto"):
         raise ConfigError(f"--compress {compress!r}: choose none, zstd or auto")
-    key = None if no_sign else (sign_key or (settings.signing_key if settings.signing_key.exists() else None))
+    size = parse_size(volume_size) if volume_size else None
+    key = _signing_key(sign_key, no_sign, settings)
     started = time.monotonic()
     with RichProgress(err) as progress:
         result = pack(
             PackOptions(
                 spec_path=spec,
                 out=out_dir,
-                volume_size=parse_size(volume_size) if volume_size else None,
+                volume_size=size,
                 sign_key=key,
                 base=base,
                 trust=tuple(trust or ()),
@@ -147,20 +186,37 @@ def pack_cmd(
         )
     took = time.monotonic() - started
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     out.print(
-        f"bundle [bold]{result.bundle[:16]}[/]: {result.files} files, {result.blobs} blobs, "
-        f"{human(result.carried_bytes)} carried on {len(result.volumes)} volume(s), {rate(result.written_bytes, took)}"
+        f"bundle [bold]{result.bundle[:16]}[/]: {counted(result.files, 'file')}, {counted(result.blobs, 'blob')}, "
+        f"{human(result.carried_bytes)} carried on {counted(len(result.volumes), 'volume')}, "
+        f"{rate(result.written_bytes, took)}",
+        soft_wrap=True,
     )
     if result.skipped_blobs:
         out.print(
-            f"  left out {result.skipped_blobs} blobs ({human(result.skipped_bytes)}) the other side holds (--base)"
+            f"  left out {counted(result.skipped_blobs, 'blob')} ({human(result.skipped_bytes)}) "
+            "the other side holds (--base)",
+            soft_wrap=True,
         )
     if result.kept_bytes:
-        out.print(f"  kept {human(result.kept_bytes)} written by an earlier, interrupted run")
+        earlier = (
+            "already there from an earlier run"
+            if result.earlier_finished
+            else "written by an earlier, interrupted run"
+        )
+        out.print(f"  kept {human(result.kept_bytes)} {earlier} (re-hashed: unchanged)", soft_wrap=True)
     for v in result.volumes:
-        out.print(f"  {v.path}  {v.role:6}  {human(v.bytes):>10}  {v.entries} entries")
-    out.print(f"  signed by key {result.signed_by}" if result.signed_by else "  [yellow]unsigned[/]")
+        out.print(
+            f"  {escape(str(v.path))}  {v.role:6}  {human(v.bytes):>10}  {counted(v.entries, 'entry', 'entries')}",
+            soft_wrap=True,
+        )
+    if result.signed_by:
+        out.print(f"  signed by key {escape(result.signed_by)}", soft_wrap=True)
+    else:
+        out.print(
+            "  [yellow]unsigned[/] (--no-sign): verify and install need --allow-unsigned", soft_wrap=True
+        )
 
 
 def _compression(value: str) -> Compression:
@@ -187,6 +243,11 @@ def _reading(
         )
 
 
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        err.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+
+
 def verify_cmd(
     dirs: Annotated[
         list[Path], typer.Argument(help="Volumes (where each is mounted) or the folder pack wrote.")
@@ -200,33 +261,68 @@ def verify_cmd(
         ),
     ] = False,
     workers: WorkersOpt = DEFAULT_WORKERS,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check a bundle: signature, every blob's hash, no unlisted file, no link; report each volume.
 
-    Exit codes: 0 intact and complete, 11 not a bundle, 12 signature, 13 unsafe path, 14 corrupt,
-    15 unlisted file, 16 volumes missing (those present are intact).
+    Exit codes:
+     0  intact and complete
+    11  not a bundle
+    12  no trusted signature
+    13  unsafe path (a link, .., /)
+    14  corrupt or truncated
+    15  a file the manifest does not list
+    16  volumes missing (those present are intact)
     """
     from airlock.bundle.airgap.verify import VerifyOptions, verify
-    from airlock.cli.bundle_render import rate, verify_table
+    from airlock.bundle.format.words import numbers
+    from airlock.cli.bundle_render import PROBLEM_WORDS, command, rate, trust_args, verify_lines
 
     with _reading(dirs, trust, allow_unsigned, workers) as volumes:
         report = verify(VerifyOptions(volumes, partial=partial))
-    out.print(verify_table(report))
-    for note in report.notes:
-        err.print(f"[yellow]note:[/] {note}")
+    if as_json:
+        typer.echo(json.dumps(_verify_json(report), indent=2))
+        report.raise_for_problems()
+        return
+    for line in verify_lines(report):
+        out.print(line, soft_wrap=True)
+    _notes(report.notes)
     for p in report.problems:
-        err.print(f"[red]{p.kind}:[/] {p.message}")
+        err.print(f"[red]{PROBLEM_WORDS.get(p.kind, p.kind)}:[/] {escape(p.message)}", soft_wrap=True)
     if report.manifest.parity is not None and (report.missing or report.corrupt_volumes()):
         lost = sorted(set(report.missing) | set(report.corrupt_volumes()))
         if len(lost) <= report.manifest.parity.parity_volumes:
-            err.print(
-                f"[bold]parity can rebuild volume(s) {', '.join(map(str, lost))}:[/] "
-                f"airlock rebuild {' '.join(map(str, dirs))} --volume {lost[0]} --out NEW_FOLDER"
-            )
-    signer = f"signed by key {report.signed_by}" if report.signed_by else "not signature-checked"
-    out.print(f"{signer}; {rate(report.checked_bytes, report.seconds)} hashed")
+            again = command(
+                "airlock", "rebuild", *dirs, "--volume", str(lost[0]), "--out", "NEW_FOLDER",
+                *trust_args(trust, allow_unsigned),
+            )  # fmt: skip
+            err.print(f"[bold]parity can rebuild {numbers(lost)}:[/] {again}", soft_wrap=True)
+    signer = f"signed by key {escape(report.signed_by)}" if report.signed_by else "not signature-checked"
+    out.print(f"{signer}; {rate(report.checked_bytes, report.seconds)} hashed", soft_wrap=True)
     report.raise_for_problems()
     out.print("[bold green]bundle verified[/]")
+
+
+def _verify_json(report: VerifyReport) -> dict[str, object]:
+    from airlock.cli.bundle_render import volume_states
+
+    return {
+        "bundle": report.bundle,
+        "ok": report.ok,
+        "signed_by": report.signed_by,
+        "volumes": [
+            {"number": n, "role": role, "state": state, "path": str(where) if where else None}
+            for n, role, state, where in volume_states(report)
+        ],
+        "missing": report.missing,
+        "problems": [
+            {"kind": p.kind, "volume": p.volume, "path": p.path, "message": p.message, "files": list(p.files)}
+            for p in report.problems
+        ],
+        "notes": report.notes,
+        "checked_bytes": report.checked_bytes,
+        "seconds": round(report.seconds, 3),
+    }
 
 
 def install_cmd(
@@ -239,38 +335,86 @@ def install_cmd(
     trust: TrustOpt = None,
     allow_unsigned: UnsignedOpt = False,
     workers: WorkersOpt = DEFAULT_WORKERS,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Verify a bundle and install it into the model store (Hugging Face cache layout), straight from its volumes."""
+    """Verify a bundle and install it into the model store (Hugging Face cache layout), straight from its volumes.
+
+    Exit codes:
+     0  installed
+    11  not a bundle
+    12  no trusted signature
+    13  unsafe path (a link, .., /)
+    14  corrupt or truncated: nothing installed
+    15  a file the manifest does not list
+    16  volumes still to mount (what they held is kept)
+    19  the store's disk is full
+    20  the store is locked, or lacks what a delta needs
+    """
     from airlock.bundle.airgap.install import InstallOptions, install
-    from airlock.cli.bundle_render import rate
+    from airlock.bundle.format.words import counted, numbers
+    from airlock.cli.bundle_render import command, rate
     from airlock.common.fileio import human
 
     started = time.monotonic()
     with _reading(dirs, trust, allow_unsigned, workers) as volumes:
         result = install(InstallOptions(volumes, store=store or Settings.from_env().store))
     took = time.monotonic() - started
-    for note in result.notes:
-        err.print(f"[yellow]note:[/] {note}")
+    missing = MissingVolumeError(
+        f"mount {numbers(result.needed)} and run the same command again",
+        hint="what is installed so far is kept and verified",
+    )
+    if as_json:
+        typer.echo(json.dumps(_install_json(result), indent=2))
+        if not result.complete:
+            raise missing
+        return
+    _notes(result.notes)
     copied = rate(result.copied_bytes, took)
     if not result.complete:
-        out.print(f"installed what volume(s) {', '.join(map(str, result.mounted))} hold: {copied}")
-        raise MissingVolumeError(
-            f"mount volume(s) {', '.join(map(str, result.needed))} and run the same command again",
-            hint="what is installed so far is kept and verified",
+        out.print(
+            f"installed what {numbers(result.mounted)} {'holds' if len(result.mounted) == 1 else 'hold'}: {copied}"
         )
-    out.print(f"[bold green]installed[/] bundle {result.bundle[:16]} into {result.store}: {copied}")
+        raise missing
+    out.print(
+        f"[bold green]installed[/] bundle {result.bundle[:16]} into {escape(str(result.store))}: {copied}",
+        soft_wrap=True,
+    )
     if result.reused_bytes:
         out.print(f"  {human(result.reused_bytes)} were already in the store and were not copied again")
     for m in result.models:
-        out.print(f"  model [bold]{m.name}[/]: {m.repo}@{m.commit[:12]}  {m.path}")
-    if result.wheels:
         out.print(
-            f"  {len(result.wheels)} wheels: pip install --no-index --find-links {result.store}/wheels ..."
+            f"  model [bold]{escape(m.name)}[/]: {escape(m.repo)}@{m.commit[:12]}  {escape(str(m.path))}",
+            soft_wrap=True,
         )
+    if result.wheels:
+        pip = command("pip", "install", "--no-index", "--find-links", result.store / "wheels")
+        out.print(f"  {counted(len(result.wheels), 'wheel')}: {pip} ...", soft_wrap=True)
     if result.files:
-        out.print(f"  {len(result.files)} files under {result.store}/files/")
+        where = escape(str(result.store / "files"))
+        out.print(f"  {counted(len(result.files), 'file')} under {where}/", soft_wrap=True)
     if result.spec_path:
-        out.print(f"serve them: [bold]airlock serve --config {result.spec_path}[/]")
+        serve = command("airlock", "serve", "--config", result.spec_path)
+        out.print(f"serve them: [bold]{serve}[/]", soft_wrap=True)
+
+
+def _install_json(result: InstallResult) -> dict[str, object]:
+    return {
+        "bundle": result.bundle,
+        "complete": result.complete,
+        "store": str(result.store),
+        "signed_by": result.signed_by,
+        "mounted": result.mounted,
+        "needed": result.needed,
+        "copied_bytes": result.copied_bytes,
+        "reused_bytes": result.reused_bytes,
+        "models": [
+            {"name": m.name, "repo": m.repo, "commit": m.commit, "path": str(m.path)} for m in result.models
+        ],
+        "wheels": result.wheels,
+        "files": result.files,
+        "spec_path": str(result.spec_path) if result.spec_path else None,
+        "notes": result.notes,
+    }
 
 
 def rebuild_cmd(
@@ -285,15 +429,27 @@ def rebuild_cmd(
     allow_unsigned: UnsignedOpt = False,
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
-    """Rebuild a lost or damaged volume from the others and the parity volumes (pack --parity)."""
+    """Rebuild a lost or damaged volume from the others and the parity volumes (pack --parity).
+
+    Exit codes:
+     0  rebuilt, and checked against the manifest
+    10  no parity, too few intact volumes, or --out not empty
+    11  not a bundle
+    12  no trusted signature
+    14  the rebuilt volume does not match the manifest
+    19  the disk is full
+    """
     from airlock.bundle.airgap.rebuild import RebuildOptions, rebuild
-    from airlock.cli.bundle_render import rate
+    from airlock.bundle.format.words import numbers
+    from airlock.cli.bundle_render import command, rate, trust_args
 
     started = time.monotonic()
     with _reading(dirs, trust, allow_unsigned, workers) as volumes:
         result = rebuild(RebuildOptions(volumes, volume=volume, out=out_dir))
     out.print(
-        f"[bold green]rebuilt[/] volume {result.volume} at {result.path} from volumes "
-        f"{', '.join(map(str, result.used))}: {rate(result.bytes, time.monotonic() - started)}"
+        f"[bold green]rebuilt[/] volume {result.volume} at {escape(str(result.path))} from "
+        f"{numbers(result.used)}: {rate(result.bytes, time.monotonic() - started)}",
+        soft_wrap=True,
     )
-    out.print(f"[dim]check it: airlock verify {result.path}[/]")
+    check = command("airlock", "verify", "--partial", result.path, *trust_args(trust, allow_unsigned))
+    out.print(f"[dim]check it: {check}[/]", soft_wrap=True)

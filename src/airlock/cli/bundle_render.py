@@ -1,10 +1,11 @@
-"""Rendering for the bundle verbs: rich progress bars and tables (the core returns data only)."""
+"""Rendering for the bundle verbs: progress bars, volume lines, pasteable commands (the core returns data only)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -14,8 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
 
+from airlock.bundle.format.words import counted
 from airlock.common.fileio import human
 
 if TYPE_CHECKING:
@@ -73,22 +74,63 @@ class RichProgress:
             self.progress.refresh()
 
 
-def verify_table(report: VerifyReport) -> Table:
-    table = Table("volume", "role", "state", "where", title=f"bundle {report.bundle[:16]}")
+PROBLEM_WORDS = {
+    "unsafe_path": "unsafe path",
+    "corrupt": "corrupt",
+    "unlisted": "unlisted file",
+    "missing_volume": "missing volume",
+}
+
+
+def shell_quote(arg: str) -> str:
+    """``arg`` as a shell reads it back (quoted only when it needs to be), for commands printed to paste."""
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def command(*args: str | Path) -> str:
+    """A command line to paste, its arguments quoted for the shell and escaped for rich markup."""
+    return escape(" ".join(shell_quote(str(a)) for a in args))
+
+
+def trust_args(trust: list[Path] | None, allow_unsigned: bool) -> list[str | Path]:
+    """The trust flags a command was given, to repeat in the command it suggests next."""
+    args: list[str | Path] = []
+    for key in trust or ():
+        args += ["--trust", key]
+    if allow_unsigned:
+        args.append("--allow-unsigned")
+    return args
+
+
+def volume_states(report: VerifyReport) -> list[tuple[int, str, str, Path | None]]:
+    """Per volume of the set: its number, role, state (ok, missing, N problems) and where it is mounted."""
     bad: dict[int, int] = {}
     for p in report.problems:
         if p.volume is not None and p.kind != "missing_volume":
             bad[p.volume] = bad.get(p.volume, 0) + 1
+    rows: list[tuple[int, str, str, Path | None]] = []
     for volume in report.manifest.volumes:
-        where: Path | None = report.present.get(volume.number)
+        where = report.present.get(volume.number)
         if where is None:
-            state = "[yellow]missing[/]"
+            state = "missing"
         elif volume.number in bad:
-            state = f"[red]{bad[volume.number]} problem(s)[/]"
+            state = counted(bad[volume.number], "problem")
         else:
-            state = "[green]ok[/]"
-        table.add_row(str(volume.number), volume.role, state, str(where) if where else "-")
-    return table
+            state = "ok"
+        rows.append((volume.number, volume.role, state, where))
+    return rows
+
+
+def verify_lines(report: VerifyReport) -> list[str]:
+    """The bundle, then one line per volume (never a table: a path must print whole, to copy)."""
+    colour = {"ok": "green", "missing": "yellow"}
+    lines = [f"bundle {report.bundle[:16]}: {counted(len(report.manifest.volumes), 'volume')}"]
+    for number, role, state, where in volume_states(report):
+        shown = f"[{colour.get(state, 'red')}]{state:<10}[/]"
+        lines.append(f"  volume {number:<3} {role:<6}  {shown}  {escape(str(where)) if where else '-'}")
+    return lines
 
 
 def rate(nbytes: int, seconds: float) -> str:

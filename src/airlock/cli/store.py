@@ -1,21 +1,46 @@
 """``airlock ls`` and ``airlock inventory``: what the model store holds.
 
-The store and bundle code is imported inside each command, so ``airlock --help`` does not load it.
+Both refuse a store that does not exist (exit 20): a mistyped ``--store`` must not read as an empty
+store, nor become a signed inventory of nothing. The store and bundle code is imported inside each
+command, so ``airlock --help`` does not load it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from airlock.cli.output import out
 from airlock.settings import Settings
 
+if TYPE_CHECKING:
+    from airlock.store.store import Store
+
 StoreOpt = Annotated[
     Path | None, typer.Option("--store", help="The model store (default: $AIRLOCK_HOME/store).")
 ]
+
+
+def open_store(store: Path | None) -> Store:
+    """The store named by ``--store`` (else the default one), which must exist: StoreError if not."""
+    from airlock.cli.bundle_render import shell_quote
+    from airlock.store.store import Store
+
+    s = Store(store or Settings.from_env().store)
+    if store is None:
+        if not s.root.exists():
+            from airlock.errors import StoreError
+
+            raise StoreError(f"no store at {s.root} yet", hint="`airlock install DIR` creates it")
+        s.require()
+    else:
+        s.require(
+            hint=f"check --store; `airlock install DIR --store {shell_quote(str(s.root))}` creates a store there"
+        )
+    return s
 
 
 def ls_cmd(
@@ -25,32 +50,41 @@ def ls_cmd(
     """List the models, wheels and files in the store."""
     from rich.table import Table
 
+    from airlock.bundle.format.words import counted
     from airlock.common.fileio import human
-    from airlock.store.store import Store
 
-    s = Store(store or Settings.from_env().store)
+    s = open_store(store)
     db = s.load_db()
     if as_json:
         typer.echo(db.model_dump_json(indent=2))
         return
-    table = Table("model", "repo", "commit", "files", "size", "source", "license", title=f"store {s.root}")
-    for m in sorted(db.models, key=lambda m: (m.repo, m.installed)):
-        table.add_row(
-            m.name,
-            m.repo,
-            m.commit[:12],
-            str(len(m.files)),
-            human(sum(f.size for f in m.files)),
-            m.source,
-            m.license or "-",
-        )
-    out.print(table)
+    out.print(f"store {escape(str(s.root))}", soft_wrap=True)
+    if db.models:
+        table = Table("model", "repo", "commit", "files", "size", "source", "license")
+        for m in sorted(db.models, key=lambda m: (m.repo, m.installed)):
+            table.add_row(
+                escape(m.name),
+                escape(m.repo),
+                escape(m.commit[:12]),
+                str(len(m.files)),
+                human(sum(f.size for f in m.files)),
+                escape(m.source),
+                escape(m.license or "-"),
+            )
+        out.print(table)
     if db.wheels:
-        out.print(f"{len(db.wheels)} wheels ({human(sum(w.size for w in db.wheels))}) in {s.root}/wheels")
+        size = human(sum(w.size for w in db.wheels))
+        out.print(
+            f"{counted(len(db.wheels), 'wheel')} ({size}) in {escape(str(s.root / 'wheels'))}", soft_wrap=True
+        )
     if db.files:
-        out.print(f"{len(db.files)} files in {s.root}/files: " + ", ".join(f.path for f in db.files[:5]))
+        shown = ", ".join(f.path for f in db.files[:5]) + (" ..." if len(db.files) > 5 else "")
+        out.print(
+            f"{counted(len(db.files), 'file')} in {escape(str(s.root / 'files'))}: {escape(shown)}",
+            soft_wrap=True,
+        )
     if not (db.models or db.wheels or db.files):
-        out.print("[dim]the store is empty: `airlock install DIR` fills it[/]")
+        out.print("[dim]the store is empty: `airlock install DIR` fills it[/]", soft_wrap=True)
 
 
 def inventory_cmd(
@@ -58,21 +92,29 @@ def inventory_cmd(
     store: StoreOpt = None,
     sign_key: Annotated[
         Path | None,
-        typer.Option("--sign", help="Private key (default: $AIRLOCK_HOME/signing/airlock.key if it exists)."),
+        typer.Option("--sign", help="Private key (default: the `signing-key create` one, if any)."),
     ] = None,
 ) -> None:
     """Export what the store holds (signed), for `airlock pack --base` on the staging side."""
     from airlock.bundle.format.inventory import make_inventory, write_inventory
     from airlock.bundle.format.sign import load_private_key
-    from airlock.store.store import Store
+    from airlock.bundle.format.words import counted
 
     settings = Settings.from_env()
-    s = Store(store or settings.store)
+    s = open_store(store)
     key_path = sign_key or (settings.signing_key if settings.signing_key.exists() else None)
     with s.locked():
         inventory = make_inventory(s)
     sig = write_inventory(inventory, out_path, key=load_private_key(key_path) if key_path else None)
     out.print(
-        f"inventory of {s.root}: {len(inventory.blobs)} blobs, {len(inventory.models)} models -> {out_path}"
+        f"inventory of {escape(str(s.root))}: {counted(len(inventory.blobs), 'blob')}, "
+        f"{counted(len(inventory.models), 'model')} -> {escape(str(out_path))}",
+        soft_wrap=True,
     )
-    out.print(f"  signature: {sig}" if sig else "  [yellow]unsigned[/] (--sign KEY)")
+    if sig:
+        out.print(f"  signature: {escape(str(sig))}", soft_wrap=True)
+    else:
+        out.print(
+            "  [yellow]unsigned[/] (sign with --sign KEY; `airlock signing-key create` makes a key)",
+            soft_wrap=True,
+        )
