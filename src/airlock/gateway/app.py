@@ -3,7 +3,7 @@
 Routes (nothing else reaches users, whatever the engines expose)::
 
     GET  /health                  liveness, no key
-    GET  /ready                   200 when every engine is ready, else 503; no key
+    GET  /ready                   200 when every engine is ready, else 503 (each engine's state); no key
     GET  /metrics                 Prometheus text (key unless gateway.metrics_auth is false)
     GET  /version                 airlock's and the engines' versions
     GET  /v1/models               ready models, under airlock's names and aliases, that the key may use
@@ -45,7 +45,7 @@ from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
 from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.proxy import Outcome, forward
-from airlock.gateway.routing import Router
+from airlock.gateway.routing import Route, Router
 from airlock.gateway.validation import parse_json_object, validate_request
 from airlock.spec import GatewaySpec
 
@@ -131,7 +131,8 @@ class Gateway:
         if self.audit is not None:
             self.audit.open()
         if self.keys is None:
-            log.warning("authentication is OFF: anyone who reaches this port can use every model")
+            # `airlock serve` says so on its own line; a log line here would repeat it in log format
+            log.debug("authentication is OFF: anyone who reaches this port can use every model")
 
     async def shutdown(self) -> None:
         if self.audit is not None:
@@ -245,17 +246,21 @@ class Gateway:
         return 200
 
     @staticmethod
-    def _model_object(name: str, owner: str, created: float | None) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": int(created or 0), "owned_by": owner}
+    def _model_object(name: str, route: Route) -> dict[str, Any]:
+        """An OpenAI model object; ``root`` (as vLLM's) is the served model's own name, for an alias too."""
+        runtime = route.runtime
+        created = time.time() - time.monotonic() + (runtime.ready_since or 0)
+        return {
+            "id": name,
+            "object": "model",
+            "created": int(created),
+            "owned_by": f"airlock:{runtime.config.kind}",
+            "root": route.name,
+            "parent": None,
+        }
 
     async def _models(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
-        wall = time.time() - time.monotonic()
-        data = [
-            self._model_object(
-                name, f"airlock:{route.runtime.config.kind}", wall + (route.runtime.ready_since or 0)
-            )
-            for name, route in self.router.listed(request.key)
-        ]
+        data = [self._model_object(name, route) for name, route in self.router.listed(request.key)]
         await send_json(send, 200, {"object": "list", "data": data})
         return 200
 
@@ -263,17 +268,19 @@ class Gateway:
         name = scope["path"].removeprefix("/v1/models/")
         route = self.router.resolve(name, request.key)
         if not route.runtime.ready:
-            raise self._unavailable(route.name, route.runtime.retry_after_s())
-        wall = time.time() - time.monotonic()
-        owner = f"airlock:{route.runtime.config.kind}"
-        await send_json(send, 200, self._model_object(name, owner, wall + (route.runtime.ready_since or 0)))
+            raise self._unavailable(route)
+        await send_json(send, 200, self._model_object(name, route))
         return 200
 
     @staticmethod
-    def _unavailable(model: str, retry_after: int) -> APIError:
+    def _unavailable(route: Route) -> APIError:
+        runtime = route.runtime
+        retry_after = runtime.retry_after_s()
+        # "restarting" once it has served; before that (a first start failed) it is not up yet
+        doing = "restarting" if runtime.ready_since is not None else "not ready yet"
         return APIError(
             503,
-            f"the model '{model}' is restarting; retry in {retry_after} s",
+            f"the model '{route.name}' is {doing}; retry in {retry_after} s",
             code="model_unavailable",
             headers={"Retry-After": str(retry_after)},
         )
@@ -291,7 +298,7 @@ class Gateway:
         request.model = route.name
         runtime = route.runtime
         if not runtime.ready:
-            raise self._unavailable(route.name, runtime.retry_after_s())
+            raise self._unavailable(route)
         config = runtime.config
         stream = bool(getattr(validated, "stream", False)) and kind in _STREAMABLE
         data["model"] = config.upstream_model

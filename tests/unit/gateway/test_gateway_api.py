@@ -61,6 +61,18 @@ def test_models_lists_names_and_aliases(client: openai.OpenAI) -> None:
     assert client.models.retrieve("small").id == "small"
 
 
+def test_model_objects_name_their_root_so_an_alias_is_not_another_model(
+    gw: GatewayThread, token: str
+) -> None:
+    # As vLLM's model objects: `root` is the served model's own name, also on an alias's entry, so a
+    # client (bench) counts distinct models by root, not by entry.
+    with _raw(gw, token) as http:
+        listed = http.get("/v1/models").json()["data"]
+        one = http.get("/v1/models/small").json()
+    assert [(m["id"], m["root"]) for m in listed] == [("tiny", "tiny"), ("small", "tiny"), ("other", "other")]
+    assert one["id"] == "small" and one["root"] == "tiny" and one["object"] == "model"
+
+
 def test_chat_completion(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "hi there"}], max_tokens=5
