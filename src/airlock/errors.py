@@ -46,7 +46,9 @@ class AirlockError(Exception):
         self.hint = hint
 
     def __str__(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+        if not self.hint:
+            return self.message
+        return f"{self.message}\n({self.hint})" if "\n" in self.message else f"{self.message} ({self.hint})"
 
 
 class ConfigError(AirlockError):
@@ -54,7 +56,12 @@ class ConfigError(AirlockError):
 
 
 class SpecError(ConfigError):
-    pass
+    """airlock.yaml is wrong; the message has one line per problem, each naming file, line, column and
+    key (``problems`` holds them one by one: ``airlock.spec.SpecProblem``)."""
+
+    def __init__(self, message: str, *, problems: tuple[object, ...] = (), hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems
 
 
 class EngineError(AirlockError):

@@ -21,9 +21,12 @@ typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, NoReturn, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -34,11 +37,16 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from airlock.common.types import FrozenModel
 from airlock.errors import SpecError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+HF_REPO_PATTERN = r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$"
+PYTHON_VERSION_PATTERN = r"^3(\.[0-9]+)?$"
+IMPLEMENTATION_PATTERN = r"^(cp|pp|py)$"
+DRIVER_PATTERN = r"^\d+(\.\d+){0,2}$"
 _MIB = 1024 * 1024
 
 
@@ -123,7 +131,7 @@ EngineSpec = Annotated[LlamaCppEngineSpec | VllmEngineSpec | RemoteEngineSpec, F
 
 
 class HFSource(FrozenModel):
-    repo: str = Field(pattern=r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+    repo: str = Field(pattern=HF_REPO_PATTERN)
     revision: str = "main"
     allow: list[str] = Field(default_factory=list)
     ignore: list[str] = Field(default_factory=list)
@@ -167,8 +175,8 @@ class WheelsSpec(FrozenModel):
     requirements: list[str] = Field(default_factory=list, description="e.g. ['vllm==0.6.3', 'airlock']")
     requirement_files: list[Path] = Field(default_factory=list)
     platforms: list[str] = Field(default_factory=list, description="e.g. ['manylinux2014_x86_64']")
-    python_version: str | None = Field(None, pattern=r"^3(\.[0-9]+)?$", description="e.g. '3.11'")
-    implementation: str | None = Field(None, pattern=r"^(cp|pp|py)$")
+    python_version: str | None = Field(None, pattern=PYTHON_VERSION_PATTERN, description="e.g. '3.11'")
+    implementation: str | None = Field(None, pattern=IMPLEMENTATION_PATTERN)
     abis: list[str] = Field(default_factory=list, description="e.g. ['cp311', 'abi3', 'none']")
     index_url: str | None = None
     extra_index_urls: list[str] = Field(default_factory=list)
@@ -196,7 +204,7 @@ class HardwareSpec(FrozenModel):
     )
     count: int = Field(1, ge=1, description="GPUs per server")
     gpu_memory: ByteSize | None = Field(None, description="per-GPU memory instead of a catalog name")
-    driver: str | None = Field(None, pattern=r"^\d+(\.\d+){0,2}$", description="NVIDIA driver version")
+    driver: str | None = Field(None, pattern=DRIVER_PATTERN, description="NVIDIA driver version")
 
     @model_validator(mode="after")
     def _one_kind(self) -> HardwareSpec:
@@ -229,36 +237,276 @@ class Spec(FrozenModel):
         return self
 
 
-def _format_validation(exc: ValidationError) -> str:
-    parts = []
+# Each pattern above, as the rule a user reads instead of the regular expression.
+_PATTERN_WORDS = {
+    NAME_PATTERN: "use 1-128 letters, digits or . _ : / @ + - (no spaces), starting with a letter or digit",
+    HF_REPO_PATTERN: "a Hugging Face repo id: org/name, letters, digits, '.', '_' or '-'",
+    PYTHON_VERSION_PATTERN: "a Python version such as 3 or 3.11",
+    IMPLEMENTATION_PATTERN: "one of cp, pp or py",
+    DRIVER_PATTERN: "an NVIDIA driver version such as 550.54.14",
+}
+
+_ENGINE_MODELS: dict[str, type[FrozenModel]] = {
+    "llamacpp": LlamaCppEngineSpec,
+    "vllm": VllmEngineSpec,
+    "remote": RemoteEngineSpec,
+}
+
+Marks = dict[tuple[str | int, ...], tuple[int, int]]  # a value's path -> (line, column), 1-based
+KeyMarks = Marks  # a mapping key's path -> where the key itself is written
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One problem in a spec: where (file, line, column, dotted path) and what, in words."""
+
+    source: str
+    where: str  # models[0].engine.parallel
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        place = self.source if self.line is None else f"{self.source}:{self.line}:{self.column}"
+        return f"{place}: {self.where}: {self.message}" if self.where else f"{place}: {self.message}"
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class a field holds (through Optional, list and Annotated), or None."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (list, tuple) or origin is UnionType or str(origin) == "typing.Union":
+            inner = [a for a in get_args(annotation) if a is not type(None)]
+            if len(inner) != 1:
+                return None
+            annotation = inner[0]
+        else:
+            return (
+                annotation if isinstance(annotation, type) and issubclass(annotation, FrozenModel) else None
+            )
+
+
+def _model_at(path: tuple[str | int, ...], data: Any) -> type[FrozenModel] | None:
+    """The schema class of the mapping at ``path`` in ``data`` (an engine by its ``kind``)."""
+    model: type[FrozenModel] | None = Spec
+    for part in path:
+        if isinstance(part, int):
+            data = data[part] if isinstance(data, list) and part < len(data) else None
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        data = data.get(part) if isinstance(data, dict) else None
+        if model is ModelSpec and part == "engine":
+            model = _ENGINE_MODELS.get(str(data.get("kind"))) if isinstance(data, dict) else None
+        else:
+            model = _unwrap(model.model_fields[part].annotation)
+    return model
+
+
+def _user_path(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
+    """pydantic's location without its own segments (a union's tag, ``llamacpp``): only the keys and
+    indexes that are in the file, and a missing key last."""
+    path: list[str | int] = []
+    for i, part in enumerate(loc):
+        inside = isinstance(data, dict) and part in data
+        if inside or (isinstance(data, list) and isinstance(part, int) and part < len(data)):
+            data = data[part]
+        elif i < len(loc) - 1:
+            continue  # a tag or validator name that pydantic adds: not in the file
+        else:
+            data = None
+        path.append(part)
+    return tuple(path)
+
+
+def _value(value: Any) -> str:
+    return (
+        repr(value) if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
+    )
+
+
+def _in_words(err: ErrorDetails, path: tuple[str | int, ...], data: Any) -> str:
+    """One pydantic error as a rule in words, with the nearest valid key or kind where one fits."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    if kind == "extra_forbidden" and path:
+        model = _model_at(path[:-1], data)
+        known = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(path[-1]), known, n=1)
+        if close:
+            return f"unknown key {path[-1]!r}; did you mean {close[0]!r}?"
+        return f"unknown key {path[-1]!r} (valid here: {', '.join(known)})"
+    if kind == "missing":
+        return "is required"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        kinds = list(_ENGINE_MODELS)
+        if kind == "union_tag_not_found":
+            return f"needs a 'kind': one of {', '.join(kinds)}"
+        close = difflib.get_close_matches(str(ctx.get("tag")), kinds, n=1)
+        guess = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown engine kind {ctx.get('tag')!r}{guess} (one of {', '.join(kinds)})"
+    if kind == "string_pattern_mismatch":
+        rule = _PATTERN_WORDS.get(str(ctx.get("pattern")), f"must match {ctx.get('pattern')}")
+        return f"{_value(value)}: {rule}"
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"must be a mapping (key: value), not {_value(value)}"
+    message = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if message.startswith("Input should be "):
+        message = "must be " + message.removeprefix("Input should be ").replace(
+            "a valid dictionary", "a mapping"
+        )
+        message = message.split(", unable to")[0]
+        if not isinstance(value, dict | list):
+            message += f", not {_value(value)}"
+    elif kind == "path_type":
+        message = f"must be a path, not {_value(value)}"
+    return message
+
+
+def _marks(
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    values: Marks,
+    keys: KeyMarks,
+    dupes: list[SpecProblem],
+    source: str,
+) -> None:
+    values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else str(key_node.value)
+            line, column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            if key in seen and key != "<<":
+                dupes.append(
+                    SpecProblem(
+                        source,
+                        _dotted((*path, key)),
+                        f"written twice (first on line {seen[key]}): YAML keeps only the last",
+                        line,
+                        column,
+                    )
+                )
+            seen[key] = line
+            keys[(*path, key)] = (line, column)
+            _marks(value_node, (*path, key), values, keys, dupes, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _marks(item, (*path, i), values, keys, dupes, source)
+
+
+def _problems(
+    exc: ValidationError, data: Any, source: str, values: Marks, keys: KeyMarks
+) -> list[SpecProblem]:
+    problems = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+        path = _user_path(tuple(err["loc"]), data)
+        if err["type"] == "union_tag_invalid":
+            path = (*path, "kind")  # point at the kind that is wrong
+        found = keys.get(path) if err["type"] == "extra_forbidden" else None
+        if found is None:  # the value's own place, else its nearest enclosing one (a missing key's mapping)
+            found = next((values[path[:n]] for n in range(len(path), -1, -1) if path[:n] in values), None)
+        line, column = found if found else (None, None)
+        problems.append(SpecProblem(source, _dotted(path), _in_words(err, path, data), line, column))
+    return problems
+
+
+def _raise(problems: list[SpecProblem]) -> NoReturn:
+    raise SpecError(
+        "\n".join(str(p) for p in problems),
+        hint="every key, with examples: docs/spec.md; `airlock spec schema` for editors",
+        problems=tuple(problems),
+    )
 
 
 def parse_spec(data: Any, *, base_dir: Path | None = None, source: str = "spec") -> Spec:
     """Validate already-loaded data; ``base_dir`` anchors relative paths."""
+    return _validate(data, base_dir=base_dir, source=source, values={}, keys={})
+
+
+def _validate(data: Any, *, base_dir: Path | None, source: str, values: Marks, keys: KeyMarks) -> Spec:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: the top level must be a mapping, not {type(data).__name__}")
+        line, column = values.get((), (None, None))
+        _raise(
+            [
+                SpecProblem(
+                    source,
+                    "",
+                    f"the top level must be a mapping (key: value), not a {type(data).__name__}",
+                    line,
+                    column,
+                )
+            ]
+        )
     try:
         return Spec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise SpecError(f"{source}: {_format_validation(exc)}") from exc
+        _raise(_problems(exc, data, source, values, keys))
 
 
 def load_spec(path: Path) -> Spec:
-    """Read and validate an airlock.yaml; every problem is a SpecError that names the file and field."""
+    """Read and validate an airlock.yaml; every problem is a SpecError whose lines name the file, line,
+    column and key, and say the rule in words (``SpecError.problems`` holds them one by one)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise SpecError(f"{path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise SpecError(
+            f"{path}: is a folder, not a spec file", hint=f"the spec is {path / 'airlock.yaml'}?"
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: cannot be read: {exc}") from exc
+    source = str(path)
     try:
         data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_spec(data, base_dir=path.parent.resolve(), source=str(path))
+        mark = getattr(exc, "problem_mark", None)
+        place = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+        problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
+        what = f"{problem} ({context})" if problem and context else str(problem or exc)
+        raise SpecError(f"{place}: not valid YAML: {what}") from exc
+    values: Marks = {}
+    keys: KeyMarks = {}
+    dupes: list[SpecProblem] = []
+    if node is not None:
+        _marks(node, (), values, keys, dupes, source)
+    if dupes:
+        _raise(dupes)
+    return _validate(data, base_dir=path.parent.resolve(), source=source, values=values, keys=keys)
+
+
+def json_schema() -> dict[str, Any]:
+    """The spec's JSON Schema (draft 2020-12), for editors that validate airlock.yaml as it is typed
+    (``# yaml-language-server: $schema=airlock.schema.json``)."""
+    schema = Spec.model_json_schema(mode="validation")
+    _drop_pydantic_keywords(schema)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "airlock.yaml",
+        "description": "airlock's spec: the models to plan, pack and serve, and the gateway in front of them",
+    }
+
+
+def _drop_pydantic_keywords(node: Any) -> None:
+    """pydantic writes ``gt``/``ge`` beside ByteSize's anyOf, which no JSON Schema validator knows."""
+    if isinstance(node, dict):
+        for word in ("gt", "ge", "lt", "le"):
+            node.pop(word, None)
+        for value in node.values():
+            _drop_pydantic_keywords(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_pydantic_keywords(value)

@@ -54,7 +54,7 @@ def test_empty_file_is_an_empty_spec(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
-        ("gatewy: {}", "gatewy: Extra inputs are not permitted"),
+        ("gatewy: {}", ":1:1: gatewy: unknown key 'gatewy'; did you mean 'gateway'?"),
         ("gateway: {port: 99999}", "gateway.port"),
         ("models: [{name: a, engine: {kind: llamacpp}}]", "exactly one of 'path', 'gguf' or 'hf'"),
         ("models: [{name: a, path: x, engine: {kind: llamacpp}}]", "use 'gguf', not 'path'"),
@@ -64,8 +64,11 @@ def test_empty_file_is_an_empty_spec(tmp_path: Path) -> None:
             "remote model takes no 'path'",
         ),
         ("models: [{name: a, engine: {kind: remote, url: 'ftp://h'}}]", "http:// or https://"),
-        ("models: [{name: a, gguf: x, engine: {kind: tensorrt}}]", "does not match any of the expected tags"),
-        ("models: [{name: 'bad name', gguf: x, engine: {kind: llamacpp}}]", "models.0.name"),
+        ("models: [{name: a, gguf: x, engine: {kind: tensorrt}}]", "unknown engine kind 'tensorrt'"),
+        (
+            "models: [{name: 'bad name', gguf: x, engine: {kind: llamacpp}}]",
+            "models[0].name: 'bad name': use",
+        ),
         (
             "models: [{name: a, gguf: x, engine: {kind: llamacpp}}, {name: b, aliases: [a], gguf: y, engine: {kind: llamacpp}}]",
             "'a' is used twice",
@@ -91,3 +94,108 @@ def test_missing_spec_file(tmp_path: Path) -> None:
 def test_parse_spec_rejects_non_mapping() -> None:
     with pytest.raises(SpecError, match="must be a mapping"):
         parse_spec([1, 2])
+
+
+def test_an_error_names_line_column_and_the_nearest_key_without_pydantic_segments(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """gateway:
+  port: 8000
+models:
+  - name: smollm2
+    gguf: x.gguf
+    engine: {kind: llamacpp, paralel: 4}
+""",
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.message.splitlines()[0] == (
+        f"{path}:6:30: models[0].engine.paralel: unknown key 'paralel'; did you mean 'parallel'?"
+    )
+    assert "llamacpp.paralel" not in str(info.value)
+    assert "Extra inputs" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (
+            "models:\n  - name: my model\n    gguf: x\n    engine: {kind: llamacpp}\n",
+            ":2:11: models[0].name: 'my model': use 1-128 letters, digits or . _ : / @ + - (no spaces), "
+            "starting with a letter or digit",
+        ),
+        (
+            "models:\n  - name: a\n    gguf: x\n    engine: {kind: vllm}\n",
+            ":2:5: models[0]: serve GGUF files with the llamacpp engine; vllm takes 'path' or 'hf'",
+        ),
+        (
+            "models:\n  - name: a\n    engine:\n      kind: lamacpp\n",
+            ":4:13: models[0].engine.kind: unknown engine kind 'lamacpp'; did you mean 'llamacpp'?",
+        ),
+        ("models:\n  - name: a\n    engine: {kind: remote}\n", ":3:13: models[0].engine.url: is required"),
+        ("gateway:\n  port: http\n", ":2:9: gateway.port: must be a valid integer, not 'http'"),
+        (
+            "hardware: {gpu: h100-80gb, driver: new}\n",
+            ":1:36: hardware.driver: 'new': an NVIDIA driver version",
+        ),
+        (
+            "wheels:\n  no_idex: true\n",
+            ":2:3: wheels.no_idex: unknown key 'no_idex'; did you mean 'no_index'?",
+        ),
+        ("gateway:\n  port: 1\n  port: 2\n", ":3:3: gateway.port: written twice (first on line 2)"),
+    ],
+)
+def test_each_kind_of_problem_reads_as_a_rule_in_words(tmp_path: Path, text: str, line: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    first = info.value.message.splitlines()[0]
+    assert first.startswith(f"{path}{line}"), first
+    assert "Value error" not in first and "^[" not in first
+
+
+def test_every_problem_is_reported_at_once_one_line_each(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "gateway: {prot: 1}\nmodels: [{name: a, gguf: x, engine: {kind: llamacpp, paralel: 2}}]\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert len(info.value.problems) == 2
+    assert [line.split(": ", 2)[1] for line in info.value.message.splitlines()] == [
+        "gateway.prot",
+        "models[0].engine.paralel",
+    ]
+
+
+def test_invalid_yaml_names_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "models:\n  - name: a\n   bad: [\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert info.value.message.startswith(f"{path}:")
+    assert ": not valid YAML: " in info.value.message
+    assert "\n" not in info.value.message
+
+
+def test_the_json_schema_accepts_the_readme_spec_and_refuses_a_typo() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    from airlock.spec import json_schema
+
+    schema = json_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    good = yaml.safe_load(
+        """
+gateway: {port: 8000, max_body_bytes: 8MiB}
+hardware: {gpu: h100-80gb, count: 2}
+models:
+  - {name: smollm2, aliases: [default], gguf: m.gguf, engine: {kind: llamacpp, parallel: 4}}
+  - {name: big, engine: {kind: remote, url: "http://10.0.0.5:8000/v1"}}
+wheels: {requirements: [vllm==0.11.0], python_version: "3.11"}
+files: [{path: licences/}]
+"""
+    )
+    jsonschema.validate(good, schema)
+    bad = {"models": [{"name": "a", "gguf": "m.gguf", "engine": {"kind": "llamacpp", "paralel": 4}}]}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
