@@ -16,17 +16,18 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import hmac
 import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from airlock.errors import KeyStoreError, UnknownKeyError
+from airlock.errors import KeyStoreError, ModelNotFoundError, UnknownKeyError
 
 PREFIX = "al"
 _ID_HEX = 12
@@ -60,6 +61,21 @@ class ApiKey:
 
     def allows(self, model: str) -> bool:
         return self.models is None or model in self.models
+
+
+def check_models(models: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse model names that the gateway will never offer (``known``: names and aliases), naming
+    the nearest known one, so that a typo never makes a key that opens nothing."""
+    offered = sorted(set(known))
+    for model in models:
+        if model in offered:
+            continue
+        close = difflib.get_close_matches(model, offered, n=1)
+        listed = ", ".join(offered) if offered else "none"
+        raise ModelNotFoundError(
+            f"no model named {model!r} to give a key to (models and aliases: {listed})",
+            hint=f"did you mean {close[0]!r}?" if close else None,
+        )
 
 
 def _split(token: str) -> tuple[str, str] | None:
@@ -112,6 +128,15 @@ class KeyStore:
             or not name.replace("-", "").replace("_", "").replace(".", "").isalnum()
         ):
             raise KeyStoreError(f"key name {name!r}: use 1-64 letters, digits, '-', '_' or '.'")
+        if models is not None:
+            models = list(dict.fromkeys(models))
+            if not models:
+                raise KeyStoreError(
+                    "the key's model list is empty",
+                    hint="name at least one model, or give none for a key to every model",
+                )
+            if any(not m or m != m.strip() for m in models):
+                raise KeyStoreError(f"model names {models!r}: an empty name or one with spaces around it")
         key_id, secret = secrets.token_hex(_ID_HEX // 2), secrets.token_urlsafe(32)
         record = ApiKey(name, key_id, tuple(models) if models else None, time.time())
         with self._connect() as conn:

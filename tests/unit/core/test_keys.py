@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from airlock.errors import KeyStoreError, UnknownKeyError
-from airlock.gateway.apikeys import KeyStore, check_token
+from airlock.errors import KeyStoreError, ModelNotFoundError, UnknownKeyError
+from airlock.gateway.apikeys import KeyStore, check_models, check_token
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
 
@@ -110,3 +110,89 @@ def test_database_schema_has_no_secret_column(store: KeyStore) -> None:
     columns = [row[1] for row in sqlite3.connect(store.path).execute("PRAGMA table_info(api_keys)")]
     assert "secret_sha256" in columns
     assert "secret" not in columns
+
+
+def test_an_empty_model_list_is_refused_not_read_as_every_model(store: KeyStore) -> None:
+    with pytest.raises(KeyStoreError, match="model list is empty"):
+        store.create("hank", models=[])
+    with pytest.raises(KeyStoreError, match="empty name"):
+        store.create("hank", models=["m1", ""])
+    assert store.list() == []
+
+
+def test_check_models_refuses_an_unknown_name_with_the_nearest_one() -> None:
+    check_models(["smollm2", "default"], ["smollm2", "default", "big"])
+    with pytest.raises(ModelNotFoundError) as info:
+        check_models(["smolm2"], ["smollm2", "default"])
+    assert (
+        info.value.message
+        == "no model named 'smolm2' to give a key to (models and aliases: default, smollm2)"
+    )
+    assert info.value.hint == "did you mean 'smollm2'?"
+
+
+# The CLI: `airlock keys create --models` against the spec serve would read.
+
+
+def _airlock(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from airlock.cli.main import run
+
+    with pytest.raises(SystemExit) as done:
+        run(list(args))
+    captured = capsys.readouterr()
+    return int(done.value.code or 0), captured.out, captured.err
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("AIRLOCK_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+SPEC = "models:\n  - name: smollm2\n    aliases: [default]\n    gguf: m.gguf\n    engine: {kind: llamacpp}\n"
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [("", "--models is empty"), (" , ", "--models is empty"), ("a,,b", "--models 'a,,b' has an empty name")],
+)
+def test_cli_refuses_an_empty_models_flag(
+    home: Path, capsys: pytest.CaptureFixture[str], flag: str, message: str
+) -> None:
+    code, out, err = _airlock(capsys, "keys", "create", "bob", "--models", flag)
+    assert code == 2
+    assert err.startswith(f"error: {message}")
+    assert out == ""
+    assert KeyStore(home / "home" / "keys.db").list() == []
+
+
+def test_cli_refuses_a_model_the_spec_does_not_have(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (home / "airlock.yaml").write_text(SPEC)
+    code, _, err = _airlock(capsys, "keys", "create", "bob", "--models", "nosuchmodel")
+    assert code == 5
+    assert err == (
+        "error: no model named 'nosuchmodel' to give a key to (models and aliases: default, smollm2)\n"
+    )
+    code, _, err = _airlock(capsys, "keys", "create", "bob", "--models", "smolm2")
+    assert err.endswith("(did you mean 'smollm2'?)\n")
+    code, out, _ = _airlock(capsys, "keys", "create", "bob", "--models", "smollm2,default")
+    assert code == 0 and "Created key bob (smollm2, default)" in out
+
+
+def test_cli_checks_models_against_config(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (home / "other.yaml").write_text(SPEC.replace("smollm2", "qwen"))
+    code, _, err = _airlock(capsys, "keys", "create", "bob", "--models", "smollm2", "--config", "other.yaml")
+    assert code == 5 and "no model named 'smollm2'" in err
+    assert _airlock(capsys, "keys", "create", "bob", "--models", "qwen", "-c", "other.yaml")[0] == 0
+
+
+def test_cli_without_a_spec_warns_that_names_are_unchecked(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _airlock(capsys, "keys", "create", "bob", "--models", "nosuchmodel")
+    assert code == 0
+    assert err.startswith("warning: no airlock.yaml here, so nosuchmodel cannot be checked")
+    assert "Created key bob (nosuchmodel)" in out
+    code, _, err = _airlock(capsys, "keys", "create", "carl", "--models", "default")
+    assert code == 0 and err == ""
