@@ -33,6 +33,11 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _SECONDS = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*(ms|s|m|min|h)?\s*$", re.IGNORECASE)
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 request``, ``2 requests``: a count with its noun, as every bench message writes one."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @dataclass(frozen=True)
 class Load:
     """One load level: ``concurrency`` users each sending the next request when the last ends
@@ -54,7 +59,7 @@ class Load:
     @property
     def label(self) -> str:
         if self.kind == "concurrency":
-            return f"{self.users} user" + ("s" if self.users != 1 else "")
+            return plural(self.users, "user")
         return f"{self.value:g} req/s"
 
 
@@ -161,7 +166,11 @@ def parse_levels(text: str, flag: str) -> tuple[float, ...]:
 
 
 def parse_slo(text: str) -> Slo:
-    """``"ttft=500ms,itl=50ms,e2e=10s"``: any of the three, each once."""
+    """``"ttft=500ms,itl=50ms,e2e=10s"``: any of the three, each once, each with its unit.
+
+    A bare number is refused rather than guessed: the tables show milliseconds, and ``ttft=500``
+    read as seconds would count every request as good.
+    """
     found: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
@@ -170,6 +179,12 @@ def parse_slo(text: str) -> Slo:
             raise ConfigError(f"--slo: {part!r} is not ttft=..., itl=... or e2e=... (example: ttft=500ms)")
         if name in found:
             raise ConfigError(f"--slo: {name} is given twice")
+        bare = _SECONDS.match(value)
+        if bare and bare.group(2) is None:  # ttft=500: milliseconds or seconds? The user says which.
+            n = bare.group(1)
+            raise ConfigError(
+                f"--slo: {part!r} has no unit: write {name}={n}ms (milliseconds) or {name}={n}s (seconds)"
+            )
         found[name] = parse_seconds(value, f"--slo {name}")
     if not found:
         raise ConfigError("--slo: give at least one of ttft=..., itl=..., e2e=...")

@@ -67,6 +67,17 @@ def test_parse_slo() -> None:
 
 
 @pytest.mark.parametrize(
+    ("given", "fix"), [("ttft=500", "ttft=500ms"), ("itl=0.05", "itl=0.05ms"), ("e2e= 10 ", "e2e=10s")]
+)
+def test_slo_without_a_unit_is_refused_with_the_spellings_that_mean_it(given: str, fix: str) -> None:
+    """``ttft=500`` once meant 500 seconds (every request good) beside a table in milliseconds."""
+    with pytest.raises(ConfigError) as info:
+        parse_slo(f"e2e=30s,{given}" if not given.startswith("e2e") else given)
+    assert "has no unit" in info.value.message and fix in info.value.message
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("given", "base"),
     [
         ("http://127.0.0.1:8000", "http://127.0.0.1:8000/v1"),
