@@ -30,7 +30,7 @@ import uvloop
 from airlock import __version__
 from airlock.bench.client import RequestRecord, Sender
 from airlock.bench.loadgen import run_level
-from airlock.bench.options import BenchOptions, Load
+from airlock.bench.options import BenchOptions, Load, plural
 from airlock.bench.results import BenchResults, Calibration, LevelResult, RunInfo
 from airlock.bench.stats import summarise_level
 from airlock.bench.workload import DatasetPrompts, Prompt, Prompts, SyntheticPrompts, fit_tokens, load_dataset
@@ -103,12 +103,47 @@ class _Unreachable(EndpointError):
 
 @dataclass(frozen=True)
 class EndpointInfo:
-    models: tuple[str, ...]
+    """What ``GET /models`` said: each listed name with its ``root`` (None where the entry has none),
+    and the Server header."""
+
+    roots: dict[str, str | None]
     server: str | None
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every listed name, aliases included."""
+        return tuple(self.roots)
+
+    def distinct(self) -> dict[str, list[str]]:
+        """The models behind the names, each keyed by the name to send and valued by all its names.
+
+        Names that share a ``root`` (vLLM's field; the airlock gateway's too, where an alias's root
+        is the model it points to) are one model, following a root that is itself a listed name
+        (``default`` -> ``smollm2`` -> its weights). The name to send is the root where it is
+        listed, else the model's own name rather than an alias's (vLLM's root can be the path it
+        was started with, which it does not answer to).
+        """
+        groups: dict[str, list[str]] = {}
+        for name in self.roots:
+            groups.setdefault(self._origin(name), []).append(name)
+        return {(origin if origin in names else self._own(names)): names for origin, names in groups.items()}
+
+    def _origin(self, name: str) -> str:
+        """Where ``name``'s roots lead: an unlisted root, a name without one, or (a loop) its least name."""
+        chain = [name]
+        while (root := self.roots.get(chain[-1])) and root in self.roots and root not in chain:
+            chain.append(root)
+        if not root:
+            return chain[-1]
+        return min(chain[chain.index(root) :]) if root in chain else root
+
+    def _own(self, names: list[str]) -> str:
+        """Of one model's names, the first that is not an alias of another listed name."""
+        return next((n for n in names if self.roots[n] not in self.roots), names[0])
 
 
 async def list_models(session: aiohttp.ClientSession, options: BenchOptions) -> EndpointInfo:
-    """``GET /models``: the names the endpoint serves, and its Server header."""
+    """``GET /models``: the names the endpoint serves (with their roots), and its Server header."""
     url = f"{options.url}/models"
     try:
         async with session.get(
@@ -123,12 +158,14 @@ async def list_models(session: aiohttp.ClientSession, options: BenchOptions) -> 
     except TimeoutError as exc:
         raise _Unreachable(f"GET {url} did not answer in 30 s") from exc
     try:
-        ids = tuple(str(m["id"]) for m in orjson.loads(body)["data"])
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        roots = {
+            str(m["id"]): (str(m["root"]) if m.get("root") else None) for m in orjson.loads(body)["data"]
+        }
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise EndpointError(
             f"GET {url}: not an OpenAI model list", hint="give the model with --model"
         ) from exc
-    return EndpointInfo(models=ids, server=server)
+    return EndpointInfo(roots=roots, server=server)
 
 
 async def resolve_model(
@@ -136,7 +173,8 @@ async def resolve_model(
 ) -> tuple[str, str | None]:
     """(the model to load, the Server header): ``--model``, or the endpoint's only model.
 
-    With ``--model`` a missing or odd model list is only a warning: the first request decides.
+    Aliases of one model (names sharing a ``root``) are that one model. With ``--model`` a missing
+    or odd model list is only a warning: the first request decides.
     """
     try:
         info = await list_models(session, options)
@@ -151,12 +189,16 @@ async def resolve_model(
         if options.model not in info.models:
             run.warn(f"{options.model!r} is not in the endpoint's model list ({', '.join(info.models)})")
         return options.model, info.server
-    if len(info.models) != 1:
-        served = ", ".join(info.models) or "none"
-        raise EndpointError(
-            f"{options.url}/models lists {len(info.models)} models ({served})", hint="pick one with --model"
+    models = info.distinct()
+    if len(models) != 1:
+        served = ", ".join(
+            name + "".join(f" (alias {n})" for n in names if n != name) for name, names in models.items()
         )
-    return info.models[0], info.server
+        raise EndpointError(
+            f"{options.url}/models lists {plural(len(models), 'model')}" + (f" ({served})" if served else ""),
+            hint="pick one with --model" if models else "is a model loaded there?",
+        )
+    return next(iter(models)), info.server
 
 
 #: A first request answered with one of these is tried again (a gateway says 503 while an engine
@@ -194,7 +236,8 @@ async def _calibrate(run: _Run, sender: Sender) -> Calibration | None:
         record = await _probe(run, sender, probes.next())
         if record.prompt_tokens is None:
             run.warn(
-                _NO_USAGE + f"; synthetic prompts are {options.prompt_tokens} words, not measured tokens"
+                _NO_USAGE
+                + f"; synthetic prompts are {plural(options.prompt_tokens, 'word')}, not measured tokens"
             )
             return None
         measured.append((words, record.prompt_tokens))
@@ -230,7 +273,7 @@ async def _warm_up(run: _Run, sender: Sender, prompts: SyntheticPrompts | Datase
     options = run.options
     if not options.warmup:
         return
-    run.observer.phase(f"warming up ({options.warmup} requests)")
+    run.observer.phase(f"warming up ({plural(options.warmup, 'request')})")
     users = min(options.warmup, max(max(int(load.value), 1) for load in options.loads))
     warm = await run_level(
         sender,
@@ -241,7 +284,7 @@ async def _warm_up(run: _Run, sender: Sender, prompts: SyntheticPrompts | Datase
     )
     failed = sum(1 for r in warm.records if not r.ok)
     if failed:
-        run.warn(f"{failed} of {options.warmup} warm-up requests failed")
+        run.warn(f"{failed} of {plural(options.warmup, 'warm-up request')} failed")
 
 
 def _host() -> dict[str, str]:

@@ -169,15 +169,21 @@ async def _scripted(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-async def _models(request: web.Request) -> web.Response:
-    return web.json_response({"object": "list", "data": [{"id": "a"}, {"id": "b"}]})
+#: The scripted server's model list unless a test gives its own: two models, no ``root`` fields.
+TWO_MODELS: list[dict[str, Any]] = [{"id": "a"}, {"id": "b"}]
 
 
-def scripted_app() -> web.Application:
+def scripted_app(models: list[dict[str, Any]] | None = None) -> web.Application:
+    """The scripted server; ``GET /v1/models`` lists ``models`` (OpenAI model objects, default :data:`TWO_MODELS`)."""
+    listed = TWO_MODELS if models is None else models
+
+    async def list_models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": listed})
+
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _scripted)
     app.router.add_post("/v1/completions", _scripted)
-    app.router.add_get("/v1/models", _models)
+    app.router.add_get("/v1/models", list_models)
     return app
 
 

@@ -164,12 +164,18 @@ def test_api_key_is_sent() -> None:
 
 
 def test_through_the_gateway(tmp_path: Path) -> None:
-    """The gateway passes usage through and keeps the timings; its own API key is what it checks."""
+    """The gateway passes usage through and keeps the timings; its own API key is what it checks.
+
+    Its model list names ``tiny`` and the alias ``default`` (as the README's default server does):
+    one model, which bench picks without --model.
+    """
     store = KeyStore(tmp_path / "keys.db")
     token = store.create("bench")[1]
     # Real time here, and no durations asserted: short delays keep it quick, still one token per chunk.
     config = fake_engine_config("tiny", token_delay=0.002, argv_extra=("--ttft", "0.01"))
-    with GatewayThread([config], tmp_path / "logs", keys=KeyCache(store)) as gw:
+    with GatewayThread(
+        [config], tmp_path / "logs", keys=KeyCache(store), aliases={"tiny": ["default"]}
+    ) as gw:
         seen = _Records()
         results = run_bench(options(gw.url, api_key=token), seen)
     assert results.info.model == "tiny"

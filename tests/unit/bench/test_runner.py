@@ -7,7 +7,10 @@ from typing import Any
 import pytest
 
 from airlock.bench import BenchOptions, Load, Observer, run_bench, runner, workload
+from airlock.bench.runner import EndpointInfo
 from airlock.errors import EndpointError
+
+from .conftest import scripted_app, serve_on_thread
 
 
 def options(url: str, script: dict[str, Any], **kw: Any) -> BenchOptions:
@@ -27,6 +30,58 @@ def test_several_models_need_a_choice(scripted_url: str) -> None:
     with pytest.raises(EndpointError, match=r"lists 2 models \(a, b\)") as info:
         run_bench(options(scripted_url, {}, model=None))
     assert info.value.hint == "pick one with --model"
+
+
+# What GET /models lists -> the model bench picks. The airlock gateway gives every name (alias or
+# not) the root of the model it serves; vLLM gives its served name the root it was started with.
+ONE_MODEL_LISTS = [
+    pytest.param(
+        [{"id": "smollm2", "root": "smollm2"}, {"id": "default", "root": "smollm2"}], "smollm2", id="gateway"
+    ),
+    pytest.param(
+        [{"id": "default", "root": "smollm2"}, {"id": "smollm2"}], "smollm2", id="alias-first-no-root"
+    ),
+    pytest.param(
+        [{"id": "default", "root": "smollm2"}, {"id": "smollm2", "root": "HuggingFaceTB/SmolLM2-135M"}],
+        "smollm2",
+        id="root-chain",
+    ),
+    pytest.param([{"id": "served", "root": "/models/smollm2"}], "served", id="vllm-path-root"),
+    pytest.param([{"id": "only"}], "only", id="no-root"),
+]
+
+
+@pytest.mark.parametrize(("listed", "picked"), ONE_MODEL_LISTS)
+def test_aliases_of_one_model_are_one_model(listed: list[dict[str, Any]], picked: str) -> None:
+    """The README's first bench against its default server once failed: 'lists 2 models' (smollm2, default)."""
+    with serve_on_thread(scripted_app(listed)) as url:
+        results = run_bench(options(url + "/v1", {"chunks": 2}, model=None))
+    assert results.info.model == picked
+    assert results.levels[0].ok == 6
+
+
+def test_distinct_roots_are_distinct_models() -> None:
+    listed = [
+        {"id": "small", "root": "small"},
+        {"id": "default", "root": "small"},
+        {"id": "big", "root": "big"},
+    ]
+    with serve_on_thread(scripted_app(listed)) as url, pytest.raises(EndpointError) as info:
+        run_bench(options(url + "/v1", {}, model=None))
+    assert "lists 2 models (small (alias default), big)" in info.value.message
+    assert info.value.hint == "pick one with --model"
+    roots = {"a": None, "b": None, "b2": "b", "loop": "loop2", "loop2": "loop"}
+    assert EndpointInfo(roots=roots, server=None).distinct() == {
+        "a": ["a"],
+        "b": ["b", "b2"],
+        "loop": ["loop", "loop2"],
+    }
+
+
+def test_an_empty_model_list_says_so() -> None:
+    with serve_on_thread(scripted_app([])) as url, pytest.raises(EndpointError) as info:
+        run_bench(options(url + "/v1", {}, model=None))
+    assert "lists 0 models" in info.value.message and info.value.hint == "is a model loaded there?"
 
 
 def test_a_model_not_listed_is_only_a_warning(scripted_url: str) -> None:
