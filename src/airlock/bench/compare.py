@@ -78,18 +78,31 @@ class Comparison:
     differences: tuple[str, ...]
 
 
+def _seconds(value: float | None) -> str:
+    return "no limit" if value is None else f"{value:g} s"
+
+
+def _cpus(count: str | None) -> str:
+    if not count:
+        return "CPUs unknown"
+    return f"{count} CPU" if count == "1" else f"{count} CPUs"
+
+
 def _settings(results: BenchResults) -> dict[str, str]:
+    """The settings that make runs comparable, in words: one a run lacks reads ``no limit``,
+    ``closed loop (users)`` or ``none``, never None."""
     info = results.info
     return {
         "model": info.model,
         "endpoint": info.endpoint,
         "workload": info.workload,
         "output tokens": str(info.output_tokens),
-        "ignore_eos": str(info.ignore_eos),
-        "requests per level": str(info.requests_per_level),
-        "duration per level": str(info.duration_per_level_s),
-        "arrival": str(info.arrival),
-        "host": f"{info.host.get('platform', '?')}, {info.host.get('cpus', '?')} CPUs",
+        "--ignore-eos": "on" if info.ignore_eos else "off",
+        "requests per level": "no limit" if info.requests_per_level is None else str(info.requests_per_level),
+        "duration per level": _seconds(info.duration_per_level_s),
+        "arrivals": info.arrival or "closed loop (users)",
+        "SLO": ", ".join(f"{k.upper()} <= {v * 1000:g} ms" for k, v in info.slo.items()) or "none",
+        "host": f"{info.host.get('platform', 'platform unknown')}, {_cpus(info.host.get('cpus'))}",
     }
 
 

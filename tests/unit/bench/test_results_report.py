@@ -73,6 +73,25 @@ def test_compare_lists_settings_that_differ(make_results: Make) -> None:
         compare_runs([("a", a)])
 
 
+def test_settings_a_run_lacks_read_as_words_never_none(make_results: Make) -> None:
+    a = make_results()
+    b = make_results()
+    changed = {
+        "requests_per_level": 1,
+        "duration_per_level_s": None,
+        "arrival": "poisson",
+        "ignore_eos": False,
+    }
+    b = b.model_copy(update={"info": b.info.model_copy(update=changed)})
+    lines = compare_runs([("a", a), ("b", b)]).differences
+    assert lines == (
+        "--ignore-eos: a: on; b: off",
+        "requests per level: a: no limit; b: 1",
+        "duration per level: a: 30 s; b: no limit",
+        "arrivals: a: closed loop (users); b: poisson",
+    )
+
+
 def test_run_labels_are_unique() -> None:
     assert run_labels(["run", "other", "run", "run"]) == ["run", "other", "run (2)", "run (3)"]
 
