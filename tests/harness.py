@@ -79,6 +79,7 @@ class GatewayThread:
         health_interval_s: float = 0.5,
         health_failures: int = 3,
         health_timeout_s: float = 1.0,
+        require_all: bool = True,
     ) -> None:
         self.events: list[EngineEvent] = []
         self.supervisor = Supervisor(
@@ -93,6 +94,7 @@ class GatewayThread:
         self.gateway = gateway or GatewaySpec()
         self.keys = keys
         self.aliases = aliases
+        self.require_all = require_all
         self.listening: Listening | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
@@ -116,6 +118,7 @@ class GatewayThread:
                     keys=self.keys,
                     aliases=self.aliases,
                     on_listening=listening,
+                    require_all=self.require_all,
                 )
             )
         except BaseException as exc:

@@ -65,6 +65,14 @@ def serve(
         bool,
         typer.Option("--force", help="Start vLLM models even where `airlock plan` says they cannot start."),
     ] = False,
+    require_all: Annotated[
+        bool,
+        typer.Option(
+            "--require-all",
+            help="Fail if any model fails to start (default: serve the models that are ready, 503 for "
+            "the others while they are retried; fail only if none is ready).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the spec's models (or the embedded default model) behind an OpenAI-compatible gateway."""
     import uvloop
@@ -77,7 +85,9 @@ def serve(
     settings = Settings.from_env()
     spec, origin = _load(config, settings)
     auth = spec.gateway.auth and not no_auth
-    err.print(f"airlock: serving {origin}")
+    # checks --host and --port (one line, exit 2) before anything is printed or created
+    options = ServeOptions(spec=spec, auth=auth, host=host, port=port, force=force, require_all=require_all)
+    err.print(f"airlock: serving {escape(origin)}")
     token = _first_key(KeyStore(settings.keys_db)) if auth else None
     waiting: dict[str, str] = {}  # engine -> its latest "still starting" note
     spinner: list[Status] = []
@@ -85,7 +95,9 @@ def serve(
     def on_event(event: EngineEvent) -> None:
         if event.progress:  # a live line on a terminal, nothing in logs
             if err.is_terminal:
-                waiting[event.engine] = f"{event.engine} ({event.elapsed_s:.0f} s): {escape(event.message)}"
+                waiting[event.engine] = (
+                    f"{escape(event.engine)} ({event.elapsed_s:.0f} s): {escape(event.message)}"
+                )
                 text = "\n".join(waiting.values())
                 if spinner:
                     spinner[0].update(text)
@@ -99,11 +111,19 @@ def serve(
         took = f" [dim]({event.elapsed_s:.1f} s)[/]" if event.elapsed_s else ""
         style = _STYLE[event.state.value]
         err.print(
-            f"  [{style}]{event.state.value:>10}[/]  [bold]{event.engine}[/]  {escape(event.message)}{took}"
+            f"  [{style}]{event.state.value:>10}[/]  [bold]{escape(event.engine)}[/]  {escape(event.message)}{took}"
         )
 
+    def on_note(model: str, text: str) -> None:
+        err.print(f"  [dim]{'plan':>10}[/]  [bold]{escape(model)}[/]  [dim]{escape(text)}[/]")
+
     def on_listening(info: Listening) -> None:
-        err.print(f"[bold green]ready[/]: {info.url}/v1  models: {', '.join(info.models)}")
+        err.print(f"[bold green]ready[/]: {escape(info.url)}/v1  models: {escape(', '.join(info.models))}")
+        if info.waiting:
+            err.print(
+                f"[yellow]not ready[/]: {escape(', '.join(info.waiting))}: failed to start; retried in the "
+                "background, requests get 503 until then (--require-all makes this an error)"
+            )
         if not info.auth:
             err.print(
                 "[bold red]authentication is OFF[/] (--no-auth): anyone who reaches this port can use it"
@@ -111,9 +131,13 @@ def serve(
         elif token:
             err.print("First run: created the API key [bold]admin[/]. Store it now; it is not shown again:")
             err.print(f"  {token}", markup=False)
-        err.print(f"[dim]try: curl {info.url}/v1/models -H 'Authorization: Bearer <key>'   (Ctrl-C stops)[/]")
+        # a command alone on its line, never wrapped (err soft-wraps), so that it can be copied
+        header = " -H 'Authorization: Bearer <key>'" if info.auth else ""
+        err.print("[dim]try (Ctrl-C stops the server):[/]")
+        err.print(f"  curl {info.url}/v1/models{header}", markup=False)
 
-    options = ServeOptions(spec=spec, auth=auth, host=host, port=port, force=force)
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve_core(options, settings, on_event=on_event, on_listening=on_listening))
+        uvloop.run(
+            serve_core(options, settings, on_event=on_event, on_listening=on_listening, on_note=on_note)
+        )
     err.print("airlock: stopped")

@@ -79,18 +79,33 @@ def kill_now(process: asyncio.subprocess.Process) -> None:
     _signal_group(process, signal.SIGKILL)
 
 
-def log_tail(log_path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> str:
-    """The last ``lines`` lines of an engine's log (read from the end; logs can be large)."""
+def log_size(log_path: Path) -> int:
+    """The log's size now: where the next run's lines will start (0 for a log not yet written)."""
+    try:
+        return log_path.stat().st_size
+    except OSError:
+        return 0
+
+
+def log_tail(log_path: Path, lines: int = 40, max_bytes: int = 64 * 1024, *, start: int = 0) -> str:
+    """The last ``lines`` lines of an engine's log, written at or after byte ``start``.
+
+    One log file collects every run of an engine; ``start`` (the :func:`log_size` taken before this
+    run was spawned) keeps an earlier run's lines out of this run's tail. Read from the end: logs can
+    be large.
+    """
     try:
         with log_path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
             size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
+            if start > size:  # the log was truncated or replaced since: all of it is this run's
+                start = 0
+            fh.seek(max(start, size - max_bytes))
             data = fh.read()
     except OSError:
         return ""
     text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(text.splitlines()[-lines:]).lstrip("\n")  # spawn's header starts with a blank line
 
 
 def stop_group(popen: subprocess.Popen[bytes], grace_s: float = 15.0) -> int:

@@ -7,8 +7,12 @@ States of one engine::
         └──exits or times out before ready──> failed        └──stop()──> stopped
 
 A failure of the *first* start is an error for the caller (``serve`` reports the reason and the
-engine's log tail); later deaths are the supervisor's to repair while the gateway answers 503 with
-Retry-After for that engine's models. Remote engines are not restarted, only watched.
+engine's log tail of that start) when ``start(require_all=True)``, or when no engine at all became
+ready. With ``require_all=False`` the engines that did start are served and the others are retried
+in the background, like an engine that died later: the supervisor repairs them while the gateway
+answers 503 with Retry-After for their models. Remote engines are not restarted, only watched; one
+whose connection is refused (nothing listens there) fails its first start at once, not after its
+startup timeout.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from pathlib import Path
 import aiohttp
 
 from airlock.engines.base import EngineConfig
-from airlock.engines.probe import check_health, check_ready
-from airlock.engines.process import kill_now, log_tail, spawn, terminate
+from airlock.engines.probe import Unreachable, check_health, check_ready
+from airlock.engines.process import kill_now, log_size, log_tail, spawn, terminate
 from airlock.errors import EngineStartError
 
 
@@ -72,6 +76,7 @@ class EngineRuntime:
     retry_at: float = 0.0
     ready_since: float | None = None
     attempt: int = 0
+    log_start: int = 0  # where this run's lines start in the log (one log file collects every run)
     _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -116,18 +121,29 @@ class Supervisor:
 
     # -- public -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start every engine and wait until all are ready; on any failure stop all and raise it."""
+    async def start(self, *, require_all: bool = True) -> None:
+        """Start every engine and wait until each is ready or has failed its first start.
+
+        A failed start stops all engines and raises its error when ``require_all`` is set or when no
+        engine is ready at all. Otherwise the ready engines are served and the failed ones are retried
+        in the background (their state tells which: see :attr:`not_ready`).
+        """
         self._session = aiohttp.ClientSession()
-        results = await asyncio.gather(
-            *(self._first_start(rt) for rt in self.engines.values()), return_exceptions=True
-        )
+        runtimes = list(self.engines.values())
+        results = await asyncio.gather(*(self._first_start(rt) for rt in runtimes), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
+        unexpected = [e for e in errors if not isinstance(e, EngineStartError)]
+        if unexpected or (errors and (require_all or len(errors) == len(runtimes))):
             await self.stop()
-            raise errors[0]
-        for rt in self.engines.values():
-            rt._task = asyncio.create_task(self._watch(rt), name=f"watch:{rt.config.name}")
+            raise (unexpected or errors)[0]
+        for rt, result in zip(runtimes, results, strict=True):
+            watch = self._watch(rt) if result is None else self._retry_first_start(rt)
+            rt._task = asyncio.create_task(watch, name=f"watch:{rt.config.name}")
+
+    @property
+    def not_ready(self) -> list[EngineRuntime]:
+        """The engines not ready now (after a partial :meth:`start`: those retried in the background)."""
+        return [rt for rt in self.engines.values() if not rt.ready]
 
     async def stop(self) -> None:
         self._stopping = True
@@ -146,7 +162,9 @@ class Supervisor:
             self._session = None
 
     def log_tail(self, name: str, lines: int = 40) -> str:
-        return log_tail(self.engines[name].log_path, lines)
+        """The last lines of the engine's latest run (not of earlier runs in the same log file)."""
+        rt = self.engines[name]
+        return log_tail(rt.log_path, lines, start=rt.log_start)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -178,6 +196,7 @@ class Supervisor:
     async def _launch_and_wait(self, rt: EngineRuntime) -> None:
         config = rt.config
         if config.launch is not None:
+            rt.log_start = log_size(rt.log_path)
             try:
                 rt.process = await spawn(config.launch, rt.log_path)
             except OSError as exc:
@@ -194,24 +213,29 @@ class Supervisor:
                 raise EngineStartError(
                     f"engine {config.name!r} ({config.kind}) exited with code {proc.returncode} before it was ready; "
                     f"log: {rt.log_path}",
-                    log_tail=log_tail(rt.log_path),
+                    log_tail=log_tail(rt.log_path, start=rt.log_start),
                 )
             reason = await check_ready(self.session, config, timeout=5.0)
             if reason is None:
                 rt.ready_since = time.monotonic()
                 return
+            if proc is None and isinstance(reason, Unreachable):  # a remote URL: nothing to wait for
+                raise EngineStartError(
+                    f"engine {config.name!r} (remote): {reason}",
+                    hint="start the server at engine.url, or correct the URL in the spec",
+                )
             if time.monotonic() > deadline:
                 if proc is not None:
                     await terminate(proc, grace_s=5.0)
                 raise EngineStartError(
                     f"engine {config.name!r} ({config.kind}) was not ready after {config.startup_timeout_s:g} s: "
                     f"{reason}",
-                    log_tail=log_tail(rt.log_path) if proc is not None else "",
+                    log_tail=log_tail(rt.log_path, start=rt.log_start) if proc is not None else "",
                     hint="raise engine.startup_timeout_s if it is only slow",
                 )
             if proc is not None and time.monotonic() >= next_note and self._on_event is not None:
                 next_note = time.monotonic() + 2.0
-                last = log_tail(rt.log_path, lines=1).strip()
+                last = log_tail(rt.log_path, lines=1, start=rt.log_start).strip()
                 self._on_event(
                     EngineEvent(config.name, rt.state, last[:160], time.monotonic() - started, progress=True)
                 )
@@ -235,6 +259,17 @@ class Supervisor:
             rt.attempt = 0 if lived >= self.backoff.reset_after_s else rt.attempt + 1
             rt.last_error = f"exited with code {code}"
             await self._restart(rt)
+
+    async def _retry_first_start(self, rt: EngineRuntime) -> None:
+        """An engine whose first start failed while others are served: keep trying, then watch it."""
+        if rt.process is None and rt.config.launch is None:
+            rt.retry_at = time.monotonic() + self.health_interval_s
+            await self._watch_remote(rt)
+            return
+        rt.attempt = 0
+        await self._restart(rt)
+        if not self._stopping:
+            await self._watch(rt)
 
     async def _restart(self, rt: EngineRuntime) -> None:
         while not self._stopping:
@@ -274,9 +309,15 @@ class Supervisor:
                 rt.last_error = reason
                 rt.retry_at = time.monotonic() + self.health_interval_s
                 self._emit(rt, EngineState.RESTARTING, f"unavailable: {reason}")
+            elif reason and not rt.ready:
+                rt.last_error = reason
+                rt.retry_at = time.monotonic() + self.health_interval_s
             elif reason is None and not rt.ready:
+                again = rt.ready_since is not None
                 rt.ready_since = time.monotonic()
-                self._emit(rt, EngineState.READY, "available again")
+                self._emit(
+                    rt, EngineState.READY, "available again" if again else f"ready at {rt.config.base_url}"
+                )
 
     async def _stop_process(self, rt: EngineRuntime) -> None:
         if rt.process is not None:

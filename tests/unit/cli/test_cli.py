@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -19,6 +21,10 @@ from airlock.engines.base import free_port
 from harness import wait_healthy
 
 AIRLOCK = [sys.executable, "-m", "airlock.cli.main"]
+LLAMA_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,
+                "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+                "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192,
+                "torch_dtype": "bfloat16"}  # fmt: skip
 
 
 @pytest.fixture
@@ -40,7 +46,7 @@ def test_keys_lifecycle(env: dict[str, str]) -> None:
     assert "alice" in listed.stdout
     assert "a, b" in listed.stdout
     assert "bob" in listed.stdout
-    assert quiet.stdout.strip().split("-")[2] not in listed.stdout
+    assert quiet.stdout.strip().split("-", 2)[2] not in listed.stdout  # the secret (it may hold "-")
     assert airlock(env, "keys", "revoke", "alice").returncode == 0
     again = airlock(env, "keys", "revoke", "alice")
     assert again.returncode == 4
@@ -95,7 +101,25 @@ def test_port_in_use(env: dict[str, str], tmp_path: Path) -> None:
         spec.write_text("models: [{name: r, engine: {kind: remote, url: 'http://127.0.0.1:9'}}]\n")
         result = airlock(env, "serve", "--config", str(spec), "--port", str(port))
     assert result.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert result.stderr.strip().splitlines()[1:] == [
+        f"error: cannot listen on 127.0.0.1:{port}: the port is in use "
+        "(choose another --port (0 picks a free one), or stop what holds it)"
+    ]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "65536"])
+def test_a_port_out_of_range_is_one_line_not_a_traceback(
+    env: dict[str, str], tmp_path: Path, port: str
+) -> None:
+    # The spec's rule (gateway.port: 0 to 65535) for the flag too; bind used to raise OverflowError.
+    spec = tmp_path / "s.yaml"
+    spec.write_text("models: [{name: r, engine: {kind: remote, url: 'http://127.0.0.1:9'}}]\n")
+    result = airlock(env, "serve", "--config", str(spec), "--port", port)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: --port {port}: not a port number (use 1024 to 65535, or 0 for any free port)"
+    ]
+    assert not (tmp_path / "home" / "keys.db").exists()  # refused before anything was created
 
 
 @pytest.fixture
@@ -144,3 +168,116 @@ def test_serve_a_spec_first_run_key_and_clean_stop(
     _, rest = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert "airlock: stopped" in rest
+
+
+def _serve_until_ready(
+    env: dict[str, str], *args: str, cwd: Path | None = None
+) -> tuple[subprocess.Popen[str], list[str], str]:
+    """Start `airlock serve ARGS`; return it, its stderr lines up to the curl hint, and its URL."""
+    proc = subprocess.Popen([*AIRLOCK, "serve", *args], env=env, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    url = None
+    deadline = time.monotonic() + 30
+    while not (lines and lines[-1].lstrip().startswith("curl ")):
+        assert time.monotonic() < deadline and proc.poll() is None, lines
+        line = proc.stderr.readline()
+        lines.append(line.rstrip("\n"))
+        if m := re.search(r"ready: (http://127\.0\.0\.1:\d+)/v1", line):
+            url = m.group(1)
+    assert url is not None, lines
+    return proc, lines, url
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=30)
+    assert proc.returncode == 0, rest
+    return rest
+
+
+def test_no_auth_hint_has_no_key(env: dict[str, str], tmp_path: Path, fake_engine: str) -> None:
+    spec = tmp_path / "airlock.yaml"
+    spec.write_text(
+        f"models: [{{name: mine, engine: {{kind: remote, url: '{fake_engine}/v1', model: upstream-name}}}}]\n"
+    )
+    proc, lines, url = _serve_until_ready(env, "--config", str(spec), "--port", "0", "--no-auth")
+    _stop(proc)
+    assert lines[-1] == f"  curl {url}/v1/models"  # no Authorization header: there is no key to send
+    assert not any("Bearer" in line for line in lines)
+    assert any(line.startswith("authentication is OFF (--no-auth)") for line in lines)
+    # and with auth on, the hint carries the header
+    proc, lines, url = _serve_until_ready(env, "--config", str(spec), "--port", "0")
+    _stop(proc)
+    assert lines[-1] == f"  curl {url}/v1/models -H 'Authorization: Bearer <key>'"
+
+
+def test_paths_and_commands_are_printed_whole_and_literal(
+    env: dict[str, str], tmp_path: Path, fake_engine: str
+) -> None:
+    # A path that looks like markup is printed as it is; on a narrow terminal no line break enters a
+    # path or a command.
+    folder = tmp_path / "[dim]runs" / ("long-directory-name-" * 4)
+    folder.mkdir(parents=True)
+    spec = folder / "airlock.yaml"
+    spec.write_text(
+        f"models: [{{name: mine, engine: {{kind: remote, url: '{fake_engine}/v1', model: upstream-name}}}}]\n"
+    )
+    proc, lines, url = _serve_until_ready({**env, "COLUMNS": "60"}, "--config", str(spec), "--port", "0")
+    _stop(proc)
+    assert lines[0] == f"airlock: serving {spec}"
+    assert lines[-1] == f"  curl {url}/v1/models -H 'Authorization: Bearer <key>'"
+
+
+def test_serves_the_ready_model_beside_a_remote_that_refuses(
+    env: dict[str, str], tmp_path: Path, fake_engine: str
+) -> None:
+    # 'far' refuses the connection: reported at once (its startup_timeout_s of 600 s is not waited
+    # out), and 'mine' is served meanwhile; /ready shows 'far' and answers 503; --require-all fails.
+    spec = tmp_path / "airlock.yaml"
+    spec.write_text(
+        f"models:\n"
+        f"- {{name: far, engine: {{kind: remote, url: 'http://127.0.0.1:{free_port()}/v1', startup_timeout_s: 600}}}}\n"
+        f"- {{name: mine, engine: {{kind: remote, url: '{fake_engine}/v1', model: upstream-name}}}}\n"
+    )
+    proc, lines, url = _serve_until_ready(env, "--config", str(spec), "--port", "0", "--no-auth")
+    try:
+        failed = [line for line in lines if "failed  far" in line]
+        assert len(failed) == 1 and "connection refused (nothing listens there)" in failed[0], lines
+        assert any(line.startswith(f"ready: {url}/v1  models: mine") for line in lines)
+        assert any(line.startswith("not ready: far: failed to start;") for line in lines)
+        ready = httpx.get(url + "/ready", timeout=10)
+        assert ready.status_code == 503
+        assert {k: v["state"] for k, v in ready.json()["engines"].items()} == {
+            "far": "failed",
+            "mine": "ready",
+        }
+        body = {"model": "mine", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert httpx.post(url + "/v1/chat/completions", json=body, timeout=10).status_code == 200
+        body["model"] = "far"
+        assert httpx.post(url + "/v1/chat/completions", json=body, timeout=10).status_code == 503
+    finally:
+        _stop(proc)
+    strict = airlock(env, "serve", "--config", str(spec), "--port", "0", "--require-all")
+    assert strict.returncode == 3
+    assert strict.stderr.splitlines()[-1].startswith(
+        "error: engine 'far' (remote): cannot connect to http://127.0.0.1:"
+    )
+    assert "connection refused" in strict.stderr.splitlines()[-1] and "Traceback" not in strict.stderr
+
+
+def test_no_log_format_lines_before_an_error(env: dict[str, str], tmp_path: Path) -> None:
+    # The plan's start check is shown as a plain line, not as 'INFO airlock.serving.stack: plan: ...'.
+    model = tmp_path / "llama"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(LLAMA_CONFIG))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"models: [{{name: m, path: {model}, engine: {{kind: vllm, python: {tmp_path / 'no-python'}}}}}]\n"
+    )
+    result = airlock(env, "serve", "--config", str(spec), "--port", "0")
+    assert result.returncode == 3
+    lines = result.stderr.splitlines()
+    assert lines[-1].startswith(f"error: engine.python={tmp_path / 'no-python'}: not an executable Python")
+    assert any(re.fullmatch(r"\s+plan  m  CPU: KV .*", line) for line in lines), lines
+    assert not any(re.search(r"\b(INFO|WARNING|DEBUG)\b", line) for line in lines), lines

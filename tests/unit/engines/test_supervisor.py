@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ import openai
 import pytest
 import uvloop
 
-from airlock.engines.base import EngineConfig, Launch, engine_env
+from airlock.engines.base import EngineConfig, Launch, engine_env, free_port
 from airlock.engines.supervisor import EngineState, Supervisor
 from airlock.errors import EngineStartError
 from harness import GatewayThread, fake_engine_config
@@ -161,3 +162,74 @@ def test_stop_terminates_the_whole_process_group(tmp_path: Path) -> None:
         assert pid is not None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_the_log_tail_of_a_failed_start_is_of_that_start_only(tmp_path: Path) -> None:
+    # One log file collects every run: an earlier, successful run's lines are not this failure's tail.
+    (tmp_path / "broken.log").write_text("earlier run: listening on 127.0.0.1:8080, all good\n")
+    script = "import sys; print('this run: bad magic', file=sys.stderr); sys.exit(1)"
+    config = EngineConfig(
+        name="broken", kind="fake", base_url="http://127.0.0.1:9", upstream_model="broken",
+        launch=Launch(argv=(sys.executable, "-c", script), env=engine_env({})), startup_timeout_s=10,
+    )  # fmt: skip
+    err = _start_only(config, tmp_path)
+    assert "this run: bad magic" in err.log_tail
+    assert "earlier run" not in err.log_tail
+    assert err.log_tail.startswith("=== airlock ")  # the run's own header line, no blank line before it
+    assert "earlier run" in (tmp_path / "broken.log").read_text()  # the log itself keeps every run
+
+
+def _remote(name: str, port: int, startup_timeout_s: float = 600.0) -> EngineConfig:
+    return EngineConfig(
+        name=name, kind="remote", base_url=f"http://127.0.0.1:{port}", upstream_model=name, launch=None,
+        health_path=None, startup_timeout_s=startup_timeout_s, version="remote",
+    )  # fmt: skip
+
+
+def test_a_remote_that_refuses_the_connection_fails_at_once(tmp_path: Path) -> None:
+    # Nothing listens on a port just freed: the refusal is known at once, whatever startup_timeout_s
+    # says (600 s here: waiting it out would time the test out rather than pass it).
+    err = _start_only(_remote("far", free_port()), tmp_path)
+    assert "engine 'far' (remote): cannot connect to http://127.0.0.1:" in err.message
+    assert "connection refused (nothing listens there)" in err.message
+    assert "was not ready after" not in err.message
+    assert err.hint is not None and "engine.url" in err.hint and "startup_timeout_s" not in err.hint
+
+
+def test_serves_what_is_ready_and_retries_the_rest(tmp_path: Path) -> None:
+    # 'late' fails its first start (its binary is not there yet) and starts on a retry; 'far' is a
+    # remote that refuses the connection. Without require_all, 'fake' is served meanwhile.
+    marker = tmp_path / "second-try"
+    late = fake_engine_config("late")
+    assert late.launch is not None
+    guard = f"if [ -e {marker} ]; then exec \"$@\"; fi; touch {marker}; echo 'first try fails' >&2; exit 1"
+    late = replace(late, launch=replace(late.launch, argv=("sh", "-c", guard, "sh", *late.launch.argv)))
+    configs = [fake_engine_config(), late, _remote("far", free_port())]
+    with GatewayThread(configs, tmp_path, require_all=False) as gw:
+        assert gw.listening is not None
+        assert gw.listening.models == ["fake"]
+        assert gw.listening.waiting == ["late", "far"]
+        assert _chat(gw.url).status_code == 200
+        far = httpx.post(
+            gw.url + "/v1/chat/completions",
+            json={"model": "far", "messages": [{"role": "user", "content": "x"}]},
+            timeout=10,
+        )
+        assert far.status_code == 503 and far.json()["error"]["code"] == "model_unavailable"
+        assert "not ready yet" in far.json()["error"]["message"] and int(far.headers["retry-after"]) >= 1
+        ready = httpx.get(gw.url + "/ready")
+        assert ready.status_code == 503
+        assert ready.json()["engines"]["far"]["state"] == "failed"
+        assert ready.json()["engines"]["fake"]["state"] == "ready"
+        runtime = gw.supervisor.engines["late"]
+        _wait(lambda: runtime.ready, what="the engine that failed its first start to come up on a retry")
+        assert [m["id"] for m in httpx.get(gw.url + "/v1/models").json()["data"]] == ["fake", "late"]
+    failed = [e for e in gw.events if e.state is EngineState.FAILED]
+    assert {e.engine for e in failed} == {"late", "far"}
+
+
+def test_require_all_or_nothing_ready_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(EngineStartError, match="connection refused"):
+        GatewayThread([fake_engine_config(), _remote("far", free_port())], tmp_path, require_all=True).start()
+    with pytest.raises(EngineStartError, match="connection refused"):  # no model ready: nothing to serve
+        GatewayThread([_remote("far", free_port())], tmp_path, require_all=False).start()
