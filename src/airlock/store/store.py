@@ -74,7 +74,7 @@ class Store:
     # -- state -----------------------------------------------------------------------------------
     def exists(self) -> bool:
         """Is there a store at ``root``? (``ensure``, i.e. the first install, makes one.)"""
-        return (self.state).is_dir()
+        return self.state.is_dir()
 
     def require(self, *, hint: str | None = None) -> None:
         """Raise StoreError unless a store is at ``root``: reading a mistyped path must not look empty."""
