@@ -2,16 +2,22 @@
 may pipe) and ``err`` (stderr: progress, warnings, errors, hints). Every CLI module uses these two
 names; no module makes its own :class:`~rich.console.Console` for the same streams.
 
+Both soft-wrap: a long line (a command, a path, a key) is printed whole and left to the terminal,
+never broken with a real newline that would break a copy and paste. Tables still fit the width.
+Emoji codes are off, so ``h100-80gb:x:`` stays as typed. Text from the user or the disk must still
+be escaped (``rich.markup.escape``) or printed with ``markup=False``.
+
 Example::
 
+    from rich.markup import escape
     from airlock.cli.output import err, out
     out.print(table)
-    err.print("[yellow]warning:[/] no signing key")
+    err.print(f"[yellow]warning:[/] no signing key at {escape(str(path))}")
 """
 
 from __future__ import annotations
 
 from rich.console import Console
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
