@@ -155,10 +155,10 @@ def pack_cmd(
 
     Signed with --sign KEY, else with the key `airlock signing-key create` made; with neither, pack stops (exit 2) unless --no-sign.
     """
-    from airlock.bundle.format.words import counted
     from airlock.bundle.staging.pack import PackOptions, pack
     from airlock.cli.bundle_render import RichProgress, rate
     from airlock.common.fileio import human
+    from airlock.common.words import counted
 
     settings = Settings.from_env()
     if compress not in ("none", "zstd", "auto"):
@@ -275,8 +275,8 @@ def verify_cmd(
     16  volumes missing (those present are intact)
     """
     from airlock.bundle.airgap.verify import VerifyOptions, verify
-    from airlock.bundle.format.words import numbers
     from airlock.cli.bundle_render import PROBLEM_WORDS, command, rate, trust_args, verify_lines
+    from airlock.common.words import numbers
 
     with _reading(dirs, trust, allow_unsigned, workers) as volumes:
         report = verify(VerifyOptions(volumes, partial=partial))
@@ -351,9 +351,9 @@ def install_cmd(
     20  the store is locked, or lacks what a delta needs
     """
     from airlock.bundle.airgap.install import InstallOptions, install
-    from airlock.bundle.format.words import counted, numbers
     from airlock.cli.bundle_render import command, rate
     from airlock.common.fileio import human
+    from airlock.common.words import counted, numbers
 
     started = time.monotonic()
     with _reading(dirs, trust, allow_unsigned, workers) as volumes:
@@ -440,8 +440,8 @@ def rebuild_cmd(
     19  the disk is full
     """
     from airlock.bundle.airgap.rebuild import RebuildOptions, rebuild
-    from airlock.bundle.format.words import numbers
     from airlock.cli.bundle_render import command, rate, trust_args
+    from airlock.common.words import numbers
 
     started = time.monotonic()
     with _reading(dirs, trust, allow_unsigned, workers) as volumes:

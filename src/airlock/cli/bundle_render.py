@@ -16,8 +16,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from airlock.bundle.format.words import counted
 from airlock.common.fileio import human
+from airlock.common.words import counted
 
 if TYPE_CHECKING:
     from rich.console import Console

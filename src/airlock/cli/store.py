@@ -50,8 +50,8 @@ def ls_cmd(
     """List the models, wheels and files in the store."""
     from rich.table import Table
 
-    from airlock.bundle.format.words import counted
     from airlock.common.fileio import human
+    from airlock.common.words import counted
 
     s = open_store(store)
     db = s.load_db()
@@ -98,7 +98,7 @@ def inventory_cmd(
     """Export what the store holds (signed), for `airlock pack --base` on the staging side."""
     from airlock.bundle.format.inventory import make_inventory, write_inventory
     from airlock.bundle.format.sign import load_private_key
-    from airlock.bundle.format.words import counted
+    from airlock.common.words import counted
 
     settings = Settings.from_env()
     s = open_store(store)

@@ -36,7 +36,6 @@ from airlock.bundle.airgap.commit import InstalledModel, commit_bundle
 from airlock.bundle.airgap.verify import check_structure, owners
 from airlock.bundle.format.manifest import Blob, Entry, Manifest
 from airlock.bundle.format.reader import MountedVolume, VolumeSet
-from airlock.bundle.format.words import counted
 from airlock.common.fileio import (
     Disk,
     copy_range,
@@ -47,6 +46,7 @@ from airlock.common.fileio import (
 )
 from airlock.common.progress import Meter
 from airlock.common.threads import run_jobs
+from airlock.common.words import counted
 from airlock.errors import IntegrityError, NoSpaceError, StoreError
 from airlock.store.store import Store
 

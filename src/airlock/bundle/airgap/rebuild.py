@@ -22,9 +22,9 @@ from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Entry, Manifest, Parity, Volume, VolumeIndex
 from airlock.bundle.format.parity import ShareSink, volume_stream
 from airlock.bundle.format.reader import MountedVolume, OpenBundle, VolumeSet, read_small
-from airlock.bundle.format.words import counted
 from airlock.common.fileio import Disk, fsync_dir, write_atomic
 from airlock.common.progress import Meter
+from airlock.common.words import counted
 from airlock.errors import BundleError, IntegrityError
 
 

@@ -32,9 +32,9 @@ from typing import Literal, NamedTuple
 from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Entry, Manifest
 from airlock.bundle.format.reader import MountedVolume, OpenBundle, VolumeSet
-from airlock.bundle.format.words import counted, numbers
 from airlock.common.fileio import hash_range, human
 from airlock.common.progress import Meter, ProgressSink
+from airlock.common.words import counted, numbers
 from airlock.errors import (
     BundleError,
     IntegrityError,
