@@ -16,9 +16,9 @@ from html import escape
 from pathlib import Path
 
 from airlock.bench.compare import Comparison, compare_runs
-from airlock.bench.options import plural
 from airlock.bench.results import BenchResults, LevelResult, Summary
 from airlock.common.fileio import write_atomic
+from airlock.common.words import counted
 
 Run = tuple[str, BenchResults]
 
@@ -48,7 +48,7 @@ def _meta(results: BenchResults) -> str:
     info = results.info
     bounds = []
     if info.requests_per_level is not None:
-        bounds.append(plural(info.requests_per_level, "request"))
+        bounds.append(counted(info.requests_per_level, "request"))
     if info.duration_per_level_s is not None:
         bounds.append(f"{info.duration_per_level_s:g} s")
     calibration = (

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from airlock.common.words import counted
 from airlock.errors import ConfigError
 
 DEFAULT_DURATION_S = 30.0
@@ -31,11 +32,6 @@ Endpoint = Literal["chat", "completions"]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _SECONDS = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?\d+)?)\s*(ms|s|m|min|h)?\s*$", re.IGNORECASE)
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 request``, ``2 requests``: a count with its noun, as every bench message writes one."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,7 @@ class Load:
     @property
     def label(self) -> str:
         if self.kind == "concurrency":
-            return plural(self.users, "user")
+            return counted(self.users, "user")
         return f"{self.value:g} req/s"
 
 

@@ -30,10 +30,11 @@ import uvloop
 from airlock import __version__
 from airlock.bench.client import RequestRecord, Sender
 from airlock.bench.loadgen import run_level
-from airlock.bench.options import BenchOptions, Load, plural
+from airlock.bench.options import BenchOptions, Load
 from airlock.bench.results import BenchResults, Calibration, LevelResult, RunInfo
 from airlock.bench.stats import summarise_level
 from airlock.bench.workload import DatasetPrompts, Prompt, Prompts, SyntheticPrompts, fit_tokens, load_dataset
+from airlock.common.words import counted
 from airlock.errors import BenchError, EndpointError
 
 #: Words in the two probes that size synthetic prompts (the second grows with the target).
@@ -195,7 +196,8 @@ async def resolve_model(
             name + "".join(f" (alias {n})" for n in names if n != name) for name, names in models.items()
         )
         raise EndpointError(
-            f"{options.url}/models lists {plural(len(models), 'model')}" + (f" ({served})" if served else ""),
+            f"{options.url}/models lists {counted(len(models), 'model')}"
+            + (f" ({served})" if served else ""),
             hint="pick one with --model" if models else "is a model loaded there?",
         )
     return next(iter(models)), info.server
@@ -237,7 +239,7 @@ async def _calibrate(run: _Run, sender: Sender) -> Calibration | None:
         if record.prompt_tokens is None:
             run.warn(
                 _NO_USAGE
-                + f"; synthetic prompts are {plural(options.prompt_tokens, 'word')}, not measured tokens"
+                + f"; synthetic prompts are {counted(options.prompt_tokens, 'word')}, not measured tokens"
             )
             return None
         measured.append((words, record.prompt_tokens))
@@ -273,7 +275,7 @@ async def _warm_up(run: _Run, sender: Sender, prompts: SyntheticPrompts | Datase
     options = run.options
     if not options.warmup:
         return
-    run.observer.phase(f"warming up ({plural(options.warmup, 'request')})")
+    run.observer.phase(f"warming up ({counted(options.warmup, 'request')})")
     users = min(options.warmup, max(max(int(load.value), 1) for load in options.loads))
     warm = await run_level(
         sender,
@@ -284,7 +286,7 @@ async def _warm_up(run: _Run, sender: Sender, prompts: SyntheticPrompts | Datase
     )
     failed = sum(1 for r in warm.records if not r.ok)
     if failed:
-        run.warn(f"{failed} of {plural(options.warmup, 'warm-up request')} failed")
+        run.warn(f"{failed} of {counted(options.warmup, 'warm-up request')} failed")
 
 
 def _host() -> dict[str, str]:

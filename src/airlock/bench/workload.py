@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from airlock.bench.options import plural
+from airlock.common.words import counted
 from airlock.errors import DatasetError, EndpointError
 
 BUILTIN_PREFIX = "builtin:"
@@ -91,7 +91,7 @@ class SyntheticPrompts:
         return _prompt(self.text(), self.output_tokens, self.endpoint)
 
     def describe(self) -> str:
-        return f"synthetic: {plural(self.words, 'random word')}, max_tokens {self.output_tokens}"
+        return f"synthetic: {counted(self.words, 'random word')}, max_tokens {self.output_tokens}"
 
     def reseeded(self, seed: int | str) -> SyntheticPrompts:
         return SyntheticPrompts(
@@ -117,7 +117,7 @@ class DatasetPrompts:
         return self.prompts[self._order.pop()]
 
     def describe(self) -> str:
-        return f"dataset {self.name} ({plural(len(self.prompts), 'prompt')})"
+        return f"dataset {self.name} ({counted(len(self.prompts), 'prompt')})"
 
     def reseeded(self, seed: int | str) -> DatasetPrompts:
         """The same prompts in another order: no second read of the file."""

@@ -21,8 +21,9 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from airlock.bench.options import Arrival, Endpoint, plural  # light: typer reads these choices on every start
+from airlock.bench.options import Arrival, Endpoint  # light: typer reads these choices on every start
 from airlock.cli.output import err, out
+from airlock.common.words import counted
 from airlock.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ def _print_errors(results: BenchResults) -> None:
             example = lv.error_examples.get(kind, "")
             first = f" (first: {escape(example[:160])})" if example else ""
             err.print(
-                f"[red]{escape(lv.label)}[/]: {plural(count, 'request')} failed with {escape(kind)}{first}"
+                f"[red]{escape(lv.label)}[/]: {counted(count, 'request')} failed with {escape(kind)}{first}"
             )
 
 
