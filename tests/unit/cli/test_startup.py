@@ -61,7 +61,17 @@ def test_importing_the_cli_loads_no_heavy_module() -> None:
     assert _heavy(loaded) == []
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["version"], ["signing-key", "--help"], ["bench", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["version"],
+        ["--version"],
+        ["signing-key", "--help"],
+        ["bench", "--help"],
+        ["spec", "--help"],
+    ],
+)
 def test_help_and_version_load_no_heavy_module(argv: list[str]) -> None:
     loaded = _modules_after(f"from airlock.cli.main import run\nrun({argv!r})")
     assert "typer" in loaded
