@@ -71,6 +71,9 @@ class GatewaySpec(FrozenModel):
     request_timeout_s: float = Field(600.0, gt=0)
     metrics_auth: bool = True
     audit_log: Path | None = Field(None, description="append one JSON line per request to this file")
+    require_all_engines: bool = Field(
+        False, description="fail serve if any model fails its first start (as --require-all)"
+    )
 
     _paths = field_validator("audit_log")(_resolve)
 

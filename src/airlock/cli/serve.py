@@ -86,7 +86,10 @@ def serve(
     spec, origin = _load(config, settings)
     auth = spec.gateway.auth and not no_auth
     # checks --host and --port (one line, exit 2) before anything is printed or created
-    options = ServeOptions(spec=spec, auth=auth, host=host, port=port, force=force, require_all=require_all)
+    options = ServeOptions(
+        spec=spec, auth=auth, host=host, port=port, force=force,
+        require_all=require_all or spec.gateway.require_all_engines,
+    )  # fmt: skip
     err.print(f"airlock: serving {escape(origin)}")
     token = _first_key(KeyStore(settings.keys_db)) if auth else None
     waiting: dict[str, str] = {}  # engine -> its latest "still starting" note

@@ -264,6 +264,11 @@ def test_serves_the_ready_model_beside_a_remote_that_refuses(
         "error: engine 'far' (remote): cannot connect to http://127.0.0.1:"
     )
     assert "connection refused" in strict.stderr.splitlines()[-1] and "Traceback" not in strict.stderr
+    strict_spec = tmp_path / "strict.yaml"  # the same rule from the spec: gateway.require_all_engines
+    strict_spec.write_text("gateway: {require_all_engines: true}\n" + spec.read_text())
+    from_spec = airlock(env, "serve", "--config", str(strict_spec), "--port", "0")
+    assert from_spec.returncode == 3, from_spec.stderr
+    assert "connection refused" in from_spec.stderr.splitlines()[-1]
 
 
 def test_no_log_format_lines_before_an_error(env: dict[str, str], tmp_path: Path) -> None:
