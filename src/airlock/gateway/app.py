@@ -314,24 +314,28 @@ class Gateway:
             headers["Authorization"] = f"Bearer {config.api_key}"
         if self.session is None:
             raise RuntimeError("the gateway was not started (ASGI lifespan)")
-        outcome: Outcome = await until_disconnect(
-            receive,
-            forward(
-                self.session,
-                config.base_url + scope["path"],
-                orjson.dumps(data),
-                headers,
-                send,
-                stream=stream,
-                drop_usage_only=drop_usage_only,
-                started=request.started,
-                timeout=self._timeout,
-            ),
-        )
-        if outcome.first_byte_s is not None:
-            self.metrics.ttft.labels(route.name).observe(outcome.first_byte_s)
-        self.metrics.tokens(route.name, request.key_label, outcome.usage)
-        request.usage = outcome.usage
+        outcome = Outcome()
+        try:
+            await until_disconnect(
+                receive,
+                forward(
+                    self.session,
+                    config.base_url + scope["path"],
+                    orjson.dumps(data),
+                    headers,
+                    send,
+                    stream=stream,
+                    drop_usage_only=drop_usage_only,
+                    started=request.started,
+                    timeout=self._timeout,
+                    outcome=outcome,
+                ),
+            )
+        finally:  # a client that left after the last event was still served: its tokens count
+            if outcome.first_byte_s is not None:
+                self.metrics.ttft.labels(route.name).observe(outcome.first_byte_s)
+            self.metrics.tokens(route.name, request.key_label, outcome.usage)
+            request.usage = outcome.usage
         return outcome.status
 
 

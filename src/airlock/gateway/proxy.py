@@ -22,7 +22,10 @@ SSE_HEADERS = [
 
 @dataclass
 class Outcome:
-    status: int
+    """What became of a forwarded request, filled in as it goes: when the client leaves mid-way (or
+    right after the last event, before the engine closed the stream), what was seen still counts."""
+
+    status: int = 0
     usage: dict[str, Any] | None = None
     first_byte_s: float | None = None  # seconds from the request's start to the first streamed bytes
 
@@ -52,19 +55,23 @@ async def forward(
     drop_usage_only: bool,
     started: float,
     timeout: aiohttp.ClientTimeout,
-) -> Outcome:
+    outcome: Outcome,
+) -> None:
+    """Forward and answer; ``outcome`` records the status, usage and time to first byte as they come."""
     try:
         resp = await _post(session, url, payload, headers, timeout)
         async with resp:
             if resp.status != 200 or not stream:
                 body = await resp.read()
+                outcome.status = resp.status
                 if resp.status != 200:
                     await send_bytes(send, resp.status, upstream_error(resp.status, body))
-                    return Outcome(resp.status)
+                    return
                 content_type = resp.headers.get("Content-Type", "application/json").encode("latin-1")
+                outcome.usage = _usage(body) if content_type.startswith(JSON) else None
                 await send_bytes(send, 200, body, content_type)
-                return Outcome(200, usage=_usage(body) if content_type.startswith(JSON) else None)
-            return await _stream(resp, send, drop_usage_only=drop_usage_only, started=started)
+                return
+            await _stream(resp, send, drop_usage_only=drop_usage_only, started=started, outcome=outcome)
     except aiohttp.ClientConnectionError as exc:
         raise APIError(503, f"the engine is not reachable ({type(exc).__name__}); try again shortly",
                        headers={"Retry-After": "2"}) from exc  # fmt: skip
@@ -112,16 +119,17 @@ def _usage(body: bytes) -> dict[str, Any] | None:
 
 
 async def _stream(
-    resp: aiohttp.ClientResponse, send: Send, *, drop_usage_only: bool, started: float
-) -> Outcome:
+    resp: aiohttp.ClientResponse, send: Send, *, drop_usage_only: bool, started: float, outcome: Outcome
+) -> None:
+    outcome.status = 200
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     scanner = UsageScanner(drop_usage_only=drop_usage_only)
-    first: float | None = None
     try:
         async for chunk in resp.content.iter_any():
-            if first is None:
-                first = time.perf_counter() - started
+            if outcome.first_byte_s is None:
+                outcome.first_byte_s = time.perf_counter() - started
             out = scanner.feed(chunk)
+            outcome.usage = scanner.usage
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
     except (TimeoutError, aiohttp.ClientError) as exc:
@@ -129,7 +137,7 @@ async def _stream(
         event = (
             b"data: " + error_body(502, f"the engine broke off the stream ({type(exc).__name__})") + b"\n\n"
         )
+        outcome.status = 502
         await send({"type": "http.response.body", "body": scanner.flush() + event, "more_body": False})
-        return Outcome(502, usage=scanner.usage, first_byte_s=first)
+        return
     await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
-    return Outcome(200, usage=scanner.usage, first_byte_s=first)

@@ -7,6 +7,7 @@ words. Special prompts steer it:
     "please fail 400"    -> 400 with an OpenAI error body
     "please fail 500"    -> 500 with a plain-text body
     "please hang"        -> streams forever (until the client goes away)
+    "please linger"      -> keeps a stream open for 30 s after its last event ([DONE])
     "please wait"        -> answers a plain request after 3 s
     "please crash"       -> the process exits at once (to test supervision)
 
@@ -145,7 +146,9 @@ class FakeEngine:
                     "usage": usage,
                 }
             )
-        return await self._stream(request, body, words, usage, chat, hang="please hang" in prompt)
+        return await self._stream(
+            request, body, words, usage, chat, hang="please hang" in prompt, linger="please linger" in prompt
+        )
 
     async def _stream(
         self,
@@ -155,6 +158,7 @@ class FakeEngine:
         usage: dict[str, int],
         chat: bool,
         hang: bool,
+        linger: bool = False,
     ) -> web.StreamResponse:
         self.stats["streams"] += 1
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -194,6 +198,8 @@ class FakeEngine:
                 await resp.write(_event(tail))
             await resp.write(b"data: [DONE]\n\n")
             self.stats["completed"] += 1
+            if linger:  # an engine slow to close the stream after its last event
+                await asyncio.sleep(30.0)
         except (asyncio.CancelledError, ConnectionResetError):
             self.stats["cancelled"] += 1
             raise

@@ -344,6 +344,37 @@ def test_client_disconnect_cancels_the_upstream_stream(gw: GatewayThread, token:
         time.sleep(0.05)
 
 
+def test_a_client_gone_after_the_last_event_is_still_metered(gw: GatewayThread, token: str) -> None:
+    # The engine keeps the stream open after [DONE]; the client leaves as soon as it has the answer.
+    # Its time to first token and its tokens were served: they count, though the client did not wait.
+    def counts() -> tuple[float, float]:
+        text = _raw(gw, token).get("/metrics").text
+        ttft = completion = 0.0
+        for line in text.splitlines():
+            if line.startswith('airlock_time_to_first_token_seconds_count{model="tiny"}'):
+                ttft = float(line.split()[-1])
+            if line.startswith('airlock_completion_tokens_total{key="tester",model="tiny"}'):
+                completion = float(line.split()[-1])
+        return ttft, completion
+
+    before = counts()
+    body = {
+        "model": "tiny", "stream": True, "max_tokens": 3,
+        "messages": [{"role": "user", "content": "please linger"}],
+    }  # fmt: skip
+    with _raw(gw, token) as http, http.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line == "data: [DONE]":
+                break  # and the client closes the connection
+    deadline = time.monotonic() + 10
+    while (after := counts()) == before:
+        assert time.monotonic() < deadline, "a stream served in full went unmetered when its client left"
+        time.sleep(0.05)
+    assert after[0] == before[0] + 1
+    assert after[1] == before[1] + 3
+
+
 def test_client_disconnect_cancels_a_non_streamed_request(
     gw: GatewayThread, token: str, tmp_path: Path
 ) -> None:
