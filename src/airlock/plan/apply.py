@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from airlock.errors import AirlockError, CannotStartError
+from airlock.plan.argv import given_flags
 from airlock.plan.facts import ModelFacts, read_facts
 from airlock.plan.planner import Plan, PlanOptions, allows_long_max_model_len, plan
 from airlock.spec import ModelSpec, Spec, VllmEngineSpec
@@ -63,16 +64,7 @@ class ArgFlags:
 
 def args_options(args: list[str]) -> ArgFlags:
     """The plan-relevant flags already in ``engine.args`` (``--kv-cache-dtype fp8`` or ``--kv-cache-dtype=fp8``)."""
-    found: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        flag, _, value = args[i].partition("=")
-        if flag in _ARG_FLAGS:
-            if not value and i + 1 < len(args):
-                value = args[i + 1]
-                i += 1
-            found[_ARG_FLAGS[flag]] = value
-        i += 1
+    found = given_flags(args, _ARG_FLAGS)
     return ArgFlags(
         kv_cache_dtype=found.get("kv_cache_dtype"),
         quantization=found.get("quantization"),

@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 
 from airlock.errors import ConfigError
+from airlock.plan.argv import given_flags
 from airlock.plan.facts import ModelFacts
 from airlock.plan.hardware import GIB
 
@@ -69,16 +70,7 @@ class LlamaCppPlan:
 
 def llamacpp_options(ctx_size: int, parallel: int, args: list[str]) -> LlamaCppOptions:
     """The engine's fields, then what its ``args`` give (they come last on llama-server's command line, so they win)."""
-    found: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        flag, eq, value = args[i].partition("=")
-        if flag in _FLAGS:
-            if not eq and i + 1 < len(args):
-                value = args[i + 1]
-                i += 1
-            found[_FLAGS[flag]] = value
-        i += 1
+    found = given_flags(args, _FLAGS)
     return LlamaCppOptions(
         ctx_size=_whole(found.get("ctx_size"), ctx_size),
         parallel=_whole(found.get("parallel"), parallel),
