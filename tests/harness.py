@@ -79,6 +79,7 @@ class GatewayThread:
         health_interval_s: float = 0.5,
         health_failures: int = 3,
         health_timeout_s: float = 1.0,
+        progress_every_s: float = 2.0,
         require_all: bool = True,
     ) -> None:
         self.events: list[EngineEvent] = []
@@ -89,6 +90,7 @@ class GatewayThread:
             health_interval_s=health_interval_s,
             health_failures=health_failures,
             health_timeout_s=health_timeout_s,
+            progress_every_s=progress_every_s,
             on_event=self.events.append,
         )
         self.gateway = gateway or GatewaySpec()

@@ -106,6 +106,7 @@ class Supervisor:
         health_interval_s: float = 5.0,
         health_failures: int = 3,
         health_timeout_s: float = 5.0,
+        progress_every_s: float = 2.0,
         on_event: Callable[[EngineEvent], None] | None = None,
     ) -> None:
         self.engines: dict[str, EngineRuntime] = {
@@ -113,6 +114,7 @@ class Supervisor:
         }
         self.backoff = backoff or Backoff()
         self.health_interval_s = health_interval_s
+        self.progress_every_s = progress_every_s  # a slow start reports its log's last line this often
         self.health_failures = health_failures
         self.health_timeout_s = health_timeout_s
         self._on_event = on_event
@@ -206,7 +208,7 @@ class Supervisor:
         started = time.monotonic()
         deadline = started + config.startup_timeout_s
         delay = 0.05
-        next_note = started + 2.0
+        next_note = started + self.progress_every_s
         while True:
             proc = rt.process
             if proc is not None and proc.returncode is not None:
@@ -234,7 +236,7 @@ class Supervisor:
                     hint="raise engine.startup_timeout_s if it is only slow",
                 )
             if proc is not None and time.monotonic() >= next_note and self._on_event is not None:
-                next_note = time.monotonic() + 2.0
+                next_note = time.monotonic() + self.progress_every_s
                 last = log_tail(rt.log_path, lines=1, start=rt.log_start).strip()
                 self._on_event(
                     EngineEvent(config.name, rt.state, last[:160], time.monotonic() - started, progress=True)
