@@ -44,9 +44,10 @@ typecheck: $(BIN)/airlock
 test: setup setup-vllm lint typecheck
 	$(BIN)/pytest
 
-## test-fast: the inner loop, without the integration tests, on every core (a test file stays on one worker)
+## test-fast: the inner loop, without the integration tests, on 3 workers (a test file stays on one; the
+## tests wait on child processes much of the time, so 3 workers beat 2 on 2 cores: ~37 s against ~45 s)
 test-fast: $(BIN)/airlock
-	$(BIN)/pytest -m "not integration" -q -n auto --dist loadfile
+	$(BIN)/pytest -m "not integration" -q -n 3 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
