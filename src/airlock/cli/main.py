@@ -31,7 +31,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 from rich.markup import escape
-from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from airlock import __version__
 from airlock.cli import bench as bench_cli
@@ -130,6 +130,22 @@ def _fold_long_words() -> None:
     setattr(rich_utils, "_get_parameter_help", folded)  # noqa: B010 (mypy: no assigning to a module function)
 
 
+def _fold_when_help_is_shown() -> None:
+    """Install :func:`_fold_long_words` on the way into help only: typer's rich help module costs
+    ~60 ms to import, which a command that shows no help (``airlock version``) should not pay."""
+    for cls in (TyperCommand, TyperGroup):
+        original = cls.format_help
+        if getattr(original, "folds", False):
+            continue
+
+        def format_help(self: Any, ctx: Any, formatter: Any, _original: Any = original) -> Any:
+            _fold_long_words()
+            return _original(self, ctx, formatter)
+
+        setattr(format_help, "folds", True)  # noqa: B010
+        setattr(cls, "format_help", format_help)  # noqa: B010
+
+
 class AirlockGroup(TyperGroup):
     """The root group: plain parameter names in help, and a click usage error as one line."""
 
@@ -146,7 +162,7 @@ class AirlockGroup(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
-        _fold_long_words()
+        _fold_when_help_is_shown()
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
         try:
