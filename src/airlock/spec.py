@@ -374,6 +374,42 @@ def _in_words(err: ErrorDetails, path: tuple[str | int, ...], data: Any) -> str:
     return message
 
 
+#: More values than any spec holds: past it, aliases multiply a small file (a "billion laughs").
+MAX_EXPANDED_VALUES = 100_000
+
+
+def _check_aliases(root: yaml.Node, source: str) -> None:
+    """Refuse an alias inside its own anchor (a loop) and aliases that multiply the file past
+    :data:`MAX_EXPANDED_VALUES` values; both would hang or overflow everything that walks the spec."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in on_path:
+            mark = node.start_mark
+            raise SpecError(
+                f"{source}:{mark.line + 1}:{mark.column + 1}: an alias refers to the anchor it stands in "
+                "(a loop)",
+                hint="write the value out, or anchor something that does not contain the alias",
+            )
+        if id(node) not in sizes:
+            on_path.add(id(node))
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            sizes[id(node)] = min(1 + sum(size(child) for child in children), MAX_EXPANDED_VALUES + 1)
+            on_path.discard(id(node))
+        return sizes[id(node)]
+
+    if size(root) > MAX_EXPANDED_VALUES:
+        raise SpecError(
+            f"{source}: through its aliases the spec expands to more than {MAX_EXPANDED_VALUES:,} values",
+            hint="write the spec without nested aliases",
+        )
+
+
 def _marks(
     node: yaml.Node,
     path: tuple[str | int, ...],
@@ -474,6 +510,8 @@ def load_spec(path: Path) -> Spec:
     try:
         data = yaml.safe_load(text)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except RecursionError:
+        raise SpecError(f"{source}: nested too deeply to be a spec") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         place = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
@@ -483,11 +521,15 @@ def load_spec(path: Path) -> Spec:
     values: Marks = {}
     keys: KeyMarks = {}
     dupes: list[SpecProblem] = []
-    if node is not None:
-        _marks(node, (), values, keys, dupes, source)
-    if dupes:
-        _raise(dupes)
-    return _validate(data, base_dir=path.parent.resolve(), source=source, values=values, keys=keys)
+    try:
+        if node is not None:
+            _check_aliases(node, source)
+            _marks(node, (), values, keys, dupes, source)
+        if dupes:
+            _raise(dupes)
+        return _validate(data, base_dir=path.parent.resolve(), source=source, values=values, keys=keys)
+    except RecursionError:
+        raise SpecError(f"{source}: nested too deeply to be a spec") from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,38 @@ files: [{path: licences/}]
     bad = {"models": [{"name": "a", "gguf": "m.gguf", "engine": {"kind": "llamacpp", "paralel": 4}}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def _laughs(levels: int) -> str:
+    """Each level an alias list of ten of the one below: 10**levels values from a few hundred bytes."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("a: &a [*a]\n", "an alias refers to the anchor it stands in (a loop)"),
+        ("models: &m [{name: x, engine: {kind: vllm}, aliases: *m}]\n", "(a loop)"),
+        (_laughs(9), "expands to more than 100,000 values"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply to be a spec"),
+    ],
+)
+def test_hostile_yaml_is_one_clear_error(tmp_path: Path, text: str, fragment: str) -> None:
+    """Alias loops, alias bombs and deep nesting are refused at once, never a RecursionError or a hang."""
+    with pytest.raises(SpecError, match=re.escape(fragment)):
+        load_spec(write(tmp_path, text))
+
+
+def test_anchors_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
+    text = (
+        "models:\n"
+        "- {name: a, path: m, engine: &vllm {kind: vllm, max_model_len: 1024}}\n"
+        "- {name: b, path: n, engine: *vllm}\n"
+        "- {name: c, path: o, engine: {<<: *vllm, dtype: float32}}\n"
+    )
+    spec = load_spec(write(tmp_path, text))
+    assert [(m.name, m.engine.kind) for m in spec.models] == [("a", "vllm"), ("b", "vllm"), ("c", "vllm")]
+    assert isinstance(spec.models[2].engine, VllmEngineSpec) and spec.models[2].engine.dtype == "float32"
+    assert spec.models[2].engine.max_model_len == 1024
