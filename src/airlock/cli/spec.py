@@ -29,12 +29,13 @@ def check(
     file: Annotated[Path, typer.Argument(help="The spec to check.")] = Path("airlock.yaml"),
 ) -> None:
     """Validate a spec: 'OK' and what it holds, or every problem with its line and column."""
+    from airlock.common.words import counted
     from airlock.spec import load_spec
 
     spec = load_spec(file)
     names = ", ".join(model.name for model in spec.models) or "none"
     gateway = f"{spec.gateway.host}:{spec.gateway.port}"
-    count = f"{len(spec.models)} model{'' if len(spec.models) == 1 else 's'}"
+    count = counted(len(spec.models), "model")
     out.print(f"{escape(str(file))}: OK ({count}: {escape(names)}; gateway {escape(gateway)})")
 
 
