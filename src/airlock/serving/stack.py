@@ -84,13 +84,10 @@ def check_host(host: str, where: str) -> None:
         raise ConfigError(f"{where} {host!r}: not an address", hint=_HOST_HINT)
 
 
-def _bind_error(host: str, port: int, exc: OSError | OverflowError) -> ConfigError:
-    """A failed bind as one line with its next step: the host and the port have different causes."""
+def _bind_error(host: str, port: int, exc: OSError) -> ConfigError:
+    """A failed bind as one line with its next step: the host and the port have different causes
+    (a port out of range never gets here: :func:`check_port` refused it)."""
     where = f"cannot listen on {host}:{port}"
-    if isinstance(exc, OverflowError):
-        return ConfigError(
-            f"{where}: {port} is not a port number", hint="use 1024 to 65535, or 0 for any free port"
-        )
     if isinstance(exc, socket.gaierror):
         return ConfigError(f"{where}: {host} is not an address this machine can resolve", hint=_HOST_HINT)
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -121,7 +118,7 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except (OSError, OverflowError) as exc:
+    except OSError as exc:
         sock.close()
         raise _bind_error(host, port, exc) from exc
     sock.listen(2048)
