@@ -20,15 +20,14 @@ import os
 from dataclasses import dataclass
 
 from airlock.errors import ConfigError
+from airlock.formats.gguf import ggml_types
 from airlock.plan.argv import given_flags
 from airlock.plan.facts import ModelFacts
 from airlock.plan.hardware import GIB
 
 # llama.cpp's KV cache types: bytes per block of elements (ggml's type sizes).
-_CACHE_TYPES: dict[str, tuple[int, int]] = {
-    "f32": (1, 4), "f16": (1, 2), "bf16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18),
-    "q4_1": (32, 20), "iq4_nl": (32, 18), "q5_0": (32, 22), "q5_1": (32, 24),
-}  # fmt: skip
+#: The KV cache types llama-server accepts (--cache-type-k/-v); their sizes come from ggml's table.
+_CACHE_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
 _ATTENTION = ("full", "sliding", "chunked")
 _FLAGS = {"-c": "ctx_size", "--ctx-size": "ctx_size", "-np": "parallel", "--parallel": "parallel",
           "-ctk": "cache_type_k", "--cache-type-k": "cache_type_k",
@@ -92,13 +91,13 @@ def host_ram() -> int:
 
 
 def _bytes_per_element(cache_type: str) -> float:
-    try:
-        block, size = _CACHE_TYPES[cache_type]
-    except KeyError:
+    if cache_type not in _CACHE_TYPES:
         raise ConfigError(
             f"llama.cpp cache type {cache_type!r} is not one llama.cpp knows",
             hint="one of " + ", ".join(_CACHE_TYPES),
-        ) from None
+        )
+    sizes = {name.lower(): (block, size) for name, block, size in ggml_types().values()}
+    block, size = sizes[cache_type]
     return size / block
 
 
