@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -52,12 +53,41 @@ Commit = Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]
 class Source(FrozenModel):
     """Where an artifact came from; ``commit`` is what ``revision`` resolved to when it was packed."""
 
-    type: Literal["hf", "local", "gguf", "pip", "file"]
+    type: Literal["hf", "local", "gguf", "pip", "file", "image"]
     repo: RepoId | None = None  # hf: the repo id
     revision: RelPath | None = None  # as asked: a branch, tag or commit
     commit: Commit | None = None  # hf: the git commit; local sources: a digest of their files
     path: str | None = None  # local sources: where they were read from (for the record)
-    detail: str | None = None  # pip: the platform and Python the wheels are for
+    detail: str | None = None  # pip: the platform and Python the wheels are for; image: the transport
+
+
+Digest = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+IMAGE_BLOB_RE = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
+
+
+class ImageInfo(FrozenModel):
+    """A container image as pack found it: what was asked, what it resolved to, what it needs.
+
+    ``digest`` is the image manifest carried (the digest ``docker pull ...@digest`` gives upstream);
+    ``index_digest`` the multi-platform index it was chosen from, if any. The image's files in the
+    artifact are its OCI blobs (``blobs/sha256/<hex>``: manifest, config, layers, and the index).
+    """
+
+    reference: str = Field(min_length=1, max_length=512, description="as the spec gave it")
+    repository: str = Field(min_length=1, max_length=256, description="e.g. docker.io/vllm/vllm-openai")
+    tag: str | None = Field(None, max_length=128)
+    digest: Digest
+    index_digest: Digest | None = None
+    media_type: str
+    platform: str = Field(pattern=r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$")
+    config_digest: Digest
+    layers: list[Digest]
+    size: Size = Field(description="the manifest, config and layers as stored (compressed)")
+    entrypoint: list[str] = Field(default_factory=list)
+    cmd: list[str] = Field(default_factory=list)
+    cuda_version: str | None = None  # the image's CUDA_VERSION
+    nvidia_require_cuda: str | None = None  # NVIDIA_REQUIRE_CUDA: the driver constraint
+    vllm_version: str | None = None  # from a label or env, where the image says it
 
 
 class FileEntry(FrozenModel):
@@ -67,14 +97,35 @@ class FileEntry(FrozenModel):
 
 
 class Artifact(FrozenModel):
-    """A model, a set of wheels or a set of plain files (a later format version adds images)."""
+    """A model, a set of wheels, a set of plain files, or a container image (``image`` says which)."""
 
-    kind: Literal["model", "wheels", "files"]
+    kind: Literal["model", "wheels", "files", "image"]
     name: str = Field(min_length=1, max_length=256)
     repo: RepoId | None = Field(None, description="models: the repo id they take in the store")
     source: Source
     license: str | None = None
     files: list[FileEntry]
+    image: ImageInfo | None = None
+
+    @model_validator(mode="after")
+    def _image(self) -> Artifact:
+        if (self.kind == "image") != (self.image is not None):
+            raise ValueError(f"{self.name}: an image artifact, and only one, describes its image")
+        if self.image is None:
+            return self
+        by_hex: dict[str, FileEntry] = {}
+        for f in self.files:
+            match = IMAGE_BLOB_RE.match(f.path)
+            if match is None or match.group(1) != f.sha256:
+                raise ValueError(f"{self.name}: {f.path} is not blobs/sha256/<its own SHA-256>")
+            by_hex[f.sha256] = f
+        needed = [self.image.digest, self.image.config_digest, *self.image.layers]
+        if self.image.index_digest is not None:
+            needed.append(self.image.index_digest)
+        missing = [d for d in needed if d.removeprefix("sha256:") not in by_hex]
+        if missing:
+            raise ValueError(f"{self.name}: the image's blob {missing[0]} is not in its files")
+        return self
 
     @model_validator(mode="after")
     def _unique_paths(self) -> Artifact:

@@ -229,7 +229,15 @@ def _artifacts(
         if source.type in ("local", "gguf"):
             source = source.model_copy(update={"commit": content_commit((e.path, e.sha256) for e in entries)})
         artifacts.append(
-            Artifact(kind=c.kind, name=c.name, repo=c.repo, source=source, license=c.license, files=entries)
+            Artifact(
+                kind=c.kind,
+                name=c.name,
+                repo=c.repo,
+                source=source,
+                license=c.license,
+                files=entries,
+                image=c.image,
+            )
         )
     return artifacts, origins
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from airlock.bundle.format.manifest import Source
+from airlock.bundle.format.manifest import ImageInfo, Source
 from airlock.common.types import check_relative_path
 from airlock.errors import UnsafePathError
 
@@ -22,12 +22,13 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class Collected:
-    kind: Literal["model", "wheels", "files"]
+    kind: Literal["model", "wheels", "files", "image"]
     name: str
     source: Source
     files: tuple[SourceFile, ...]
     repo: str | None = None  # models: the repo id they take in the store
     license: str | None = None
+    image: ImageInfo | None = None  # images: what the image is (its files are its OCI blobs)
 
 
 def safe_logical(path: str, *, where: str) -> str:
