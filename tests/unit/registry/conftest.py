@@ -1,0 +1,35 @@
+"""Fixtures for the image targets: the real tools (skopeo, umoci, docker-registry) and one registry
+per session. A missing tool fails in CI (which installs them all) and skips elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+def need(binary: str) -> str:
+    """The path of ``binary``; a test that needs a missing one fails in CI and is skipped elsewhere."""
+    found = shutil.which(binary)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{binary} is not installed (scripts/install-system-deps.sh installs it)")
+        pytest.skip(f"{binary} is not installed")
+    return found
+
+
+@pytest.fixture(scope="session")
+def skopeo() -> str:
+    return need("skopeo")
+
+
+@pytest.fixture(scope="session")
+def umoci() -> str:
+    return need("umoci")
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> Path:
+    return tmp_path / "layout"
