@@ -4,8 +4,14 @@ Implements what ``snapshot_download`` and ``hf_hub_download`` use (checked again
 2.x and 0.2x): ``GET /api/models/{repo}/revision/{rev}`` (the commit a branch or tag points at),
 ``GET /api/models/{repo}/tree/{rev}`` (the recursive file listing, with LFS SHA-256s), and
 ``HEAD``/``GET /{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` (the SHA-256 for LFS
-files, the git blob id for others) and ``Range``. Unknown repos and revisions answer 404 with the
-Hub's ``X-Error-Code``. ``requests`` counts what was asked, so tests can tell cache hits from downloads.
+files, the git blob id for others) and ``Range`` (``bytes=a-b``, ``bytes=a-``: 206 with
+``Content-Range``; a range past the end: 416). ``?blobs=true`` on the revision route adds each file's
+size and LFS SHA-256, as the Hub's does. Unknown repos and revisions answer 404 with the Hub's
+``X-Error-Code``; a gated repo's files answer 401 ``GatedRepo`` to a request without a token;
+``failing`` makes every request a 503 (a Hub that is down). ``requests`` lists what was asked,
+``ranges`` each Range header, and ``bytes_served`` counts the body bytes sent, so tests can tell cache
+hits from downloads and assert that no weight byte was read. A ``SparseFile`` stands for a large shard
+(its header, then zeros) without holding it in memory; only ranges of it are served.
 
 Example::
 
@@ -30,13 +36,49 @@ from urllib.parse import unquote, urlparse
 LFS_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".onnx")
 
 
-def git_blob_id(data: bytes) -> str:
+SPARSE_READ_LIMIT = 16 * 1024 * 1024  # a longer read of a SparseFile is refused (500): a test read weights
+
+
+@dataclass(frozen=True)
+class SparseFile:
+    """A file of ``size`` bytes that is ``head`` followed by zeros (a shard's header on its real size).
+
+    Its ids are derived from ``head`` and ``size``, not its content: pack would refuse it, plan reads it.
+    """
+
+    head: bytes
+    size: int
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes ``start`` to ``end`` inclusive."""
+        if end - start + 1 > SPARSE_READ_LIMIT:
+            raise ValueError(f"a read of {end - start + 1} bytes of a sparse file")
+        part = self.head[start : end + 1]
+        return part + bytes(end + 1 - start - len(part))
+
+
+Content = bytes | SparseFile
+
+
+def _size(data: Content) -> int:
+    return len(data) if isinstance(data, bytes) else data.size
+
+
+def git_blob_id(data: Content) -> str:
+    if isinstance(data, SparseFile):
+        return hashlib.sha1(b"sparse %d\x00" % data.size + data.head, usedforsecurity=False).hexdigest()
     return hashlib.sha1(b"blob %d\x00" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _sha256(data: Content) -> str:
+    if isinstance(data, SparseFile):
+        return hashlib.sha256(b"sparse %d\x00" % data.size + data.head).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass
 class FakeRepo:
-    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    commits: dict[str, dict[str, Content]] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
 
 
@@ -44,9 +86,18 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of each ranged request
         self.corrupt: set[str] = set()  # paths served with one byte flipped (a damaged download)
+        self.gated: set[str] = set()  # repos whose files need a token (an Authorization header)
+        self.failing = False  # every request answers 503, as a Hub that is down
+        self.bytes_served = 0  # body bytes sent, over all requests
+        self._lock = threading.Lock()
 
-    def add_repo(self, repo: str, files: dict[str, bytes], *, ref: str = "main") -> str:
+    def count(self, n: int) -> None:
+        with self._lock:
+            self.bytes_served += n
+
+    def add_repo(self, repo: str, files: dict[str, Content], *, ref: str = "main") -> str:
         """Add a commit holding ``files`` and point ``ref`` at it; return the commit id."""
         digest = hashlib.sha1(
             json.dumps(sorted((p, git_blob_id(d)) for p, d in files.items())).encode(), usedforsecurity=False
@@ -57,7 +108,7 @@ class FakeHub:
         entry.refs[ref] = commit
         return commit
 
-    def resolve(self, repo: str, rev: str) -> tuple[str, dict[str, bytes]] | None:
+    def resolve(self, repo: str, rev: str) -> tuple[str, dict[str, Content]] | None:
         entry = self.repos.get(repo)
         if entry is None:
             return None
@@ -84,10 +135,20 @@ class FakeHub:
             thread.join(5)
 
 
-def _tree_entry(path: str, data: bytes) -> dict[str, object]:
-    entry: dict[str, object] = {"type": "file", "oid": git_blob_id(data), "size": len(data), "path": path}
+def _tree_entry(path: str, data: Content) -> dict[str, object]:
+    entry: dict[str, object] = {"type": "file", "oid": git_blob_id(data), "size": _size(data), "path": path}
     if path.endswith(LFS_SUFFIXES):
-        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+        entry["lfs"] = {"oid": _sha256(data), "size": _size(data), "pointerSize": 134}
+    return entry
+
+
+def _sibling(path: str, data: Content, blobs: bool) -> dict[str, object]:
+    """One file of the revision listing; with ``blobs``, its size, blob id and LFS facts (model_info's files_metadata)."""
+    if not blobs:
+        return {"rfilename": path}
+    entry: dict[str, object] = {"rfilename": path, "size": _size(data), "blobId": git_blob_id(data)}
+    if path.endswith(LFS_SUFFIXES):
+        entry["lfs"] = {"sha256": _sha256(data), "size": _size(data), "pointerSize": 134}
     return entry
 
 
@@ -102,12 +163,15 @@ class _Handler(BaseHTTPRequestHandler):
         self, status: int, body: bytes = b"", headers: dict[str, str] | None = None, *, head: bool = False
     ) -> None:
         self.send_response(status)
-        for k, v in (headers or {}).items():
+        headers = dict(headers or {})
+        length = headers.pop("Content-Length", str(len(body)))  # a HEAD names the length it would send
+        for k, v in headers.items():
             self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", length)
         self.end_headers()
         if not head:
             self.wfile.write(body)
+            self.fake.count(len(body))
 
     def _json(self, value: object) -> None:
         self._send(200, json.dumps(value).encode(), {"Content-Type": "application/json"})
@@ -130,9 +194,13 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         path = url.path
         self.fake.requests.append((self.command, path))
+        if self.headers.get("Range"):
+            self.fake.ranges.append((path, self.headers["Range"]))
+        if self.fake.failing:
+            return self._send(503, b"Service Unavailable", head=head)
         m = re.match(r"^/api/models/(?P<repo>[^/]+(?:/[^/]+)?)/revision/(?P<rev>.+)$", path)
         if m:
-            return self._revision(m["repo"], unquote(m["rev"]))
+            return self._revision(m["repo"], unquote(m["rev"]), blobs="blobs=true" in url.query)
         m = re.match(r"^/api/models/(?P<repo>[^/]+/[^/]+)/tree/(?P<rev>[^/]+)(?:/(?P<sub>.*))?$", path)
         if m:
             return self._tree(m["repo"], unquote(m["rev"]), unquote(m["sub"] or ""))
@@ -141,7 +209,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._resolve(m["repo"], unquote(m["rev"]), unquote(m["file"]), head=head)
         return self._not_found("EntryNotFound", head)
 
-    def _revision(self, repo: str, rev: str) -> None:
+    def _revision(self, repo: str, rev: str, *, blobs: bool = False) -> None:
         if repo not in self.fake.repos:
             return self._not_found("RepoNotFound")
         found = self.fake.resolve(repo, rev)
@@ -154,7 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "modelId": repo,
                 "sha": commit,
                 "private": False,
-                "siblings": [{"rfilename": p} for p in sorted(files)],
+                "gated": "auto" if repo in self.fake.gated else False,
+                "siblings": [_sibling(p, files[p], blobs) for p in sorted(files)],
             }
         )
 
@@ -187,24 +256,38 @@ class _Handler(BaseHTTPRequestHandler):
         if file not in files:
             self._send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit}, head=head)
             return
+        if repo in self.fake.gated and not self.headers.get("Authorization"):
+            message = (
+                f"Access to model {repo} is restricted. You must have access to it and be authenticated."
+            )
+            self._send(401, b"", {"X-Error-Code": "GatedRepo", "X-Error-Message": message}, head=head)
+            return
         data = files[file]
-        if file in self.fake.corrupt and data:
-            data = bytes([data[0] ^ 0xFF]) + data[1:]
-        etag = (
-            hashlib.sha256(files[file]).hexdigest()
-            if file.endswith(LFS_SUFFIXES)
-            else git_blob_id(files[file])
-        )
+        size = _size(data)
+        etag = _sha256(data) if file.endswith(LFS_SUFFIXES) else git_blob_id(data)
         headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes"}
         if file.endswith(LFS_SUFFIXES):
             headers["X-Linked-Etag"] = f'"{etag}"'
-            headers["X-Linked-Size"] = str(len(data))
-        status = 200
+            headers["X-Linked-Size"] = str(size)
+        start, end, status = 0, size - 1, 200
         rng = self.headers.get("Range")
-        if rng and (m := re.match(r"bytes=(\d+)-(\d*)", rng)):
+        if rng and (m := re.match(r"bytes=(\d+)-(\d*)$", rng.strip())):
             start = int(m[1])
-            end = int(m[2]) if m[2] else len(data) - 1
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            data = data[start : end + 1]
+            end = min(int(m[2]), size - 1) if m[2] else size - 1
+            if start >= size or end < start:
+                headers["Content-Range"] = f"bytes */{size}"
+                return self._send(416, b"", headers, head=head)
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
             status = 206
-        self._send(status, data, headers, head=head)
+        if head:
+            return self._send(status, b"", {**headers, "Content-Length": str(end + 1 - start)}, head=True)
+        if isinstance(data, SparseFile):
+            try:
+                body = data.read(start, end)
+            except ValueError as exc:
+                return self._send(500, str(exc).encode())
+        else:
+            if file in self.fake.corrupt and data:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
+            body = data[start : end + 1]
+        self._send(status, body, headers)
