@@ -140,15 +140,38 @@ class HFSource(FrozenModel):
     ignore: list[str] = Field(default_factory=list)
 
 
+def _engine_not_required(schema: dict[str, Any]) -> None:
+    """The JSON schema: ``engine`` may be left out (the validator fills it in from the source)."""
+    required = schema.get("required", [])
+    if "engine" in required:
+        required.remove("engine")
+
+
 class ModelSpec(FrozenModel):
     name: str = Field(pattern=NAME_PATTERN)
     aliases: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(default_factory=list)
     path: Path | None = Field(None, description="a local Hugging Face-format folder")
     gguf: Path | None = Field(None, description="a single GGUF file")
     hf: HFSource | None = Field(None, description="a Hugging Face repo, served from the model store")
-    engine: EngineSpec
+    engine: EngineSpec = Field(
+        description="what serves it; default: llamacpp for 'gguf', vllm for 'path' or 'hf'"
+    )
+
+    model_config = FrozenModel.model_config | {"json_schema_extra": _engine_not_required}
 
     _paths = field_validator("path", "gguf")(_resolve)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_engine(cls, data: Any) -> Any:
+        """No ``engine``: the one that serves the source (pack, plan and serve all take this one)."""
+        if isinstance(data, dict) and data.get("engine") is None:
+            if data.get("gguf") is not None:
+                return {**data, "engine": {"kind": "llamacpp"}}
+            if data.get("path") is not None or data.get("hf") is not None:
+                return {**data, "engine": {"kind": "vllm"}}
+            raise ValueError("give exactly one of 'path', 'gguf' or 'hf', or an engine of kind remote")
+        return data
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
@@ -190,6 +213,32 @@ class WheelsSpec(FrozenModel):
     _paths = field_validator("requirement_files")(lambda v, info: [_resolve(p, info) for p in v])
 
 
+IMAGE_TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "docker-daemon")
+PLATFORM_PATTERN = r"^[a-z0-9]+/[a-z0-9_]+(/[a-z0-9]+)?$"
+
+
+class ImageSpec(FrozenModel):
+    """A container image that `airlock pack` carries, pinned by digest (written as a string or a mapping)."""
+
+    ref: str = Field(
+        min_length=1,
+        max_length=512,
+        description="a reference with a tag or digest (vllm/vllm-openai:v0.11.0), or TRANSPORT:WHERE with "
+        "a transport of " + ", ".join(IMAGE_TRANSPORTS) + " (oci-archive:images/app.tar)",
+    )
+    platform: str | None = Field(
+        None, pattern=PLATFORM_PATTERN, description="os/arch[/variant] (default: pack's --platform)"
+    )
+    tls_verify: bool = Field(
+        True, description="false: a registry over plain HTTP or an unverified certificate"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        return {"ref": data} if isinstance(data, str) else data
+
+
 class FileSpec(FrozenModel):
     """A plain file or folder (configs, licences) carried to the store's ``files/``."""
 
@@ -224,6 +273,10 @@ class Spec(FrozenModel):
     models: list[ModelSpec] = Field(default_factory=list)
     wheels: WheelsSpec | None = Field(None, description="wheels that `airlock pack` carries")
     files: list[FileSpec] = Field(default_factory=list, description="plain files that `airlock pack` carries")
+    images: list[ImageSpec] = Field(
+        default_factory=list,
+        description="container images that `airlock pack` carries (a vllm engine's `image` is added by itself)",
+    )
 
     _paths = field_validator("store")(_resolve)
 
@@ -247,6 +300,7 @@ _PATTERN_WORDS = {
     PYTHON_VERSION_PATTERN: "a Python version such as 3 or 3.11",
     IMPLEMENTATION_PATTERN: "one of cp, pp or py",
     DRIVER_PATTERN: "an NVIDIA driver version such as 550.54.14",
+    PLATFORM_PATTERN: "a platform such as linux/amd64 or linux/arm64/v8",
 }
 
 _ENGINE_MODELS: dict[str, type[FrozenModel]] = {

@@ -74,6 +74,9 @@ def test_empty_file_is_an_empty_spec(tmp_path: Path) -> None:
             "models: [{name: a, gguf: x, engine: {kind: llamacpp}}, {name: b, aliases: [a], gguf: y, engine: {kind: llamacpp}}]",
             "'a' is used twice",
         ),
+        ("models: [{name: a}]", "exactly one of 'path', 'gguf' or 'hf'"),
+        ("images: [{ref: 'x:1', platform: amd64}]", "a platform such as linux/amd64"),
+        ("images: [{reference: 'x:1'}]", "unknown key 'reference' (valid here: platform, ref, tls_verify)"),
         ("- just\n- a list", "must be a mapping"),
         ("models: [unclosed", "not valid YAML"),
     ],
@@ -235,3 +238,25 @@ def test_anchors_aliases_and_merge_keys_still_work(tmp_path: Path) -> None:
     assert [(m.name, m.engine.kind) for m in spec.models] == [("a", "vllm"), ("b", "vllm"), ("c", "vllm")]
     assert isinstance(spec.models[2].engine, VllmEngineSpec) and spec.models[2].engine.dtype == "float32"
     assert spec.models[2].engine.max_model_len == 1024
+
+
+def test_a_model_without_engine_gets_the_engine_of_its_source(tmp_path: Path) -> None:
+    """pack, plan and serve read the same spec: a GGUF file is llama.cpp's, a folder or repo vLLM's."""
+    path = write(
+        tmp_path,
+        "models:\n  - {name: a, gguf: a.gguf}\n  - {name: b, path: b}\n  - {name: c, hf: {repo: org/c}}\n",
+    )
+    spec = load_spec(path)
+    assert [type(m.engine) for m in spec.models] == [LlamaCppEngineSpec, VllmEngineSpec, VllmEngineSpec]
+    assert spec.models[0].engine == LlamaCppEngineSpec(kind="llamacpp")
+
+
+def test_images_are_strings_or_mappings() -> None:
+    spec = parse_spec(
+        {"images": ["vllm/vllm-openai:v0.11.0", {"ref": "oci-archive:a.tar", "platform": "linux/arm64/v8"}]},
+        source="t",
+    )
+    assert [(i.ref, i.platform, i.tls_verify) for i in spec.images] == [
+        ("vllm/vllm-openai:v0.11.0", None, True),
+        ("oci-archive:a.tar", "linux/arm64/v8", True),
+    ]

@@ -14,6 +14,7 @@ from airlock.spec import (
     GatewaySpec,
     HardwareSpec,
     HFSource,
+    ImageSpec,
     LlamaCppEngineSpec,
     ModelSpec,
     RemoteEngineSpec,
@@ -39,6 +40,7 @@ SECTIONS: dict[type[BaseModel], str] = {
     HardwareSpec: "## `hardware`",
     WheelsSpec: "## `wheels`",
     FileSpec: "## `files`",
+    ImageSpec: "## `images`",
 }
 
 
