@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from airlock.errors import ModelFactsError
 from airlock.formats.gguf import GgufFile, read_gguf
-from airlock.formats.safetensors import read_header
+from airlock.formats.safetensors import SafetensorsHeader, read_header
 from airlock.plan.facts_layers import layer_kinds, mamba_state_bytes
 
 DTYPE_NAMES = {
@@ -91,7 +92,7 @@ def read_facts(path: Path) -> ModelFacts:
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelFactsError(f"{path}: give a model folder (config.json + safetensors) or a .gguf file")
-        return _from_gguf(read_gguf(path))
+        return facts_from_gguf(read_gguf(path))
     if not path.is_dir():
         raise ModelFactsError(f"{path}: no such model folder or file")
     config = _load_json(path / "config.json", required=True)
@@ -102,15 +103,24 @@ def read_facts(path: Path) -> ModelFacts:
 
 def _load_json(path: Path, *, required: bool) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         if not required:
             return {}
         raise ModelFactsError(f"{path}: missing; a Hugging Face model folder needs its config.json") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
         raise ModelFactsError(f"{path}: not readable JSON: {exc}") from exc
+    return json_object(raw, path)
+
+
+def json_object(raw: bytes, where: Path) -> dict[str, Any]:
+    """A JSON file's top-level object (config.json, an index), every defect named by ``where``."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFactsError(f"{where}: not readable JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise ModelFactsError(f"{path}: the top level must be a JSON object")
+        raise ModelFactsError(f"{where}: the top level must be a JSON object")
     return data
 
 
@@ -122,15 +132,22 @@ class WeightSizes:
     lm_head_bytes: int
 
 
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def index_shards(index: dict[str, Any], where: Path) -> list[str]:
+    """The shard names a safetensors index's weight_map lists, sorted and without repeats."""
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ModelFactsError(f"{where}: has no weight_map")
+    return sorted({str(v) for v in weight_map.values()})
+
+
 def _weights(folder: Path) -> WeightSizes | None:
     """Sizes from every safetensors header (through the index when there is one); None if none."""
-    index = folder / "model.safetensors.index.json"
+    index = folder / SAFETENSORS_INDEX
     if index.exists():
-        data = _load_json(index, required=True)
-        weight_map = data.get("weight_map")
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise ModelFactsError(f"{index}: has no weight_map")
-        names = sorted({str(v) for v in weight_map.values()})
+        names = index_shards(_load_json(index, required=True), index)
         files = []
         for name in names:
             p = (folder / name).resolve()
@@ -141,11 +158,14 @@ def _weights(folder: Path) -> WeightSizes | None:
             files.append(p)
     else:
         files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        return None
-    total = params = embed = head = 0
-    for f in files:
-        header = read_header(f)
+    return weight_sizes(read_header(f) for f in files)
+
+
+def weight_sizes(headers: Iterable[SafetensorsHeader]) -> WeightSizes | None:
+    """Sizes summed over every shard's header; None when there is no shard."""
+    total = params = embed = head = shards = 0
+    for header in headers:
+        shards += 1
         for name, t in header.tensors.items():
             total += t.nbytes
             params += _params(t.dtype, t.numel, name)
@@ -153,7 +173,7 @@ def _weights(folder: Path) -> WeightSizes | None:
                 embed += t.nbytes
             elif name.endswith("lm_head.weight") or name == "output.weight":
                 head += t.nbytes
-    return WeightSizes(total, params, embed, head)
+    return WeightSizes(total, params, embed, head) if shards else None
 
 
 def _params(dtype: str, numel: int, name: str) -> int:
@@ -437,7 +457,8 @@ _GGUF_ARCH = {
 }  # fmt: skip
 
 
-def _from_gguf(g: GgufFile) -> ModelFacts:
+def facts_from_gguf(g: GgufFile) -> ModelFacts:
+    """Facts from a GGUF file's header and tensor table (sizes exact, shape from its metadata)."""
     arch = g.architecture
 
     def need(key: str) -> int:
