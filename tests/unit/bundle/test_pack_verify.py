@@ -109,8 +109,17 @@ def test_tampered_manifest(bundle: PackResult, keys: KeyPair) -> None:
 def test_one_tampered_copy_of_the_manifest(bundle: PackResult, keys: KeyPair) -> None:
     path = bundle.volumes[-1].path / layout.MANIFEST
     path.write_bytes(path.read_bytes().replace(b"tiny", b"tinx", 1))
-    with pytest.raises(SignatureError, match=f"{bundle.volumes[-1].path.name}/manifest.json: differs"):
-        _verify([bundle.out], keys)
+    report = _verify([bundle.out], keys)
+    assert report.signed_by == keys.key_id, "the other copies verify"
+    (problem,) = report.problems
+    last = bundle.volumes[-1].number
+    assert (problem.kind, problem.volume, problem.path) == ("corrupt", last, layout.MANIFEST)
+    assert (
+        problem.message
+        == f"volume {last}: manifest.json is damaged: it differs from the signed copy (volume 1)"
+    )
+    with pytest.raises(IntegrityError):
+        report.raise_for_problems()
 
 
 def test_wrong_key(bundle: PackResult, other_keys: KeyPair, keys: KeyPair) -> None:
@@ -255,8 +264,10 @@ def test_volume_index_that_disagrees_with_the_manifest(bundle: PackResult, keys:
     raw = json.loads(path.read_bytes())
     raw["entries"] = raw["entries"][:-1]
     path.write_bytes(canonical_json(raw))
-    with pytest.raises(IntegrityError, match="does not match the signed manifest"):
-        _verify([bundle.out], keys)
+    (problem,) = _verify([bundle.out], keys).problems
+    assert problem.message == (
+        "volume 1's index (volume.json) is damaged: it does not match the signed manifest's entry for volume 1"
+    )
 
 
 def test_volumes_of_two_bundles(tmp_path: Path, staging: Staging, keys: KeyPair, bundle: PackResult) -> None:

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def rebuild(options: RebuildOptions) -> RebuildResult:
         _EntryWriter(root, target.entries, opened.manifest.chunk_size, options.volumes.disk),
         options.volumes,
     )
-    _write_metadata(opened, target, root, use[0].root)
+    _write_metadata(opened, target, root, [v.root for v in use])
     return RebuildResult(options.volume, root, [v.number for v in use], target.stored_bytes)
 
 
@@ -132,7 +133,8 @@ def _intact_volumes(opened: OpenBundle, options: RebuildOptions, k: int) -> list
     problems, _ = check_volumes(
         opened, others, workers=options.volumes.workers, progress=options.volumes.progress
     )
-    damaged = {p.volume for p in problems}
+    # a damaged copy of the metadata (manifest, signature, index) leaves the volume's entries usable
+    damaged = {p.volume for p in problems if p.path not in layout.METADATA_FILES}
     intact = [v for v in others if v.number not in damaged]
     if len(intact) < k:
         raise BundleError(
@@ -184,15 +186,29 @@ def _decode(
         )
 
 
-def _write_metadata(opened: OpenBundle, target: Volume, root: Path, source: Path) -> None:
-    """The manifest, signature and SBOM copied from a volume used; the rebuilt volume's own index."""
+def _sbom(opened: OpenBundle, sources: list[Path]) -> bytes | None:
+    """The SBOM from the first volume whose copy is the one the manifest names."""
+    ref = opened.manifest.sbom
+    if ref is None:
+        return None
+    for source in sources:
+        path = source / layout.SBOM
+        if not path.is_file() or path.is_symlink():
+            continue
+        data = read_small(path, what="SBOM")
+        if len(data) == ref.size and hashlib.sha256(data).hexdigest() == ref.sha256:
+            return data
+    return None
+
+
+def _write_metadata(opened: OpenBundle, target: Volume, root: Path, sources: list[Path]) -> None:
+    """The manifest and signature trusted, an SBOM the manifest names, and the rebuilt volume's own index."""
     write_atomic(root / layout.MANIFEST, opened.manifest_bytes)
-    sig = source / layout.SIGNATURE
-    if sig.exists():
-        write_atomic(root / layout.SIGNATURE, read_small(sig, what="signature"))
-    sbom = source / layout.SBOM
-    if sbom.exists():
-        write_atomic(root / layout.SBOM, read_small(sbom, what="SBOM"))
+    if opened.signature is not None:
+        write_atomic(root / layout.SIGNATURE, opened.signature)
+    sbom = _sbom(opened, sources)
+    if sbom is not None:
+        write_atomic(root / layout.SBOM, sbom)
     write_atomic(
         root / layout.VOLUME_INDEX, VolumeIndex.of(opened.manifest, opened.bundle, target).to_bytes()
     )

@@ -1,7 +1,8 @@
 """``airlock verify``: is this bundle complete, intact and from a trusted key?
 
-In order: the manifest's signature (and form: every path safe), then every blob's hash on every
-volume present (in parallel, streaming, chunk by chunk so one large file spreads over all cores),
+In order: the manifest's signature (and form: every path safe), then every volume's own copies of
+the manifest, signature and index (a damaged copy is reported with its volume, even where another
+copy verifies), then every blob's hash on every volume present (in parallel, streaming, chunk by chunk so one large file spreads over all cores),
 then no unlisted file, then no link on a volume (a link could lead outside it; links are never
 followed, their targets never read). Volumes of the set that are not mounted are reported, not
 fatal to the check of the others, so one volume can be checked on its own.
@@ -179,6 +180,9 @@ def structure_problems(opened: OpenBundle, volumes: list[MountedVolume]) -> Stru
         files, odd = scan_volume(v.root)
         entries = manifest.volumes[v.number - 1].entries
         sound[v.number] = []
+        damaged = [d for d in opened.damaged if d.volume == v.number]
+        problems += [Problem(d.kind, d.message, d.volume, d.path) for d in damaged]
+        odd = [rel for rel in odd if rel not in {d.path for d in damaged}]  # already named above
         for e in entries:
             affected = tuple(who.get(e.blob or "", []))
             if e.path in odd or any(e.path.startswith(o + "/") for o in odd):
