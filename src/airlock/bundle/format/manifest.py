@@ -40,7 +40,7 @@ def check_entry_path(value: str) -> str:
     check_relative_path(value)
     if not layout.ENTRY_PATH_RE.match(value):
         raise PydanticCustomError(
-            "unsafe_path", "unsafe path {path!r}: not a blob or parity path", {"path": value, "why": ""}
+            "unsafe_path", "unsafe path {path}: not a blob or parity path", {"path": repr(value), "why": ""}
         )
     return value
 
