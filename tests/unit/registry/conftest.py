@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from airlock.registry.push import RegistryTarget
+from airlock.testing.registry import RunningRegistry
 
 
 def need(binary: str) -> str:
@@ -33,3 +37,16 @@ def umoci() -> str:
 @pytest.fixture
 def layout(tmp_path: Path) -> Path:
     return tmp_path / "layout"
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """One plain-http registry on 127.0.0.1 for the session; tests push to their own repositories."""
+    need("docker-registry")
+    with RunningRegistry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def target(registry: RunningRegistry) -> RegistryTarget:
+    return RegistryTarget(f"http://{registry.host}")
