@@ -1,6 +1,7 @@
 """Turn a spec into the artifacts to pack, and check them before a byte is copied.
 
-Models (``hf``, ``path``, ``gguf``), then wheels, then plain files; remote models carry nothing.
+Models (``hf``, ``path``, ``gguf``), then wheels, then plain files, then container images (``images:``
+and each vllm engine's ``image``, once each); remote models carry nothing.
 Checks: no pickle weights unless allowed; safetensors and GGUF headers well-formed.
 """
 
@@ -13,7 +14,9 @@ from pathlib import Path
 from airlock.bundle.staging.sources.base import Collected
 from airlock.bundle.staging.sources.local import collect_folder, collect_gguf
 from airlock.bundle.staging.weights import check_weights, refuse_pickle
-from airlock.spec import Spec
+from airlock.common.progress import ProgressSink
+from airlock.settings import Settings
+from airlock.spec import ImageSpec, Spec
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,10 @@ class CollectOptions:
     hf_token: str | None = None  # default: huggingface_hub's (HF_TOKEN, its login)
     pip_python: Path | None = None  # the Python whose pip downloads wheels (default: this one)
     workers: int = 2
+    image_cache: Path | None = None  # default: AIRLOCK_CACHE/images (an OCI layout every pack shares)
+    platform: str = "linux/amd64"  # images: the platform taken from a multi-platform index
+    spec_dir: Path | None = None  # images: relative archive paths are taken from here
+    progress: ProgressSink | None = None
 
 
 def collect(spec: Spec, options: CollectOptions) -> list[Collected]:
@@ -54,8 +61,29 @@ def collect(spec: Spec, options: CollectOptions) -> list[Collected]:
         from airlock.bundle.staging.sources.files import collect_files
 
         found.append(collect_files(spec.files))
+    images = image_specs(spec)
+    if images:
+        from airlock.bundle.staging.sources.image import ImageOptions, collect_image
+
+        cache = options.image_cache or Settings.from_env().cache / "images"
+        image_options = ImageOptions(
+            cache=cache, platform=options.platform, base_dir=options.spec_dir, progress=options.progress
+        )
+        found.extend(collect_image(image, image_options) for image in images)
     check(found, allow_pickle=options.allow_pickle, workers=options.workers)
     return found
+
+
+def image_specs(spec: Spec) -> list[ImageSpec]:
+    """The spec's images, then each vllm engine's ``image`` the list does not name already."""
+    images = list(spec.images)
+    named = {image.ref for image in images}
+    for model in spec.models:
+        ref = getattr(model.engine, "image", None)
+        if ref is not None and ref not in named:
+            images.append(ImageSpec(ref=ref))
+            named.add(ref)
+    return images
 
 
 def check(artifacts: list[Collected], *, allow_pickle: bool, workers: int = 2) -> None:

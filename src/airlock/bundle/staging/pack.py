@@ -83,6 +83,8 @@ class PackOptions:
     hf_cache: Path | None = None
     hf_token: str | None = None
     pip_python: Path | None = None
+    platform: str = "linux/amd64"  # images: the platform taken from a multi-platform index
+    image_cache: Path | None = None  # images: default AIRLOCK_CACHE/images
     created: str | None = None  # default: now (UTC)
     disk: Disk = DEFAULT_DISK
     progress: ProgressSink | None = None
@@ -343,6 +345,10 @@ def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
             hf_token=options.hf_token,
             pip_python=options.pip_python,
             workers=options.workers,
+            platform=options.platform,
+            image_cache=options.image_cache,
+            spec_dir=options.spec_path.parent,
+            progress=options.progress,
         ),
     )
     if not collected:

@@ -1,0 +1,116 @@
+"""Container images in the bundle: resolved to a digest, shared layers carried once, bad input named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format.reader import VolumeSet
+from airlock.bundle.format.sign import KeyPair
+from airlock.bundle.staging.sources.image import parse_registry_ref
+from airlock.errors import AirlockError, ConfigError, IntegrityError
+from airlock.testing.tiny_images import write_image, write_index, write_oci_archive
+from bundle_helpers import do_pack, write_spec
+
+BASE = {"etc/os-release": b"ID=tiny\n", "bin/tool": b"\x7fELF" + bytes(range(256)) * 64}
+CUDA_ENV = {"CUDA_VERSION": "12.8.1", "NVIDIA_REQUIRE_CUDA": "cuda>=12.8 brand=tesla,driver>=535"}
+
+
+@pytest.fixture
+def image_cache(tmp_path: Path) -> Path:
+    return tmp_path / "image-cache"
+
+
+def _two_versions(root: Path) -> tuple[Path, str, str]:
+    """One layout holding app:1 and app:2, which share the base layer and differ in the top one."""
+    layout = root / "layout"
+    v1 = write_image(layout, "app:1", [BASE, {"app/v": b"1"}], env=CUDA_ENV, entrypoint=["/bin/tool"])
+    v2 = write_image(layout, "app:2", [BASE, {"app/v": b"2"}], env=CUDA_ENV, entrypoint=["/bin/tool"])
+    return layout, v1, v2
+
+
+def test_two_images_share_their_base_layer_once_and_keep_their_digests(
+    tmp_path: Path, keys: KeyPair, image_cache: Path
+) -> None:
+    layout, v1, v2 = _two_versions(tmp_path)
+    archive = tmp_path / "app2.tar"
+    write_oci_archive(layout, archive)
+    spec = write_spec(
+        tmp_path / "airlock.yaml",
+        {"images": [f"oci:{layout}:app:1", {"ref": "oci-archive:app2.tar:app:2"}]},
+    )
+    result = do_pack(spec, tmp_path / "bundle", keys, image_cache=image_cache)
+    images = [a for a in result.manifest.artifacts if a.kind == "image"]
+    assert [a.image.digest for a in images if a.image] == [v1, v2]
+    first, second = (a.image for a in images)
+    assert first is not None and second is not None
+    assert first.layers[0] == second.layers[0] and first.layers[1] != second.layers[1]
+    assert (first.cuda_version, first.nvidia_require_cuda) == ("12.8.1", CUDA_ENV["NVIDIA_REQUIRE_CUDA"])
+    assert first.entrypoint == ["/bin/tool"] and first.platform == "linux/amd64"
+    # each blob is listed once in the bundle, though both images name the base layer
+    blobs = {b.sha256 for b in result.manifest.blobs}
+    listed = [f.sha256 for a in images for f in a.files]
+    assert len(blobs) == len(set(listed)) < len(listed)
+    report = verify(VerifyOptions(VolumeSet([result.out], trust=[keys.public])))
+    assert report.ok, report.problems
+
+
+def test_a_multi_platform_index_gives_the_target_platform_and_records_both_digests(
+    tmp_path: Path, keys: KeyPair, image_cache: Path
+) -> None:
+    layout = tmp_path / "layout"
+    index, per_platform = write_index(
+        layout, "multi:1", {"linux/amd64": [BASE], "linux/arm64/v8": [{"arm": b"64"}]}
+    )
+    spec = write_spec(tmp_path / "airlock.yaml", {"images": [f"oci:{layout}:multi:1"]})
+    result = do_pack(spec, tmp_path / "bundle", keys, image_cache=image_cache, platform="linux/arm64")
+    (artifact,) = result.manifest.artifacts
+    assert artifact.image is not None
+    assert (artifact.image.index_digest, artifact.image.digest) == (index, per_platform["linux/arm64/v8"])
+    assert artifact.image.platform == "linux/arm64/v8"
+    with pytest.raises(ConfigError, match=r"no linux/s390x image \(it has: linux/amd64, linux/arm64/v8\)"):
+        do_pack(spec, tmp_path / "bundle2", keys, image_cache=image_cache, platform="linux/s390x")
+
+
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("vllm/vllm-openai", "has neither a tag nor a digest"),
+        ("vllm/vllm-openai@sha256:abc", "is not a sha256:<64 hex> digest"),
+        ("Bad/Name:1", "is not a valid repository name"),
+    ],
+)
+def test_a_reference_must_pin_a_tag_or_digest(ref: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_registry_ref(ref)
+
+
+def test_references_are_normalized_as_docker_does() -> None:
+    assert str(parse_registry_ref("ubuntu:24.04")) == "docker.io/library/ubuntu:24.04"
+    assert str(parse_registry_ref("vllm/vllm-openai:v0.11.0")) == "docker.io/vllm/vllm-openai:v0.11.0"
+    ref = parse_registry_ref("127.0.0.1:5000/team/app:1.2@sha256:" + "a" * 64)
+    assert (ref.registry, ref.repository, ref.tag) == ("127.0.0.1:5000", "team/app", "1.2")
+
+
+def test_a_truncated_archive_and_a_damaged_layer_are_named(
+    tmp_path: Path, keys: KeyPair, image_cache: Path
+) -> None:
+    layout, _, _ = _two_versions(tmp_path)
+    archive = tmp_path / "app.tar"
+    write_oci_archive(layout, archive)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    spec = write_spec(tmp_path / "airlock.yaml", {"images": ["oci-archive:app.tar:app:1"]})
+    with pytest.raises(AirlockError, match=r"app\.tar"):
+        do_pack(spec, tmp_path / "bundle", keys, image_cache=image_cache)
+
+    manifest = json.loads((layout / "index.json").read_text())["manifests"][0]
+    image = json.loads((layout / "blobs/sha256" / manifest["digest"].split(":")[1]).read_bytes())
+    top = image["layers"][-1]["digest"]
+    (layout / "blobs/sha256" / top.split(":")[1]).write_bytes(b"not the layer")
+    spec = write_spec(tmp_path / "airlock.yaml", {"images": [f"oci:{layout}:app:1"]})
+    with pytest.raises(IntegrityError, match=top):
+        do_pack(spec, tmp_path / "bundle3", keys, image_cache=image_cache)
+    assert not (image_cache / "blobs/sha256" / top.split(":")[1]).exists()
