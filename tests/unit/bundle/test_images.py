@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,11 @@ from airlock.bundle.airgap.verify import VerifyOptions, verify
 from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.bundle.staging.sources.image import parse_registry_ref
-from airlock.errors import AirlockError, ConfigError, IntegrityError
+from airlock.errors import AirlockError, ConfigError, IntegrityError, StoreError
+from airlock.registry.oci import OciLayout
+from airlock.registry.pull import pull_image, source_target
+from airlock.registry.push import RegistryTarget, layout_image, push_image
+from airlock.testing.registry import RunningRegistry, free_port
 from airlock.testing.tiny_images import write_image, write_index, write_oci_archive
 from bundle_helpers import do_pack, write_spec
 
@@ -114,3 +121,56 @@ def test_a_truncated_archive_and_a_damaged_layer_are_named(
     with pytest.raises(IntegrityError, match=top):
         do_pack(spec, tmp_path / "bundle3", keys, image_cache=image_cache)
     assert not (image_cache / "blobs/sha256" / top.split(":")[1]).exists()
+
+
+@pytest.fixture(scope="module")
+def public_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
+    """A registry on 127.0.0.1 standing in for the public one (plain http), for this module."""
+    if shutil.which("docker-registry") is None and not os.environ.get("CI"):
+        pytest.skip("docker-registry is not installed")
+    with RunningRegistry(tmp_path_factory.mktemp("public-registry")) as registry:
+        yield registry
+
+
+def _publish(registry: RunningRegistry, layout: Path, name: str, repository: str, tag: str) -> str:
+    data, media_type, blobs = layout_image(
+        OciLayout.open(layout), OciLayout.open(layout).resolve(name).digest
+    )
+    return push_image(
+        RegistryTarget(f"http://{registry.host}"), repository, tag, data, media_type, blobs
+    ).digest
+
+
+def test_an_image_from_a_registry_keeps_its_digest_and_a_second_pull_fetches_only_the_new_layer(
+    tmp_path: Path, keys: KeyPair, image_cache: Path, public_registry: RunningRegistry
+) -> None:
+    layout, v1, v2 = _two_versions(tmp_path)
+    assert _publish(public_registry, layout, "app:1", "team/app", "1") == v1
+    assert _publish(public_registry, layout, "app:2", "team/app", "2") == v2
+    host = public_registry.host
+    spec = write_spec(
+        tmp_path / "airlock.yaml", {"images": [{"ref": f"{host}/team/app:1", "tls_verify": False}]}
+    )
+    result = do_pack(spec, tmp_path / "bundle", keys, image_cache=image_cache)
+    (artifact,) = result.manifest.artifacts
+    assert artifact.image is not None
+    assert (artifact.image.digest, artifact.image.repository, artifact.image.tag) == (
+        v1,
+        f"{host}/team/app",
+        "1",
+    )
+    source = source_target(host, tls_verify=False)
+    again = pull_image(source, "team/app", "2", OciLayout.open(image_cache))
+    assert (again.manifest.digest, again.fetched_blobs, again.reused_blobs) == (v2, 2, 1)  # config + top
+
+    missing = write_spec(
+        tmp_path / "missing.yaml", {"images": [{"ref": f"{host}/team/app:3", "tls_verify": False}]}
+    )
+    with pytest.raises(StoreError, match=r"team/app has no image '3'"):
+        do_pack(missing, tmp_path / "bundle2", keys, image_cache=image_cache)
+    down = write_spec(
+        tmp_path / "down.yaml",
+        {"images": [{"ref": f"127.0.0.1:{free_port()}/team/app:1", "tls_verify": False}]},
+    )
+    with pytest.raises(StoreError, match=r"cannot reach the registry at 127\.0\.0\.1:\d+"):
+        do_pack(down, tmp_path / "bundle3", keys, image_cache=image_cache)
