@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -61,7 +62,8 @@ def test_pack_resumes_after_kill_9(tmp_path: Path, staging: Staging, keys: KeyPa
     out = tmp_path / "bundle"
     _killed(tmp_path, "pack", "150000", str(staging.spec), str(out), str(keys.private))
     assert not list(out.glob("vol-*/manifest.json")), "an interrupted pack leaves no manifest"
-    assert (out / layout.PACK_STATE_DIR / layout.PACK_JOURNAL).stat().st_size > 0
+    assert (layout.pack_state_dir(out) / layout.PACK_JOURNAL).stat().st_size > 0
+    assert all(p.name.startswith("vol-") for p in out.iterdir()), "no working state in the folder copied"
     result = do_pack(staging.spec, out, keys, volume_size=100_000)
     assert result.kept_bytes > 0, "what was complete is kept"
     assert result.written_bytes + result.kept_bytes == result.stored_bytes
@@ -119,3 +121,22 @@ def test_full_disk_while_packing(tmp_path: Path, staging: Staging, keys: KeyPair
     result = do_pack(staging.spec, out, keys, volume_size=100_000)
     assert result.kept_bytes > 0
     assert verify(VerifyOptions(VolumeSet([out], trust=[keys.public]))).ok
+
+
+def test_pack_keeps_its_state_beside_out_not_in_it(tmp_path: Path, staging: Staging, keys: KeyPair) -> None:
+    out = tmp_path / "bundle"
+    result = do_pack(staging.spec, out, keys, volume_size=100_000)
+    assert sorted(p.name for p in out.iterdir()) == [v.path.name for v in result.volumes]
+    state = tmp_path / ".bundle.airlock-pack"
+    assert (state / layout.PACK_JOURNAL).is_file() and (state / layout.PACK_HASH_CACHE).is_file()
+    again = do_pack(staging.spec, out, keys, volume_size=100_000)
+    assert again.earlier_finished and again.written_bytes == 0 and again.bundle == result.bundle
+
+
+def test_pack_moves_an_old_state_folder_out_of_out(tmp_path: Path, staging: Staging, keys: KeyPair) -> None:
+    out = tmp_path / "bundle"
+    first = do_pack(staging.spec, out, keys, volume_size=100_000)
+    os.replace(layout.pack_state_dir(out), out / layout.PACK_STATE_DIR)  # as airlock 0.1 left it
+    again = do_pack(staging.spec, out, keys, volume_size=100_000)
+    assert again.bundle == first.bundle and again.written_bytes == 0, "the old journal was used"
+    assert not (out / layout.PACK_STATE_DIR).exists() and layout.pack_state_dir(out).is_dir()

@@ -15,9 +15,10 @@ writes each volume as a folder under DIR; copy a volume folder (or its contents)
     │       ├── <sha256>.zst               a whole blob stored as zstd frames (see compress.py)
     │       └── <sha256>.p0002             a part of a blob larger than a volume (``.zst.p0002`` compressed)
     ├── vol-0002/ ...
-    ├── vol-0003/                          a parity volume (``--parity``): manifest, signature, index and
-    │   └── parity/share-01.rs             one Reed-Solomon share over the data volumes (zfec)
-    └── .airlock-pack/                     pack's own state (journal, hash cache, temp files); not carried
+    └── vol-0003/                          a parity volume (``--parity``): manifest, signature, index and
+        └── parity/share-01.rs             one Reed-Solomon share over the data volumes (zfec)
+    .DIR.airlock-pack/                     pack's own state (journal, hash cache, downloads, temp files),
+                                           beside DIR, not in it: copying DIR to media never carries it
 
 Every path inside a volume matches :data:`ENTRY_PATH_RE`, so a manifest cannot name a file outside
 its volume. Blobs are content-addressed by SHA-256, which leaves room for OCI image layers (their
@@ -29,7 +30,9 @@ The model store's layout is :mod:`airlock.store.layout`.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Final
 
 FORMAT: Final = "airlock-bundle/1"
@@ -52,12 +55,19 @@ ENTRY_PATH_RE: Final = re.compile(
     r"^(blobs/sha256/[0-9a-f]{64}(\.zst)?(\.p[0-9]{4})?|parity/share-[0-9]{2}\.rs)$"
 )
 
-# -- pack's working state under --out ------------------------------------------------------------
-PACK_STATE_DIR: Final = ".airlock-pack"
+# -- pack's working state, beside --out (pack_state_dir) -------------------------------------------
+PACK_STATE_DIR: Final = ".airlock-pack"  # the suffix of its name; inside --out before airlock 0.2
 PACK_JOURNAL: Final = "journal.jsonl"
 PACK_HASH_CACHE: Final = "hashes.json"
 PACK_TMP: Final = "tmp"
 PACK_DOWNLOADS: Final = "downloads"
+
+
+def pack_state_dir(out: Path) -> Path:
+    """Where pack keeps its working state for ``out``: ``.NAME.airlock-pack`` beside it (``bundle`` ->
+    ``.bundle.airlock-pack``), so that copying the bundle's folder does not carry it."""
+    out = Path(os.path.abspath(out))
+    return out.parent / f".{out.name}{PACK_STATE_DIR}"
 
 
 def volume_name(number: int) -> str:

@@ -120,11 +120,15 @@ class PackResult:
 
 @contextlib.contextmanager
 def _locked_out(out: Path) -> Iterator[Path]:
-    """Prepare ``out`` and hold its lock; refuse a folder that holds anything but an earlier pack."""
+    """Prepare ``out`` and its state folder beside it (:func:`layout.pack_state_dir`) and hold the lock;
+    refuse a folder that holds anything but an earlier pack."""
     if out.exists() and not out.is_dir():
         raise BundleError(f"{out}: not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    state = out / layout.PACK_STATE_DIR
+    state = layout.pack_state_dir(out)
+    legacy = out / layout.PACK_STATE_DIR  # where airlock 0.1 kept it: moved out, so it is never copied
+    if legacy.is_dir() and not state.exists():
+        os.replace(legacy, state)
     if not state.is_dir():
         foreign = [p.name for p in out.iterdir()]
         if foreign:
@@ -132,7 +136,13 @@ def _locked_out(out: Path) -> Iterator[Path]:
                 f"{out}: not empty and not an earlier pack's folder (holds {', '.join(sorted(foreign)[:3])})",
                 hint="choose an empty --out folder",
             )
-        state.mkdir()
+        try:
+            state.mkdir()
+        except OSError as exc:
+            raise BundleError(
+                f"{state}: cannot make pack's working folder beside {out}: {exc.strerror}",
+                hint="give --out a folder inside the medium (e.g. /media/usb/bundle), not its mount point",
+            ) from exc
     fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

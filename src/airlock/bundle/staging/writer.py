@@ -2,9 +2,9 @@
 
 Each entry (a blob or a part of one) is copied to a temp name in its volume, hashed as it is copied
 (the whole entry and each ``chunk_size`` piece), fsynced and renamed into place; then one line is
-appended to the journal (``.airlock-pack/journal.jsonl``). After a crash (even ``kill -9``) a re-run
-finds the journal's entries, re-hashes the files it names and keeps those that still match; the
-rest is written again.
+appended to the journal (``journal.jsonl`` in pack's state folder, ``.OUT.airlock-pack/`` beside
+OUT). After a crash (even ``kill -9``) a re-run finds the journal's entries, re-hashes the files it
+names and keeps those that still match; the rest is written again.
 
 Example::
 

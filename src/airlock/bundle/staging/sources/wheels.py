@@ -2,9 +2,9 @@
 
 pip resolves the requirements for the *target* (``--platform``, ``--python-version``,
 ``--implementation``, ``--abi``, with ``--only-binary=:all:`` as pip requires then), so a staging
-laptop can gather wheels for a Linux GPU server. Downloads land in
-``OUT/.airlock-pack/downloads/wheels-<digest of the wheels spec>/``; pip skips files already there,
-so an interrupted pack resumes. On the other side::
+laptop can gather wheels for a Linux GPU server. Downloads land in pack's state folder beside OUT,
+``.OUT.airlock-pack/downloads/wheels-<digest of the wheels spec>/``; pip skips files already
+there, so an interrupted pack resumes. On the other side::
 
     pip install --no-index --find-links STORE/wheels vllm
 """
