@@ -34,6 +34,11 @@ def umoci() -> str:
     return need("umoci")
 
 
+@pytest.fixture(scope="session")
+def docker_client() -> str:
+    return need("docker")
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> Path:
     return tmp_path / "layout"

@@ -1,0 +1,81 @@
+"""A real dockerd for tests, cut off from the network: it runs in ``unshare --net`` with only loopback
+up, on the vfs storage driver without iptables or a bridge, with its own data root, exec root, pid file
+and unix socket under a temp folder (see ../shared/FIELD-NOTES.md, "Containers and registries").
+
+It needs root (we are, in CI and here); it starts in about 3-4 s, so tests that use it are integration
+tests.
+
+Example::
+
+    with running_dockerd() as docker_host:
+        subprocess.run(["docker", "-H", docker_host, "images"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def running_dockerd(
+    *, dockerd: str = "dockerd", docker: str = "docker", timeout: float = 60.0
+) -> Iterator[str]:
+    """Start a dockerd, yield its ``DOCKER_HOST`` (``unix:///tmp/airlock-dockerd-.../docker.sock``),
+    stop it and remove its folder on exit."""
+    exe = shutil.which(dockerd)
+    client = shutil.which(docker)
+    if exe is None or client is None:
+        raise FileNotFoundError(f"{dockerd} or {docker} is not installed (Debian package docker.io)")
+    # a short folder under /tmp: unix socket paths (and containerd's, under the exec root) stay < 108 bytes
+    root = Path(tempfile.mkdtemp(prefix="airlock-dockerd-", dir="/tmp"))
+    host = f"unix://{root}/docker.sock"
+    argv = [
+        exe,
+        "--storage-driver=vfs",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        f"--data-root={root}/data",
+        f"--exec-root={root}/exec",
+        f"--pidfile={root}/docker.pid",
+        f"--host={host}",
+    ]
+    script = 'ip link set lo up && exec "$@"'
+    log = (root / "dockerd.log").open("wb")
+    proc = subprocess.Popen(["unshare", "--net", "sh", "-c", script, "sh", *argv], stdout=log, stderr=log)
+    log.close()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"dockerd exited with {proc.returncode}: {(root / 'dockerd.log').read_text(errors='replace')[-2000:]}"
+                )
+            done = subprocess.run(
+                [client, "-H", host, "version", "--format", "{{.Server.Version}}"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            if done.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"dockerd did not answer on {host} in {timeout:.0f} s")
+            time.sleep(0.1)
+        yield host
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
