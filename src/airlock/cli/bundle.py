@@ -293,8 +293,8 @@ def verify_cmd(
         lost = sorted(set(report.missing) | set(report.corrupt_volumes()))
         if len(lost) <= report.manifest.parity.parity_volumes:
             again = command(
-                "airlock", "rebuild", *dirs, "--volume", str(lost[0]), "--out", "NEW_FOLDER",
-                *trust_args(trust, allow_unsigned),
+                "airlock", "rebuild", *dirs, *(a for n in lost for a in ("--volume", str(n))),
+                "--out", "NEW_FOLDER", *trust_args(trust, allow_unsigned),
             )  # fmt: skip
             err.print(f"[bold]parity can rebuild {numbers(lost)}:[/] {again}", soft_wrap=True)
     signer = f"signed by key {escape(report.signed_by)}" if report.signed_by else "not signature-checked"
@@ -421,19 +421,26 @@ def rebuild_cmd(
     dirs: Annotated[
         list[Path], typer.Argument(help="The volumes still at hand (at least as many as data volumes).")
     ],
-    volume: Annotated[int, typer.Option("--volume", min=1, help="The number of the volume to rebuild.")],
+    volume: Annotated[
+        list[int],
+        typer.Option(
+            "--volume",
+            min=1,
+            help="The number of a volume to rebuild (repeatable, up to the parity volumes).",
+        ),
+    ],
     out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Where to write it (vol-NNNN/ is created there).")
+        Path, typer.Option("--out", "-o", help="Where to write them (a vol-NNNN/ for each).")
     ],
     trust: TrustOpt = None,
     allow_unsigned: UnsignedOpt = False,
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
-    """Rebuild a lost or damaged volume from the others and the parity volumes (pack --parity).
+    """Rebuild lost or damaged volumes from the others and the parity volumes (pack --parity).
 
     Exit codes:
      0  rebuilt, and checked against the manifest
-    10  no parity, too few intact volumes, or --out not empty
+    10  no parity, more volumes than parity volumes, too few intact volumes, or --out not empty
     11  not a bundle
     12  no trusted signature
     14  the rebuilt volume does not match the manifest
@@ -445,11 +452,17 @@ def rebuild_cmd(
 
     started = time.monotonic()
     with _reading(dirs, trust, allow_unsigned, workers) as volumes:
-        result = rebuild(RebuildOptions(volumes, volume=volume, out=out_dir))
-    out.print(
-        f"[bold green]rebuilt[/] volume {result.volume} at {escape(str(result.path))} from "
-        f"{numbers(result.used)}: {rate(result.bytes, time.monotonic() - started)}",
-        soft_wrap=True,
-    )
-    check = command("airlock", "verify", "--partial", result.path, *trust_args(trust, allow_unsigned))
+        result = rebuild(RebuildOptions(volumes, volume=tuple(volume), out=out_dir))
+    speed = rate(result.bytes, time.monotonic() - started)
+    if len(result.rebuilt) == 1:
+        (one,) = result.rebuilt
+        where = f"volume {one.number} at {escape(str(one.path))}"
+        out.print(f"[bold green]rebuilt[/] {where} from {numbers(result.used)}: {speed}", soft_wrap=True)
+    else:
+        rebuilt = numbers(v.number for v in result.rebuilt)
+        out.print(f"[bold green]rebuilt[/] {rebuilt} from {numbers(result.used)}: {speed}", soft_wrap=True)
+        for v in result.rebuilt:
+            out.print(f"  volume {v.number} at {escape(str(v.path))}", soft_wrap=True)
+    paths = [v.path for v in result.rebuilt]
+    check = command("airlock", "verify", "--partial", *paths, *trust_args(trust, allow_unsigned))
     out.print(f"[dim]check it: {check}[/]", soft_wrap=True)

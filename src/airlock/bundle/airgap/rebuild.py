@@ -1,4 +1,6 @@
-"""``airlock rebuild``: a lost or damaged volume rebuilt from the others and the parity volumes.
+"""``airlock rebuild``: lost or damaged volumes rebuilt from the others and the parity volumes.
+
+As many volumes as the bundle has parity volumes can be rebuilt, all in one pass over the others.
 
 The scheme (rows, blocks, shares) is :mod:`airlock.bundle.format.parity`. Every volume used is
 verified first; every rebuilt entry is checked against the manifest before it is kept.
@@ -7,7 +9,8 @@ Example::
 
     result = rebuild(RebuildOptions(VolumeSet([Path("/media/usb1"), Path("/media/usb3")],
                                               trust=[Path("site.pub")]),
-                                    volume=2, out=Path("/tmp/rebuilt")))
+                                    volume=(2, 5), out=Path("/tmp/rebuilt")))
+    [v.path for v in result.rebuilt]  # /tmp/rebuilt/vol-0002, /tmp/rebuilt/vol-0005
 """
 
 from __future__ import annotations
@@ -25,23 +28,42 @@ from airlock.bundle.format.parity import ShareSink, volume_stream
 from airlock.bundle.format.reader import MountedVolume, OpenBundle, VolumeSet, read_small
 from airlock.common.fileio import Disk, fsync_dir, write_atomic
 from airlock.common.progress import Meter
-from airlock.common.words import counted
+from airlock.common.words import counted, numbers
 from airlock.errors import BundleError, IntegrityError
 
 
 @dataclass(frozen=True)
 class RebuildOptions:
     volumes: VolumeSet  # the volumes still at hand
-    volume: int  # the number of the one to rebuild
+    volume: int | tuple[int, ...]  # the number of each volume to rebuild (as many as parity volumes)
     out: Path
+
+    @property
+    def targets(self) -> list[int]:
+        """The volumes to rebuild, each once, in order."""
+        return sorted({self.volume} if isinstance(self.volume, int) else set(self.volume))
+
+
+@dataclass(frozen=True)
+class RebuiltVolume:
+    number: int
+    path: Path
+    bytes: int
 
 
 @dataclass(frozen=True)
 class RebuildResult:
-    volume: int
-    path: Path
-    used: list[int]  # the volumes it was rebuilt from
-    bytes: int
+    rebuilt: list[RebuiltVolume]  # every volume asked for, in order
+    used: list[int]  # the volumes they were rebuilt from
+
+    @property
+    def path(self) -> Path:
+        """Where the first (with one volume asked for: the) volume rebuilt is."""
+        return self.rebuilt[0].path
+
+    @property
+    def bytes(self) -> int:
+        return sum(v.bytes for v in self.rebuilt)
 
 
 class _EntryWriter:
@@ -97,39 +119,51 @@ class _EntryWriter:
 
 
 def rebuild(options: RebuildOptions) -> RebuildResult:
-    """Check the volumes at hand, decode the lost one row by row, then write its metadata."""
+    """Check the volumes at hand, decode the lost ones row by row (all in one pass), then write their metadata."""
     opened = options.volumes.open()
     parity = opened.manifest.parity
     if parity is None:
         raise BundleError("this bundle has no parity volumes (pack it with --parity)")
-    target = _target(opened, options)
-    root = options.out / target.name
-    if root.exists() and any(root.iterdir()):
-        raise BundleError(f"{root}: not empty; rebuild writes a fresh volume", hint="choose an empty --out")
+    targets = _targets(opened, options, parity)
+    roots = [options.out / t.name for t in targets]
+    for root in roots:
+        if root.exists() and any(root.iterdir()):
+            raise BundleError(
+                f"{root}: not empty; rebuild writes a fresh volume", hint="choose an empty --out"
+            )
     use = _intact_volumes(opened, options, parity.data_volumes)
-    _decode(
-        opened.manifest,
-        parity,
-        use,
-        target,
-        _EntryWriter(root, target.entries, opened.manifest.chunk_size, options.volumes.disk),
-        options.volumes,
+    writers = [
+        _EntryWriter(root, t.entries, opened.manifest.chunk_size, options.volumes.disk)
+        for t, root in zip(targets, roots, strict=True)
+    ]
+    _decode(opened.manifest, parity, use, list(zip(targets, writers, strict=True)), options.volumes)
+    for target, root in zip(targets, roots, strict=True):
+        _write_metadata(opened, target, root, [v.root for v in use])
+    return RebuildResult(
+        [RebuiltVolume(t.number, root, t.stored_bytes) for t, root in zip(targets, roots, strict=True)],
+        [v.number for v in use],
     )
-    _write_metadata(opened, target, root, [v.root for v in use])
-    return RebuildResult(options.volume, root, [v.number for v in use], target.stored_bytes)
 
 
-def _target(opened: OpenBundle, options: RebuildOptions) -> Volume:
+def _targets(opened: OpenBundle, options: RebuildOptions, parity: Parity) -> list[Volume]:
     volumes = opened.manifest.volumes
-    if not 1 <= options.volume <= len(volumes):
-        raise BundleError(f"volume {options.volume}: the set has volumes 1 to {len(volumes)}")
-    return volumes[options.volume - 1]
+    wanted = options.targets
+    outside = [n for n in wanted if not 1 <= n <= len(volumes)]
+    if outside:
+        raise BundleError(f"volume {outside[0]}: the set has volumes 1 to {len(volumes)}")
+    if len(wanted) > parity.parity_volumes:
+        raise BundleError(
+            f"cannot rebuild {numbers(wanted)}: the bundle has {counted(parity.parity_volumes, 'parity volume')}, "
+            f"so parity rebuilds at most {counted(parity.parity_volumes, 'volume')} of the set",
+            hint="rebuild fewer volumes, or bring a copy of the others from the staging side",
+        )
+    return [volumes[n - 1] for n in wanted]
 
 
 def _intact_volumes(opened: OpenBundle, options: RebuildOptions, k: int) -> list[MountedVolume]:
     """The ``k`` volumes to decode from: verified first, data volumes before parity volumes."""
     manifest = opened.manifest
-    others = [opened.volumes[n] for n in sorted(opened.volumes) if n != options.volume]
+    others = [opened.volumes[n] for n in sorted(opened.volumes) if n not in options.targets]
     problems, _ = check_volumes(
         opened, others, workers=options.volumes.workers, progress=options.volumes.progress
     )
@@ -138,7 +172,7 @@ def _intact_volumes(opened: OpenBundle, options: RebuildOptions, k: int) -> list
     intact = [v for v in others if v.number not in damaged]
     if len(intact) < k:
         raise BundleError(
-            f"cannot rebuild volume {options.volume}: {counted(k, 'intact volume')} needed, "
+            f"cannot rebuild {numbers(options.targets)}: {counted(k, 'intact volume')} needed, "
             f"{len(intact)} mounted ({', '.join(str(v.number) for v in intact) or 'none'})",
             hint="mount more volumes of the set",
         )
@@ -149,11 +183,10 @@ def _decode(
     manifest: Manifest,
     parity: Parity,
     use: list[MountedVolume],
-    target: Volume,
-    writer: _EntryWriter,
+    targets: list[tuple[Volume, _EntryWriter]],
     volumes: VolumeSet,
 ) -> None:
-    """Recover the target's stream row by row (a data volume's blocks, or a parity volume's share)."""
+    """Recover each target's stream row by row (a data volume's blocks, or a parity volume's share)."""
     k, block, rows = parity.data_volumes, parity.block, parity.rows
     # A parity volume's one entry, its share, is exactly ``rows`` blocks: the same stream serves both roles.
     streams = [volume_stream(v.root, manifest.volumes[v.number - 1].entries, rows, block) for v in use]
@@ -169,21 +202,25 @@ def _decode(
                 primary = [blocks[i] for i in order]
             else:
                 primary = [bytes(b) for b in decoder.decode(blocks, nums)]
-            if target.role == "data":
-                writer.feed(primary[target.number - 1])
-            else:
-                (share,) = encoder.encode(tuple(primary), (target.number - 1,))
-                writer.feed(bytes(share))
+            for target, writer in targets:
+                if target.role == "data":
+                    writer.feed(primary[target.number - 1])
+                else:
+                    (share,) = encoder.encode(tuple(primary), (target.number - 1,))
+                    writer.feed(bytes(share))
             meter(block)
-        writer.finish()
+        for _, writer in targets:
+            writer.finish()
     finally:
-        writer.abort()
+        for _, writer in targets:
+            writer.abort()
         meter.finish()
-    if writer.bad:
-        raise IntegrityError(
-            f"volume {target.number} was rebuilt but {', '.join(writer.bad)} do not match the manifest",
-            hint="another volume used is damaged in a way its hashes did not show; mount other volumes",
-        )
+    for target, writer in targets:
+        if writer.bad:
+            raise IntegrityError(
+                f"volume {target.number} was rebuilt but {', '.join(writer.bad)} do not match the manifest",
+                hint="another volume used is damaged in a way its hashes did not show; mount other volumes",
+            )
 
 
 def _sbom(opened: OpenBundle, sources: list[Path]) -> bytes | None:
