@@ -12,6 +12,9 @@ transformers find models by their original ids with ``HF_HOME=STORE HF_HUB_OFFLI
     ├── gguf/<file name>                   -> ../hub/models--.../snapshots/<commit>/<file>: GGUF by name
     ├── wheels/<name>.whl                  pip install --no-index --find-links STORE/wheels ...
     ├── files/<path>                       plain files (configs, licences)
+    ├── images/                            an OCI image layout: every installed image, by its digest
+    │   ├── oci-layout, index.json         names: <repository>:<tag> (or @<digest>)
+    │   └── blobs/sha256/<hex>             manifests, configs, layers (a shared layer once)
     └── .airlock/
         ├── store.json                     what is installed, with hashes (``airlock ls``, ``inventory``)
         ├── lock                           one install at a time
@@ -29,6 +32,7 @@ STORE_HUB: Final = "hub"
 STORE_GGUF: Final = "gguf"
 STORE_WHEELS: Final = "wheels"
 STORE_FILES: Final = "files"
+STORE_IMAGES: Final = "images"
 STORE_STATE: Final = ".airlock"
 STORE_DB: Final = "store.json"
 STORE_LOCK: Final = "lock"

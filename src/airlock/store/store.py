@@ -68,6 +68,14 @@ class Store:
     def file_path(self, rel: str) -> Path:
         return self.root / layout.STORE_FILES / rel
 
+    @property
+    def images(self) -> Path:
+        """The OCI image layout that holds every installed image (:mod:`airlock.registry.oci` reads it)."""
+        return self.root / layout.STORE_IMAGES
+
+    def image_blob(self, sha256: str) -> Path:
+        return self.images / "blobs" / "sha256" / sha256
+
     def gguf_link(self, name: str) -> Path:
         return self.root / layout.STORE_GGUF / name
 
@@ -130,6 +138,9 @@ class Store:
             found.setdefault(w.sha256, BlobLocation(self.wheel_path(w.file), w.size))
         for pf in db.files:
             found.setdefault(pf.sha256, BlobLocation(self.file_path(pf.path), pf.size))
+        for image in db.images:
+            for f in image.files:
+                found.setdefault(f.sha256, BlobLocation(self.image_blob(f.sha256), f.size))
         return found
 
     def find_blob(self, sha256: str, index: BlobIndex | None = None) -> Path | None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from airlock.bundle.airgap.images import ImageTargets
+from airlock.bundle.airgap.install import InstallOptions, InstallResult, install
 from airlock.bundle.airgap.verify import VerifyOptions, verify
 from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
@@ -18,6 +22,7 @@ from airlock.errors import AirlockError, ConfigError, IntegrityError, StoreError
 from airlock.registry.oci import OciLayout
 from airlock.registry.pull import pull_image, source_target
 from airlock.registry.push import RegistryTarget, layout_image, push_image
+from airlock.store.store import Store
 from airlock.testing.registry import RunningRegistry, free_port
 from airlock.testing.tiny_images import write_image, write_index, write_oci_archive
 from bundle_helpers import do_pack, write_spec
@@ -29,6 +34,21 @@ CUDA_ENV = {"CUDA_VERSION": "12.8.1", "NVIDIA_REQUIRE_CUDA": "cuda>=12.8 brand=t
 @pytest.fixture
 def image_cache(tmp_path: Path) -> Path:
     return tmp_path / "image-cache"
+
+
+def _need(binary: str) -> str:
+    """A tool the test needs: missing, it fails in CI (which installs it) and is skipped elsewhere."""
+    found = shutil.which(binary)
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{binary} is not installed (scripts/install-system-deps.sh installs it)")
+        pytest.skip(f"{binary} is not installed")
+    return found
+
+
+@pytest.fixture
+def skopeo_bin() -> str:
+    return _need("skopeo")
 
 
 def _two_versions(root: Path) -> tuple[Path, str, str]:
@@ -126,8 +146,7 @@ def test_a_truncated_archive_and_a_damaged_layer_are_named(
 @pytest.fixture(scope="module")
 def public_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """A registry on 127.0.0.1 standing in for the public one (plain http), for this module."""
-    if shutil.which("docker-registry") is None and not os.environ.get("CI"):
-        pytest.skip("docker-registry is not installed")
+    _need("docker-registry")
     with RunningRegistry(tmp_path_factory.mktemp("public-registry")) as registry:
         yield registry
 
@@ -174,3 +193,61 @@ def test_an_image_from_a_registry_keeps_its_digest_and_a_second_pull_fetches_onl
     )
     with pytest.raises(StoreError, match=r"cannot reach the registry at 127\.0\.0\.1:\d+"):
         do_pack(down, tmp_path / "bundle3", keys, image_cache=image_cache)
+
+
+def _install(bundle: Path, store: Path, keys: KeyPair, targets: ImageTargets) -> InstallResult:
+    return install(
+        InstallOptions(VolumeSet([bundle], trust=[keys.public], workers=2), store=store, images=targets)
+    )
+
+
+def test_install_places_images_in_the_store_a_registry_and_an_oci_layout_with_their_digests(
+    tmp_path: Path, keys: KeyPair, image_cache: Path, skopeo_bin: str
+) -> None:
+    layout, v1, v2 = _two_versions(tmp_path)
+    spec1 = write_spec(tmp_path / "one.yaml", {"images": [f"oci:{layout}:app:1"]})
+    spec2 = write_spec(tmp_path / "two.yaml", {"images": [f"oci:{layout}:app:2"]})
+    bundle1 = do_pack(spec1, tmp_path / "b1", keys, image_cache=image_cache).out
+    bundle2 = do_pack(spec2, tmp_path / "b2", keys, image_cache=image_cache).out
+    store = tmp_path / "store"
+    with RunningRegistry(tmp_path / "internal") as internal:
+        internal.stop()
+        targets = ImageTargets(registry=RegistryTarget(f"http://{internal.host}"), oci=tmp_path / "oci-out")
+        with pytest.raises(StoreError, match=f"cannot reach the registry at {internal.host}"):
+            _install(bundle1, store, keys, targets)
+        internal.start()
+        first = _install(bundle1, store, keys, targets)  # the rerun finishes the job
+        (placed,) = first.images
+        assert (placed.digest, placed.pushed_blobs, placed.skipped_blobs) == (v1, 3, 0)
+        assert [t.kind for t in placed.targets] == ["registry", "oci"]
+        assert placed.targets[0].reference == f"{internal.host}/app@{v1}"
+        raw = subprocess.run(
+            [
+                skopeo_bin,
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                f"docker://{internal.host}/app@{v1}",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert OciLayout.open(layout).read_blob(v1) == raw
+        assert OciLayout.open(tmp_path / "oci-out").resolve("app:1").digest == v1
+
+        second = _install(bundle2, store, keys, targets)
+        (placed2,) = second.images
+        assert (placed2.digest, placed2.pushed_blobs, placed2.skipped_blobs) == (
+            v2,
+            2,
+            1,
+        )  # the base is there
+    db = Store(store).load_db()
+    assert {(i.digest, tuple(t.kind for t in i.targets)) for i in db.images} == {
+        (v1, ("registry", "oci")),
+        (v2, ("registry", "oci")),
+    }
+    assert db.image_location("app:2") == f"{internal.host}/app@{v2}"
+    for image in db.images:  # every blob is in the store's own layout, checked
+        for f in image.files:
+            assert hashlib.sha256(Store(store).image_blob(f.sha256).read_bytes()).hexdigest() == f.sha256

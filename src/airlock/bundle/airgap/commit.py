@@ -27,7 +27,15 @@ from airlock.common.fileio import write_atomic
 from airlock.errors import StoreError
 from airlock.spec import parse_spec
 from airlock.store import layout as store_layout
-from airlock.store.db import StoreDb, StoredBundle, StoredFile, StoredModel, StoredPlainFile, StoredWheel
+from airlock.store.db import (
+    StoreDb,
+    StoredBundle,
+    StoredFile,
+    StoredImage,
+    StoredModel,
+    StoredPlainFile,
+    StoredWheel,
+)
 from airlock.store.place import link_or_copy, make_snapshot, symlink_atomic, write_ref
 from airlock.store.store import BlobIndex, Store
 
@@ -47,6 +55,7 @@ class Committed:
     models: list[InstalledModel] = field(default_factory=list)
     wheels: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    images: list[StoredImage] = field(default_factory=list)
     spec_path: Path | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -104,6 +113,39 @@ def _commit_model(
     )
 
 
+def _commit_image(
+    store: Store, artifact: Artifact, incoming: Path, index: BlobIndex, bundle: str, now: str
+) -> StoredImage:
+    """Link the image's blobs into the store's OCI layout and name it there (``repo:tag``)."""
+    from airlock.registry.oci import Descriptor, OciLayout
+
+    image = artifact.image
+    if image is None:
+        raise StoreError(f"image {artifact.name!r}: the manifest does not describe the image")
+    layout = OciLayout.create(store.images)
+    for f in artifact.files:
+        layout.add_blob(f"sha256:{f.sha256}", _source_of(f.sha256, incoming, store, index))
+    stored = StoredImage(
+        reference=image.reference,
+        repository=image.repository,
+        tag=image.tag,
+        digest=image.digest,
+        index_digest=image.index_digest,
+        media_type=image.media_type,
+        platform=image.platform,
+        size=image.size,
+        cuda_version=image.cuda_version,
+        nvidia_require_cuda=image.nvidia_require_cuda,
+        vllm_version=image.vllm_version,
+        files=[StoredFile(path=f.path, size=f.size, sha256=f.sha256) for f in artifact.files],
+        bundle=bundle,
+        installed=now,
+    )
+    size = next(f.size for f in artifact.files if f"sha256:{f.sha256}" == image.digest)
+    layout.set_ref(Descriptor(media_type=image.media_type, digest=image.digest, size=size), stored.ref_name)
+    return stored
+
+
 def served_spec(manifest: Manifest, store: Path) -> dict[str, Any]:
     """The bundle's spec, rewritten to serve from ``store`` on this side.
 
@@ -137,8 +179,16 @@ def commit_bundle(
     models = {(m.repo, m.commit, m.name): m for m in db.models}
     wheels = {w.file: w for w in db.wheels}
     files = {f.path: f for f in db.files}
+    images = {i.reference: i for i in db.images}
     for artifact in manifest.artifacts:
-        if artifact.kind == "model":
+        if artifact.kind == "image":
+            image = _commit_image(store, artifact, incoming, index, opened.bundle, now)
+            before = images.get(image.reference)
+            if before is not None and before.digest == image.digest:
+                image = image.model_copy(update={"targets": before.targets})
+            images[image.reference] = image
+            out.images.append(image)
+        elif artifact.kind == "model":
             stored = _commit_model(store, artifact, incoming, index, out)
             models[(stored.repo, stored.commit, stored.name)] = stored.model_copy(
                 update={"bundle": opened.bundle, "installed": now}
@@ -191,6 +241,7 @@ def commit_bundle(
             models=list(models.values()),
             wheels=list(wheels.values()),
             files=list(files.values()),
+            images=list(images.values()),
         )
     )
     return out

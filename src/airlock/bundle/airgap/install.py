@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from airlock.bundle.airgap.commit import InstalledModel, commit_bundle
+from airlock.bundle.airgap.images import ImageTargets, PlacedImage, place_images, record_targets
 from airlock.bundle.airgap.verify import check_structure, owners
 from airlock.bundle.format.manifest import Blob, Entry, Manifest
 from airlock.bundle.format.reader import MountedVolume, VolumeSet
@@ -44,7 +45,7 @@ from airlock.common.fileio import (
     is_disk_full,
     temp_name,
 )
-from airlock.common.progress import Meter
+from airlock.common.progress import Meter, ProgressSink
 from airlock.common.threads import run_jobs
 from airlock.common.words import counted
 from airlock.errors import IntegrityError, NoSpaceError, StoreError
@@ -55,6 +56,8 @@ from airlock.store.store import Store
 class InstallOptions:
     volumes: VolumeSet
     store: Path
+    images: ImageTargets = field(default_factory=ImageTargets)  # where its images go besides the store
+    progress: ProgressSink | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class InstallResult:
     files: list[str]
     spec_path: Path | None  # the bundle's spec, rewritten to serve from the store
     notes: list[str]
+    images: list[PlacedImage] = field(default_factory=list)  # each image and where it was placed
 
 
 class _Incoming:
@@ -166,12 +170,16 @@ def _install(options: InstallOptions) -> InstallResult:
             )  # fmt: skip
         committed = commit_bundle(store, db, opened, incoming.root, index)
         shutil.rmtree(incoming.root, ignore_errors=True)
+        placed = [PlacedImage(i.reference, i.digest) for i in committed.images]
+        if committed.images and options.images.any:
+            placed = place_images(store, committed.images, options.images, progress=options.progress)
+            record_targets(store, placed)
         return InstallResult(
             bundle=opened.bundle, store=store.root, signed_by=opened.signed_by, complete=True,
             mounted=sorted(opened.volumes), needed=[], copied_bytes=copied, reused_bytes=reused,
             models=committed.models,
             wheels=committed.wheels, files=committed.files, spec_path=committed.spec_path,
-            notes=list(opened.notes) + committed.notes,
+            notes=list(opened.notes) + committed.notes, images=placed,
         )  # fmt: skip
 
 

@@ -152,13 +152,21 @@ def collect_image(spec: ImageSpec, options: ImageOptions) -> Collected:
         manifest_desc, index_digest = _from_layout(
             path, name, platform, cache, archive=transport == "oci-archive"
         )
-        repository, tag = (name or path.name), None
+        repository, tag = _name_and_tag(name or path.name)
         source = Source(type="image", detail=transport, path=str(path))
     else:
         manifest_desc, index_digest = _via_skopeo(transport, where, platform, options)
         repository, tag = where, None
         source = Source(type="image", detail=transport, path=where)
     return _collected(spec.ref, repository, tag, manifest_desc, index_digest, platform, cache, source)
+
+
+def _name_and_tag(name: str) -> tuple[str, str | None]:
+    """An OCI layout's image name (``app:1``, ``team/app``) as a repository and a tag."""
+    repository, sep, tag = name.rpartition(":")
+    if sep and "/" not in tag and _TAG_RE.match(tag):
+        return repository, tag
+    return name, None
 
 
 def _collected(
