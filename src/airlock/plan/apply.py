@@ -1,7 +1,8 @@
 """The start check serve runs: plan each vLLM model, fill unset engine arguments, refuse what cannot start.
 
 Only models on GPUs named in the spec's ``hardware`` section are checked strictly. Without one, the
-engine runs on vLLM's CPU build, where the plan is informational: nothing is filled or refused.
+engine runs on vLLM's CPU build, where the plan is informational: nothing is refused, and only the
+dtype is filled when the spec sets none (the one this host's CPU runs fast, ``plan.cpu``).
 
 Example::
 
@@ -20,6 +21,7 @@ from typing import NamedTuple
 
 from airlock.errors import AirlockError, CannotStartError
 from airlock.plan.argv import given_flags
+from airlock.plan.cpu import cpu_dtype, host_cpu_flags
 from airlock.plan.facts import ModelFacts, read_facts
 from airlock.plan.planner import Plan, PlanOptions, allows_long_max_model_len, plan
 from airlock.spec import ModelSpec, Spec, VllmEngineSpec
@@ -78,7 +80,9 @@ def _count(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
 
 
-def options_for(spec: Spec, engine: VllmEngineSpec, environ: Mapping[str, str]) -> PlanOptions:
+def options_for(
+    spec: Spec, engine: VllmEngineSpec, environ: Mapping[str, str], *, cpu_flags: frozenset[str] | None = None
+) -> PlanOptions:
     """The plan's options for one vLLM engine: its fields and flags, on the spec's GPUs (else vLLM's CPU build)."""
     flags = args_options(engine.args)
     options = PlanOptions(
@@ -101,7 +105,7 @@ def options_for(spec: Spec, engine: VllmEngineSpec, environ: Mapping[str, str]) 
     if hw is None:
         space = engine.env.get("VLLM_CPU_KVCACHE_SPACE") or environ.get("VLLM_CPU_KVCACHE_SPACE")
         kv_gib = int(space) if space and space.isdigit() and int(space) > 0 else None
-        return replace(options, cpu=True, cpu_kv_space_gib=kv_gib)
+        return replace(options, cpu=True, cpu_kv_space_gib=kv_gib, cpu_flags=cpu_flags)
     gpu_memory = int(hw.gpu_memory) if hw.gpu_memory else None
     return replace(options, gpu=hw.gpu, gpus=hw.count, gpu_memory=gpu_memory, driver=hw.driver)
 
@@ -121,12 +125,15 @@ def apply_plan(
     force: bool = False,
     environ: Mapping[str, str] | None = None,
     reader: Callable[[Path], ModelFacts] = read_facts,
+    cpu_flags: frozenset[str] | None = None,
 ) -> AppliedPlan:
     """Plan every vLLM model; return the spec with plan-filled engine fields and one check per model.
 
     ``store``: where the engines will find 'hf' models and local ones absent from their path (serve
-    passes the spec's store or the default one)."""
-    check = _ModelCheck(spec, store, force, os.environ if environ is None else environ, reader)
+    passes the spec's store or the default one). ``cpu_flags``: the CPU's /proc/cpuinfo flags
+    (default: this host's), which choose the dtype on vLLM's CPU build."""
+    flags = host_cpu_flags() if cpu_flags is None else cpu_flags
+    check = _ModelCheck(spec, store, force, os.environ if environ is None else environ, reader, flags)
     checked = [check(model) for model in spec.models]
     models = [c.model for c in checked]
     checks = tuple(c.check for c in checked if c.check is not None)
@@ -150,25 +157,31 @@ class _ModelCheck:
     force: bool
     environ: Mapping[str, str]
     reader: Callable[[Path], ModelFacts]
+    cpu_flags: frozenset[str]
 
     def __call__(self, model: ModelSpec) -> _Checked:
         engine = model.engine
         if not isinstance(engine, VllmEngineSpec):
             return _Checked(model, None)
         strict = self.spec.hardware is not None
+        # vLLM's CPU build (no hardware section): the dtype this CPU runs fast, unless the spec sets one
+        cpu_fill = {} if strict or engine.dtype else {"dtype": cpu_dtype(self.cpu_flags).dtype}
+        if cpu_fill:
+            model = model.model_copy(update={"engine": engine.model_copy(update=cpu_fill)})
         try:
             folder = model_folder(model, self.store)
             if folder is None:
                 return _Checked(model, None)
-            result = plan(self.reader(folder), options_for(self.spec, engine, self.environ))
+            options = options_for(self.spec, engine, self.environ, cpu_flags=self.cpu_flags)
+            result = plan(self.reader(folder), options)
         except AirlockError as exc:
             if strict and not self.force:
                 raise CannotStartError(
                     f"model {model.name!r}: cannot plan it: {exc}", hint="--force starts it anyway"
                 ) from exc
-            return _Checked(model, StartCheck(model.name, None, {}, strict, f"not planned: {exc}"))
+            return _Checked(model, StartCheck(model.name, None, cpu_fill, strict, f"not planned: {exc}"))
         if not strict:
-            return _Checked(model, StartCheck(model.name, result, {}, False, _summary(result)))
+            return _Checked(model, StartCheck(model.name, result, cpu_fill, False, _summary(result)))
         if result.problems and not self.force:
             raise _cannot_start(model.name, result)
         filled = {

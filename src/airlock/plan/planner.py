@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields, replace
 
 from airlock.errors import ConfigError
 from airlock.plan import compat
+from airlock.plan.cpu import CpuDtype, cpu_dtype, host_cpu_flags
 from airlock.plan.facts import DTYPE_NAMES, DTYPE_SIZE, ModelFacts
 from airlock.plan.hardware import GIB, Hardware, cpu_hardware, resolve_hardware
 from airlock.plan.kv import Capacity, KvLayout, capacity, kv_layout, max_len_that_fits
@@ -42,6 +43,7 @@ class PlanOptions:
     block_size: int | None = None
     dtype: str | None = None
     allow_long_max_model_len: bool = False  # VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 in the engine's environment
+    cpu_flags: frozenset[str] | None = None  # the CPU's /proc/cpuinfo flags (None: this host's)
 
 
 def allows_long_max_model_len(value: str | None) -> bool:
@@ -60,6 +62,7 @@ class EngineSettings:
     kv_cache_dtype: str | None = None
     quantization: str | None = None
     max_num_seqs: int | None = None
+    dtype: str | None = None  # on the CPU: the dtype this host computes fast (plan.cpu)
 
     def given(self) -> dict[str, object]:
         """The fields that are set, by name, in flag order (an update for the spec's engine section)."""
@@ -122,9 +125,11 @@ class Plan:
     settings: EngineSettings
 
 
-def _resolve_dtype(facts: ModelFacts, requested: str | None, hw: Hardware) -> str:
+def _resolve_dtype(facts: ModelFacts, requested: str | None, hw: Hardware, cpu: CpuDtype) -> str:
     if requested and requested != "auto":
         return DTYPE_NAMES.get(requested, requested)
+    if hw.is_cpu:
+        return cpu.dtype
     dtype = facts.dtype
     bf16_ok = hw.is_cpu or hw.compute_capability is None or hw.compute_capability >= (8, 0)
     if dtype == "float32":
@@ -213,6 +218,7 @@ class _Setting:
     kv_dtype: str
     facts: ModelFacts  # as vLLM holds it in ``dtype``
     measure: _Evaluator
+    cpu: CpuDtype  # the dtype this host's CPU runs fast (used on the CPU when none is asked)
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,7 @@ def plan(facts: ModelFacts, options: PlanOptions) -> Plan:
     # whereas a driver or architecture problem needs another vLLM release, not more memory.
     if fit.findings.problems and not fit.informational:
         found += _Findings(suggestions=tuple(_alternatives(setting.facts, setting.measure, fit)))
+    found += _Findings(notes=_cpu_dtype_notes(options, setting))
     if fit.informational:
         found += _Findings(notes=(
             "CPU without VLLM_CPU_KVCACHE_SPACE: vLLM sizes the KV cache from free memory at start; "
@@ -277,13 +284,14 @@ def _setting(facts: ModelFacts, options: PlanOptions) -> _Setting:
     else:
         hw = resolve_hardware(gpu=options.gpu, gpus=options.gpus, gpu_memory=options.gpu_memory)
     util = options.gpu_memory_utilization or compat.default_utilization(version)
-    dtype = _resolve_dtype(facts, options.dtype, hw)
+    cpu = cpu_dtype(host_cpu_flags() if options.cpu_flags is None else options.cpu_flags)
+    dtype = _resolve_dtype(facts, options.dtype, hw, cpu)
     kv_dtype = options.kv_cache_dtype or "auto"
     measure = _Evaluator(
         hw, version, util, kv_dtype, options.block_size or default_block_size(facts, hw),
         DTYPE_SIZE.get(dtype, 2), options.max_num_batched_tokens, options.max_num_seqs,
     )  # fmt: skip
-    return _Setting(version, hw, util, dtype, kv_dtype, _cast(facts, dtype), measure)
+    return _Setting(version, hw, util, dtype, kv_dtype, _cast(facts, dtype), measure, cpu)
 
 
 def _fit(facts: ModelFacts, options: PlanOptions, s: _Setting) -> _Fit:
@@ -410,6 +418,17 @@ def _driver_findings(driver: compat.DriverCheck | None, driver_version: str) -> 
     return _Findings(problems=(driver.message,), suggestions=(suggestion,))
 
 
+def _cpu_dtype_notes(options: PlanOptions, s: _Setting) -> tuple[str, ...]:
+    """On the CPU: why the dtype was chosen, or a warning when the one asked for runs slow here."""
+    if not s.hw.is_cpu:
+        return ()
+    if not options.dtype or options.dtype == "auto":
+        return (f"dtype {s.dtype}: {s.cpu.reason}",)
+    if s.dtype != s.cpu.dtype and s.dtype in ("bfloat16", "float16"):
+        return (f"dtype {s.dtype} asked for, but {s.cpu.reason} (--dtype {s.cpu.dtype} recommended)",)
+    return ()
+
+
 def _engine_settings(options: PlanOptions, s: _Setting, fit: _Fit) -> EngineSettings:
     """The engine arguments that differ from vLLM's defaults: exactly the flags serve passes."""
     return EngineSettings(
@@ -420,6 +439,7 @@ def _engine_settings(options: PlanOptions, s: _Setting, fit: _Fit) -> EngineSett
         kv_cache_dtype=s.kv_dtype if s.kv_dtype != "auto" else None,
         quantization=options.quantization or None,
         max_num_seqs=options.max_num_seqs or None,
+        dtype=s.dtype if s.hw.is_cpu and (not options.dtype or options.dtype == "auto") else None,
     )
 
 

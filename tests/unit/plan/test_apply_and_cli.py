@@ -37,10 +37,30 @@ def _spec(model_dir: Path, hardware: dict[str, object] | None, engine: dict[str,
     return parse_spec(data)
 
 
-def test_cpu_without_hardware_never_blocks_or_fills(model_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "dtype"),
+    [(frozenset({"avx2", "avx512f", "avx512_bf16"}), "bfloat16"), (frozenset({"avx2", "amx_bf16"}), "bfloat16"),
+     (frozenset({"avx2", "avx512f"}), "float32"), (frozenset(), "float32")],
+)  # fmt: skip
+def test_cpu_without_hardware_never_blocks_and_fills_only_the_cpu_dtype(
+    model_dir: Path, flags: frozenset[str], dtype: str
+) -> None:
     spec = _spec(model_dir, None)
-    new, checks = apply_plan(spec, environ={})
-    assert new == spec
+    new, checks = apply_plan(spec, environ={}, cpu_flags=flags)
+    engine = new.models[0].engine
+    assert isinstance(engine, VllmEngineSpec) and engine.dtype == dtype
+    assert (
+        new.models[0].model_copy(update={"engine": engine.model_copy(update={"dtype": None})})
+        == spec.models[0]
+    )
+    assert checks[0].filled == {"dtype": dtype}
+    assert checks[0].plan is not None and checks[0].plan.dtype == dtype
+    assert ("--dtype", dtype) == checks[0].plan.engine_args[2:4]
+    # the spec's own dtype stays, and the plan says when it runs slow here
+    own, checks = apply_plan(_spec(model_dir, None, {"dtype": "bfloat16"}), environ={}, cpu_flags=flags)
+    assert own.models[0].engine.dtype == "bfloat16" and checks[0].filled == {}  # type: ignore[union-attr]
+    slow = [n for n in checks[0].plan.notes if "asked for" in n]  # type: ignore[union-attr]
+    assert bool(slow) == (dtype == "float32")
     assert (
         len(checks) == 1
         and not checks[0].blocking
