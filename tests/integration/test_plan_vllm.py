@@ -3,7 +3,8 @@
 Each model is written with random weights by transformers in vLLM's own environment (the shared
 ``airlock.testing.write_tiny_llama``, any config class); vLLM is
 started with a fixed VLLM_CPU_KVCACHE_SPACE and stopped as soon as it has logged
-"KV cache size: N tokens, Maximum concurrency for L tokens per request: C x".
+"KV cache size: N tokens, Maximum concurrency for L tokens per request: C x". Without a ``--dtype``
+of its own, vLLM runs with the plan's (the dtype this host's CPU computes fast), as serve starts it.
 """
 
 from __future__ import annotations
@@ -108,7 +109,12 @@ def test_predicted_kv_capacity_equals_vllm_log(
             kv_cache_dtype=kv_dtype,
         ),
     )  # fmt: skip
-    tokens, concurrency = _logged_capacity(vllm_python, folder, max_len, extra, tmp_path / f"{name}.log")
+    # vLLM runs with the plan's --dtype, as serve starts it (on the CPU: the dtype this host computes fast)
+    run_dtype = ["--dtype", predicted.settings.dtype] if predicted.settings.dtype else []
+    assert bool(run_dtype) == (dtype_flag is None)
+    tokens, concurrency = _logged_capacity(
+        vllm_python, folder, max_len, [*extra, *run_dtype], tmp_path / f"{name}.log"
+    )
     print(f"{name}: predicted {predicted.capacity.tokens:,} tokens / {predicted.capacity.max_concurrency:.2f}x, "
           f"vLLM logged {tokens:,} / {concurrency:.2f}x", file=sys.stderr)  # fmt: skip
     assert predicted.capacity.tokens == tokens
