@@ -18,6 +18,7 @@ import base64
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -32,6 +33,44 @@ from types import TracebackType
 TEST_USER = "airlock"
 TEST_PASSWORD = "airlock-test-password"  # noqa: S105 (a fixed credential for test registries)
 _TEST_HTPASSWD = "airlock:$2b$05$ZhHOAbLqUvTYxOiLBYkLh.V587zD6yUo6oY9YchhPIlWnnvBbibRa\n"
+
+
+def write_self_signed(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A self-signed certificate for ``host`` (an IP address) and its key, as PEM files; the
+    certificate is its own CA (pass it as a client's CA file)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "airlock test registry")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
 
 
 def free_port() -> int:
@@ -77,7 +116,8 @@ class RunningRegistry:
     """``docker-registry serve`` on 127.0.0.1; ``host`` is ``127.0.0.1:PORT``, ``url`` its http URL.
 
     ``basic_auth``: htpasswd auth with :data:`TEST_USER` / :data:`TEST_PASSWORD`. ``token``: Bearer
-    challenges pointing at a :class:`TokenServer` (``token_server``).
+    challenges pointing at a :class:`TokenServer` (``token_server``). ``tls``: https with a fresh
+    self-signed certificate (``ca_file``).
     """
 
     def __init__(
@@ -87,6 +127,7 @@ class RunningRegistry:
         port: int | None = None,
         basic_auth: bool = False,
         token: bool = False,
+        tls: bool = False,
         binary: str = "docker-registry",
     ) -> None:
         if basic_auth and token:
@@ -94,7 +135,7 @@ class RunningRegistry:
         self.root = root
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
         self.binary = binary
         self.token_server = TokenServer() if token else None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -105,12 +146,17 @@ class RunningRegistry:
             auth = f"auth:\n  htpasswd:\n    realm: airlock-test\n    path: {root / 'htpasswd'}\n"
         elif self.token_server is not None:
             auth = f"auth:\n  silly:\n    realm: {self.token_server.url}\n    service: airlock-test\n"
+        tls_config = ""
+        self.ca_file: Path | None = None  # with tls: the certificate to trust
+        if tls:
+            self.ca_file, key = write_self_signed(root)
+            tls_config = f"  tls:\n    certificate: {self.ca_file}\n    key: {key}\n"
         self.config = root / "config.yml"
         self.config.write_text(
             "version: 0.1\n"
             "log:\n  level: error\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n" + auth
+            f"http:\n  addr: {self.host}\n" + tls_config + auth
         )
 
     @property
@@ -133,7 +179,8 @@ class RunningRegistry:
                 tail = (self.root / "registry.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"docker-registry exited with {self._proc.returncode}: {tail}")
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2):  # noqa: S310 (our own http URL)
+                context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=context):  # noqa: S310 (our own URL)
                     return
             except urllib.error.HTTPError as exc:
                 if exc.code == 401:

@@ -229,3 +229,27 @@ def test_a_blob_source_reads_once_per_upload(target: RegistryTarget, layout: Pat
 
     push_image(target, "once/app", "1", manifest, media_type, [counted(b) for b in blobs])
     assert sorted(opened) == sorted(b.digest for b in blobs)
+
+
+def test_https_with_a_ca_file_or_without_verification(tmp_path: Path, layout: Path, skopeo: str) -> None:
+    manifest, media_type, blobs = _image(layout, "app:1", [APP_V1])
+    with RunningRegistry(tmp_path / "reg", tls=True) as reg:
+        with pytest.raises(StoreError, match="TLS with the registry") as info:
+            push_image(RegistryTarget(reg.host), "tls/app", "1", manifest, media_type, blobs)
+        assert "--registry-ca-file" in str(info.value)
+        result = push_image(
+            RegistryTarget(reg.host, ca_file=reg.ca_file), "tls/app", "1", manifest, media_type, blobs
+        )
+        assert result.pushed_blobs == 2
+        again = push_image(
+            RegistryTarget(f"https://{reg.host}", tls_verify=False),
+            "tls/app",
+            "2",
+            manifest,
+            media_type,
+            blobs,
+        )
+        assert (again.pushed_blobs, again.digest) == (0, result.digest)
+        assert _raw(skopeo, f"{reg.host}/tls/app:2") == manifest
+    with pytest.raises(ConfigError, match="CA file"):
+        push_image(RegistryTarget("127.0.0.1:1", ca_file=tmp_path / "none.pem"), "x", "1", b"{}", "x", [])
