@@ -1,4 +1,5 @@
-"""Run the real gateway and supervisor on a loopback port in a background thread, for sync tests."""
+"""Test harness: the real gateway and supervisor on a loopback port in a background thread (for sync
+tests), and the CLI run in-process with its output captured (:class:`Cli`)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvloop
 
+from airlock.cli.main import run
 from airlock.engines.base import EngineConfig, Launch, engine_env, free_port, internal_api_key
 from airlock.engines.supervisor import Backoff, EngineEvent, Supervisor
 from airlock.gateway.auth import KeyCache
@@ -159,3 +163,27 @@ class GatewayThread:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Cli:
+    """Runs the CLI in this process (as ``airlock`` would, through ``run``), capturing its output."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+
+    def __call__(self, *args: str) -> Done:
+        self.capsys.readouterr()
+        try:
+            run(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = self.capsys.readouterr()
+        return Done(code, out, err)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from airlock.bundle.airgap.verify import VerifyReport
+    from airlock.bundle.format.manifest import ImageInfo
 
 PHASES = {
     "hash": "hashing",
@@ -135,3 +136,15 @@ def verify_lines(report: VerifyReport) -> list[str]:
 
 def rate(nbytes: int, seconds: float) -> str:
     return f"{human(nbytes)} in {seconds:.1f} s ({human(nbytes / seconds) if seconds > 0 else '-'}/s)"
+
+
+def image_line(image: ImageInfo) -> str:
+    """One image as pack and ls show it: reference, digest, platform, size, CUDA requirement."""
+    cuda = (
+        f", needs {image.nvidia_require_cuda or 'CUDA ' + image.cuda_version}" if image.cuda_version else ""
+    )
+    index = f" (from index {image.index_digest[:19]})" if image.index_digest else ""
+    return (
+        f"[bold]{escape(image.reference)}[/] {image.digest[:19]}{index} {image.platform}, "
+        f"{human(image.size)}{escape(cuda)}"
+    )

@@ -47,7 +47,7 @@ def ls_cmd(
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the store's index as JSON.")] = False,
 ) -> None:
-    """List the models, wheels and files in the store."""
+    """List the models, wheels, files and container images in the store."""
     from rich.table import Table
 
     from airlock.common.fileio import human
@@ -83,7 +83,19 @@ def ls_cmd(
             f"{counted(len(db.files), 'file')} in {escape(str(s.root / 'files'))}: {escape(shown)}",
             soft_wrap=True,
         )
-    if not (db.models or db.wheels or db.files):
+    if db.images:
+        table = Table("image", "digest", "platform", "size", "needs CUDA", "installed to")
+        for i in sorted(db.images, key=lambda i: (i.reference, i.installed)):
+            table.add_row(
+                escape(i.ref_name),
+                escape(i.digest[:19]),
+                escape(i.platform),
+                human(i.size),
+                escape(i.nvidia_require_cuda or i.cuda_version or "-"),
+                escape("\n".join(f"{t.kind}: {t.reference}" for t in i.targets) or "the store only"),
+            )
+        out.print(table)
+    if not (db.models or db.wheels or db.files or db.images):
         out.print("[dim]the store is empty: `airlock install DIR` fills it[/]", soft_wrap=True)
 
 

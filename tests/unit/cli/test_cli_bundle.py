@@ -5,37 +5,12 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from airlock.cli.main import run
 from bundle_helpers import make_staging, write_spec
-
-
-@dataclass(frozen=True)
-class Done:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-class Cli:
-    """Runs the CLI in this process (as ``airlock`` would, through ``run``), capturing its output."""
-
-    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> Done:
-        self.capsys.readouterr()
-        try:
-            run(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out, err = self.capsys.readouterr()
-        return Done(code, out, err)
+from harness import Cli, Done
 
 
 @pytest.fixture
