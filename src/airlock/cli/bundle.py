@@ -149,14 +149,18 @@ def pack_cmd(
         Path | None,
         typer.Option("--hf-cache", help="huggingface_hub's cache to download into (default: its own)."),
     ] = None,
+    platform: Annotated[
+        str,
+        typer.Option("--platform", help="Images: the OS/ARCH[/VARIANT] taken from a multi-platform index."),
+    ] = "linux/amd64",
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
-    """Pack the spec's models, wheels and files into a signed bundle of volumes.
+    """Pack the spec's models, wheels, files and container images into a signed bundle of volumes.
 
     Signed with --sign KEY, else with the key `airlock signing-key create` made; with neither, pack stops (exit 2) unless --no-sign.
     """
     from airlock.bundle.staging.pack import PackOptions, pack
-    from airlock.cli.bundle_render import RichProgress, rate
+    from airlock.cli.bundle_render import RichProgress, image_line, rate
     from airlock.common.fileio import human
     from airlock.common.words import counted
 
@@ -181,6 +185,7 @@ def pack_cmd(
                 workers=workers,
                 hf_endpoint=hf_endpoint,
                 hf_cache=hf_cache,
+                platform=platform,
                 progress=progress,
             )
         )
@@ -211,6 +216,9 @@ def pack_cmd(
             f"  {escape(str(v.path))}  {v.role:6}  {human(v.bytes):>10}  {counted(v.entries, 'entry', 'entries')}",
             soft_wrap=True,
         )
+    for artifact in result.manifest.artifacts:
+        if artifact.image is not None:
+            out.print(f"  image {image_line(artifact.image)}", soft_wrap=True)
     if result.signed_by:
         out.print(f"  signed by key {escape(result.signed_by)}", soft_wrap=True)
     else:
@@ -334,10 +342,45 @@ def install_cmd(
     ] = None,
     trust: TrustOpt = None,
     allow_unsigned: UnsignedOpt = False,
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            "--registry",
+            help="Push the bundle's images to this registry: HOST:PORT (https), or http://HOST:PORT. "
+            "Credentials: AIRLOCK_REGISTRY_USERNAME / AIRLOCK_REGISTRY_PASSWORD.",
+        ),
+    ] = None,
+    registry_tls_verify: Annotated[
+        bool,
+        typer.Option(
+            "--registry-tls-verify/--no-registry-tls-verify", help="Check the registry's certificate."
+        ),
+    ] = True,
+    registry_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--registry-ca-file", help="A PEM file of the CA that signed the registry's certificate."
+        ),
+    ] = None,
+    docker: Annotated[
+        bool, typer.Option("--docker", help="Load the bundle's images into the local docker daemon.")
+    ] = False,
+    docker_host: Annotated[
+        str | None,
+        typer.Option(
+            "--docker-host", help="The daemon for --docker (default: DOCKER_HOST or the local socket)."
+        ),
+    ] = None,
+    oci_dir: Annotated[
+        Path | None,
+        typer.Option("--oci", help="Also write the bundle's images as an OCI image layout in this folder."),
+    ] = None,
     workers: WorkersOpt = DEFAULT_WORKERS,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify a bundle and install it into the model store (Hugging Face cache layout), straight from its volumes.
+
+    Container images go into the store's OCI layout, and from there to --registry, --docker and --oci.
 
     Exit codes:
      0  installed
@@ -350,14 +393,28 @@ def install_cmd(
     19  the store's disk is full
     20  the store is locked, or lacks what a delta needs
     """
+    from airlock.bundle.airgap.images import ImageTargets
     from airlock.bundle.airgap.install import InstallOptions, install
     from airlock.cli.bundle_render import command, rate
     from airlock.common.fileio import human
     from airlock.common.words import counted, numbers
+    from airlock.registry.push import RegistryTarget
 
     started = time.monotonic()
+    targets = ImageTargets(
+        registry=RegistryTarget(registry, tls_verify=registry_tls_verify, ca_file=registry_ca_file)
+        if registry
+        else None,
+        docker=docker,
+        docker_host=docker_host,
+        oci=oci_dir,
+    )
     with _reading(dirs, trust, allow_unsigned, workers) as volumes:
-        result = install(InstallOptions(volumes, store=store or Settings.from_env().store))
+        result = install(
+            InstallOptions(
+                volumes, store=store or Settings.from_env().store, images=targets, progress=volumes.progress
+            )
+        )
     took = time.monotonic() - started
     missing = MissingVolumeError(
         f"mount {numbers(result.needed)} and run the same command again",
@@ -392,6 +449,17 @@ def install_cmd(
     if result.files:
         where = escape(str(result.store / "files"))
         out.print(f"  {counted(len(result.files), 'file')} under {where}/", soft_wrap=True)
+    for placed in result.images:
+        where = ", ".join(f"{t.kind} {t.reference}" for t in placed.targets) or "the store only"
+        pushed = (
+            f" ({placed.pushed_blobs} blobs pushed, {placed.skipped_blobs} already there)"
+            if placed.pushed_blobs or placed.skipped_blobs
+            else ""
+        )
+        out.print(
+            f"  image [bold]{escape(placed.reference)}[/] {placed.digest[:19]}: {escape(where)}{pushed}",
+            soft_wrap=True,
+        )
     if result.spec_path:
         serve = command("airlock", "serve", "--config", result.spec_path)
         out.print(f"serve them: [bold]{serve}[/]", soft_wrap=True)
@@ -414,6 +482,17 @@ def _install_json(result: InstallResult) -> dict[str, object]:
         "files": result.files,
         "spec_path": str(result.spec_path) if result.spec_path else None,
         "notes": result.notes,
+        "images": [
+            {
+                "reference": i.reference,
+                "digest": i.digest,
+                "targets": [t.model_dump() for t in i.targets],
+                "pushed_blobs": i.pushed_blobs,
+                "skipped_blobs": i.skipped_blobs,
+                "bytes_sent": i.bytes_sent,
+            }
+            for i in result.images
+        ],
     }
 
 
