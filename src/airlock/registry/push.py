@@ -118,6 +118,16 @@ class PushResult:
     bytes_sent: int
 
 
+def _caused_by_tls(exc: BaseException) -> bool:
+    """Whether an ssl.SSLError (a handshake or certificate failure) is in the exception's chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _challenge(header: str) -> tuple[str, dict[str, str]]:
     scheme, _, rest = header.partition(" ")
     params = dict(re.findall(r'(\w+)="([^"]*)"', rest))
@@ -163,7 +173,7 @@ class _Session:
 
         host = self.target.address
         text = str(exc) or type(exc).__name__
-        if isinstance(exc, httpx.ConnectError) and ("SSL" in text or "CERTIFICATE" in text.upper()):
+        if isinstance(exc, httpx.ConnectError) and (_caused_by_tls(exc) or "SSL" in text):
             return StoreError(
                 f"TLS with the registry at {host} failed while {doing}: {text}",
                 hint="give its CA with --registry-ca-file, turn checking off with --registry-tls-verify=false, "
