@@ -137,11 +137,16 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
 class _Session:
     """One httpx client with the target's TLS settings and whatever auth the registry asks for."""
 
-    def __init__(self, target: RegistryTarget, repository: str, *, workers: int) -> None:
+    def __init__(
+        self, target: RegistryTarget, repository: str, *, workers: int, actions: str = "pull,push"
+    ) -> None:
         import httpx
 
         self.target = target
         self.repository = repository
+        self.actions = (
+            actions  # the token scope's actions: "pull" to read only (some token services refuse push)
+        )
         self._lock = threading.Lock()
         self._auth: str | None = None
         verify: ssl.SSLContext | bool = True
@@ -220,7 +225,7 @@ class _Session:
             raise StoreError(
                 f"the registry at {self.target.address} asks for auth airlock does not speak: {header}"
             )
-        query = {"scope": f"repository:{self.repository}:pull,push"}
+        query = {"scope": f"repository:{self.repository}:{self.actions}"}
         if "service" in params:
             query["service"] = params["service"]
         try:
