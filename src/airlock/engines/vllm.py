@@ -70,7 +70,8 @@ def vllm_engine(
     model = model.model_copy(update={"path": resolve_model_dir(model, store), "hf": None})
     env = engine_env({**store_env(store), **engine.env, "VLLM_API_KEY": api_key})
     if engine.image is not None:
-        argv, version = _container_argv(model, engine, port, env, store), f"image {engine.image}"
+        image = installed_image(engine.image, store)
+        argv, version = _container_argv(model, engine, image, port, env, store), f"image {image}"
     else:
         python = locate_vllm_python(engine, settings)
         argv = [
@@ -95,8 +96,23 @@ def vllm_engine(
     )
 
 
+def installed_image(reference: str, store: Path | None) -> str:
+    """The image to run for ``reference``: where `airlock install` placed it on this side (the internal
+    registry by digest, else its docker tag), or ``reference`` itself when the store has no record."""
+    if store is None:
+        return reference
+    from airlock.store.store import Store
+
+    return Store(store).load_db().image_location(reference) or reference
+
+
 def _container_argv(
-    model: ModelSpec, engine: VllmEngineSpec, port: int, env: dict[str, str], store: Path | None = None
+    model: ModelSpec,
+    engine: VllmEngineSpec,
+    image: str,
+    port: int,
+    env: dict[str, str],
+    store: Path | None = None,
 ) -> list[str]:
     """``docker run`` of the vllm/vllm-openai image: the model mounted read-only, the port on loopback only.
 
@@ -120,7 +136,7 @@ def _container_argv(
             argv += ["--env", key]
     return [
         *argv,
-        engine.image,
+        image,
         "--model",
         inside,
         "--served-model-name",

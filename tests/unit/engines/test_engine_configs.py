@@ -14,6 +14,8 @@ from airlock.engines.vllm import locate_vllm_python, vllm_engine, vllm_version
 from airlock.errors import ConfigError, EngineNotFoundError
 from airlock.settings import Settings
 from airlock.spec import LlamaCppEngineSpec, ModelSpec, RemoteEngineSpec, VllmEngineSpec
+from airlock.store.db import ImageTarget, StoreDb, StoredImage
+from airlock.store.store import Store
 
 
 def executable(path: Path) -> Path:
@@ -163,3 +165,28 @@ def test_vllm_image_runs_the_container_with_loopback_port_and_no_secret_in_argv(
     assert "topsecret" not in " ".join(argv)
     assert config.launch.env["VLLM_API_KEY"] == "topsecret"
     assert config.version == "image vllm/vllm-openai:v0.11.0"
+
+
+def test_vllm_image_runs_from_where_install_placed_it(tmp_path: Path, settings: Settings) -> None:
+    """The spec names the upstream image; serve runs the internal registry's copy, pinned by digest."""
+    digest = "sha256:" + "ab" * 32
+    internal = f"registry.site:5000/vllm/vllm-openai@{digest}"
+    image = StoredImage(
+        reference="vllm/vllm-openai:v0.11.0", repository="docker.io/vllm/vllm-openai", tag="v0.11.0",
+        digest=digest, media_type="application/vnd.oci.image.manifest.v1+json", platform="linux/amd64",
+        size=1, files=[], bundle="b" * 64, installed="2026-11-30T00:00:00Z",
+        targets=[ImageTarget(kind="docker", reference="vllm/vllm-openai:v0.11.0", at="t"),
+                 ImageTarget(kind="registry", reference=internal, at="t")],
+    )  # fmt: skip
+    store = Store(tmp_path / "store")
+    store.ensure()
+    store.save_db(StoreDb(images=[image]))
+    engine = VllmEngineSpec(kind="vllm", image="vllm/vllm-openai:v0.11.0")
+    (tmp_path / "m").mkdir()
+    model = ModelSpec(name="m", path=tmp_path / "m", engine=engine)
+    config = vllm_engine(model, engine, settings, port=7001, api_key="k", store=store.root)
+    assert config.launch is not None and internal in config.launch.argv
+    assert config.version == f"image {internal}"
+    other = VllmEngineSpec(kind="vllm", image="vllm/vllm-openai:v0.12.0")  # not installed: as written
+    config = vllm_engine(model, other, settings, port=7001, api_key="k", store=store.root)
+    assert config.launch is not None and "vllm/vllm-openai:v0.12.0" in config.launch.argv
