@@ -15,6 +15,7 @@ import pytest
 from airlock.bundle.airgap.images import ImageTargets
 from airlock.bundle.airgap.install import InstallOptions, InstallResult, install
 from airlock.bundle.airgap.verify import VerifyOptions, verify
+from airlock.bundle.format import layout as bundle_layout
 from airlock.bundle.format.reader import VolumeSet
 from airlock.bundle.format.sign import KeyPair
 from airlock.bundle.staging.sources.image import parse_registry_ref
@@ -251,3 +252,25 @@ def test_install_places_images_in_the_store_a_registry_and_an_oci_layout_with_th
     for image in db.images:  # every blob is in the store's own layout, checked
         for f in image.files:
             assert hashlib.sha256(Store(store).image_blob(f.sha256).read_bytes()).hexdigest() == f.sha256
+
+
+def test_the_sbom_lists_each_image_as_a_container_with_its_blobs(
+    tmp_path: Path, keys: KeyPair, image_cache: Path
+) -> None:
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    layout, v1, _ = _two_versions(tmp_path)
+    spec = write_spec(tmp_path / "airlock.yaml", {"images": [f"oci:{layout}:app:1"]})
+    result = do_pack(spec, tmp_path / "bundle", keys, image_cache=image_cache)
+    data = (result.volumes[0].path / bundle_layout.SBOM).read_bytes()
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(data.decode()) is None
+    (container,) = [c for c in json.loads(data)["components"] if c["type"] == "container"]
+    assert (
+        container["version"] == v1
+        and container["purl"] == f"pkg:oci/app@sha256%3A{v1[7:]}?repository_url=app&tag=1"
+    )
+    roles = sorted(c["description"] for c in container["components"])
+    assert roles == ["config", "layer", "layer", "manifest"]
+    props = {p["name"]: p["value"] for p in container["properties"]}
+    assert props["airlock:nvidia-require-cuda"] == CUDA_ENV["NVIDIA_REQUIRE_CUDA"]

@@ -1,10 +1,12 @@
-"""A CycloneDX 1.6 SBOM (JSON) of what a bundle carries: models, wheels and files, with hashes and
+"""A CycloneDX 1.6 SBOM (JSON) of what a bundle carries: models, wheels, files and images, with hashes and
 licences where known.
 
 Models are ``machine-learning-model`` components with a ``pkg:huggingface`` purl (Hugging Face
 sources) and one ``file`` sub-component per file; wheels are ``library`` components with a
 ``pkg:pypi`` purl and the licence from their METADATA (``License-Expression``, ``License`` or the
-licence classifiers); plain files are ``file`` components. The serial number is derived from the
+licence classifiers); plain files are ``file`` components; images are ``container`` components with a
+``pkg:oci`` purl pinned by digest (and the repository URL and tag), their platform and CUDA requirement
+as properties, and one ``file`` sub-component per blob (manifest, config, each layer). The serial number is derived from the
 content, so packing the same inputs twice gives the same SBOM.
 
 Written by hand rather than with ``cyclonedx-python-lib``: the document is small and fixed, and the
@@ -118,6 +120,43 @@ def _wheels(artifact: Artifact, origins: dict[str, Path]) -> list[dict[str, Any]
     return comps
 
 
+def _image(artifact: Artifact) -> dict[str, Any]:
+    image = artifact.image
+    assert image is not None  # an image artifact always describes its image (Artifact validates it)
+    ref = f"image:{artifact.name}"
+    name = image.repository.rsplit("/", 1)[-1]
+    qualifiers = f"?repository_url={image.repository}" + (f"&tag={image.tag}" if image.tag else "")
+    roles = {image.digest: "manifest", image.config_digest: "config", image.index_digest: "index"}
+    properties = [
+        {"name": "airlock:reference", "value": image.reference},
+        {"name": "airlock:platform", "value": image.platform},
+    ]
+    for key, value in (
+        ("airlock:index-digest", image.index_digest),
+        ("airlock:cuda-version", image.cuda_version),
+        ("airlock:nvidia-require-cuda", image.nvidia_require_cuda),
+        ("airlock:vllm-version", image.vllm_version),
+    ):
+        if value:
+            properties.append({"name": key, "value": value})
+    return {
+        "type": "container",
+        "bom-ref": ref,
+        "name": image.repository,
+        "version": image.digest,
+        "purl": f"pkg:oci/{name}@{image.digest.replace(':', '%3A')}{qualifiers}",
+        "hashes": [{"alg": "SHA-256", "content": image.digest.removeprefix("sha256:")}],
+        "properties": properties,
+        "components": [
+            {
+                **_file(f, f"{ref}:{f.path}"),
+                "description": roles.get(f"sha256:{f.sha256}", "layer"),
+            }
+            for f in artifact.files
+        ],
+    }
+
+
 def build_sbom(artifacts: list[Artifact], collected: list[Collected], *, created: str) -> bytes:
     origins = {c.name: {f.path: f.origin for f in c.files} for c in collected}
     components: list[dict[str, Any]] = []
@@ -126,6 +165,8 @@ def build_sbom(artifacts: list[Artifact], collected: list[Collected], *, created
             components.append(_model(artifact))
         elif artifact.kind == "wheels":
             components.extend(_wheels(artifact, origins.get(artifact.name, {})))
+        elif artifact.kind == "image":
+            components.append(_image(artifact))
         else:
             components.extend(_file(f, f"file:{f.path}") for f in artifact.files)
     body: dict[str, Any] = {
