@@ -274,3 +274,16 @@ def test_the_sbom_lists_each_image_as_a_container_with_its_blobs(
     assert roles == ["config", "layer", "layer", "manifest"]
     props = {p["name"]: p["value"] for p in container["properties"]}
     assert props["airlock:nvidia-require-cuda"] == CUDA_ENV["NVIDIA_REQUIRE_CUDA"]
+
+
+def test_compressed_layers_are_not_compressed_again(tmp_path: Path, keys: KeyPair, image_cache: Path) -> None:
+    layout, _, _ = _two_versions(tmp_path)
+    spec = write_spec(tmp_path / "airlock.yaml", {"images": [f"oci:{layout}:app:1"]})
+    result = do_pack(spec, tmp_path / "bundle", keys, image_cache=image_cache, compress="zstd")
+    (artifact,) = result.manifest.artifacts
+    assert artifact.image is not None
+    encodings = {b.sha256: b.encoding for b in result.manifest.blobs}
+    assert {encodings[d[7:]] for d in artifact.image.layers} == {"raw"}  # gzip layers, carried as they are
+    assert encodings[artifact.image.config_digest[7:]] == "zstd"  # the JSON config is compressed
+    report = verify(VerifyOptions(VolumeSet([result.out], trust=[keys.public])))
+    assert report.ok, report.problems

@@ -18,6 +18,7 @@ class SourceFile:
     path: str  # logical path inside the artifact, e.g. "model.safetensors" or "onnx/model.onnx"
     origin: Path  # where pack reads it (pack stats and hashes it: see hashing.Stamp)
     expected_sha256: str | None = None  # known in advance (Hugging Face LFS): checked when hashed
+    compressed: bool = False  # compressed already (an image's gzip or zstd layer): pack does not recompress
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,8 @@ from airlock.registry.oci import (
 from airlock.spec import IMAGE_TRANSPORTS, ImageSpec
 
 DEFAULT_PLATFORM = "linux/amd64"
+# OCI's +gzip/+zstd layers and docker's tar.gzip ones: compressed already, never recompressed by pack
+COMPRESSED_LAYER_SUFFIXES = ("+gzip", "+zstd", ".tar.gzip", ".tar.zstd")
 DOCKER_HUB = "docker.io"
 _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -194,13 +196,16 @@ def _collected(
     digests = [desc.digest, manifest.config.digest, *(layer.digest for layer in manifest.layers)]
     if index_digest is not None:
         digests.append(index_digest)
+    compressed = {x.digest for x in manifest.layers if x.media_type.endswith(COMPRESSED_LAYER_SUFFIXES)}
     files: dict[str, SourceFile] = {}
     for digest in digests:
         path = cache.blob_path(digest)
         if not path.is_file():
             raise BundleError(f"image {reference!r}: blob {digest} is missing from {cache.root}")
         hexdigest = digest.removeprefix("sha256:")
-        files[hexdigest] = SourceFile(f"blobs/sha256/{hexdigest}", path, expected_sha256=hexdigest)
+        files[hexdigest] = SourceFile(
+            f"blobs/sha256/{hexdigest}", path, expected_sha256=hexdigest, compressed=digest in compressed
+        )
     info = ImageInfo(
         reference=reference,
         repository=repository,
