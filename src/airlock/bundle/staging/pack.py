@@ -372,7 +372,11 @@ def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
     artifacts, origins = _artifacts(collected, hashes)
     base = loaded.base
     skip = base.blobs if base is not None else frozenset()
-    encoded = _encode([sha for sha in origins if sha not in skip], origins, state, options)
+    # Image layers that come compressed (gzip, zstd): compressing them again costs time, saves nothing.
+    packed = {f.expected_sha256 for c in collected for f in c.files if f.compressed}
+    encoded = _encode(
+        [sha for sha in origins if sha not in skip and sha not in packed], origins, state, options
+    )
     blobs, sources, items = _blobs(origins, skip, encoded)
     created = options.created or utc_now()
     return _Assembled(
