@@ -4,6 +4,11 @@
 #   wrk                 the load generator of benchmarks/gateway_overhead.py
 #   curl                the demo's readiness check and request
 #   python3-venv        virtual environments (present on most machines)
+#   skopeo, umoci       container images: pack reads docker archives and daemons with skopeo; the tests
+#                       check the OCI layouts they write with both
+#   docker-registry     the CNCF distribution registry: the tests' public and internal registries
+#   docker.io           dockerd: install --docker and airlock's own image, tested for real
+#   mmdebstrap          a Debian root file system for `airlock image build` (no base image is pulled)
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -12,6 +17,11 @@ command -v make >/dev/null || need+=(make)
 command -v wrk >/dev/null || need+=(wrk)
 command -v curl >/dev/null || need+=(curl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v umoci >/dev/null || need+=(umoci)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v dockerd >/dev/null || need+=(docker.io)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 if ((${#need[@]})); then
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
