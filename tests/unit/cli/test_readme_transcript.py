@@ -35,6 +35,7 @@ SKIPPED = {
     "airlock pack airlock.yaml --out bundle/ --volume-size 25G --parity 10": "packs real model files",
     "airlock verify /media/disc1 /media/disc2 ...": "needs mounted media",
     "airlock install /media/disc1 --store /srv/store": "needs mounted media",
+    "airlock install /media/disc1 --store /srv/store --registry registry.site:5000": "needs mounted media and a registry",
     "airlock serve --config /srv/store/.airlock/bundles/<id>/airlock.yaml": "needs an installed bundle",
     "airlock ls --store /srv/store": "needs the store that install makes",
     "airlock inventory --store /srv/store --out inventory.json": "needs the store that install makes",
