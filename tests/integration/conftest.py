@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from airlock.engines.llamacpp import locate_llama_server
 from airlock.engines.vllm import locate_vllm_python
 from airlock.settings import Settings
 from airlock.spec import LlamaCppEngineSpec, VllmEngineSpec
+from airlock.testing.dockerd import running_dockerd
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -58,3 +61,16 @@ def tiny_model(vllm_python: Path) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def tiny_llama(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_llama(vllm_python, tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> Iterator[str]:
+    """One real dockerd for the session, in its own network namespace (loopback only: no pull can
+    leave the machine); its DOCKER_HOST. `make test` installs docker.io, so a missing one fails."""
+    for binary in ("dockerd", "docker", "unshare"):
+        if shutil.which(binary) is None:
+            if os.environ.get("CI"):
+                pytest.fail(f"{binary} is not installed (scripts/install-system-deps.sh installs docker.io)")
+            pytest.skip(f"{binary} is not installed")
+    with running_dockerd() as host:
+        yield host
