@@ -103,10 +103,10 @@ def build_image(options: ImageBuildOptions, *, progress: ProgressSink | None = N
         with steps.step("python"):
             python = python_env.root_python(root, epoch=epoch)
             libc = dict(packages).get("libc6") or dict(packages).get(f"libc6:{debian.debian_arch()}", "")
-            platform = python_env.platform_tag(libc, os.uname().machine)
+            platforms = python_env.platform_tags(libc, os.uname().machine)
             wheel = python_env.build_airlock_wheel(options.source, work / "airlock-wheel")
             wheels = python_env.download_wheels(
-                wheel, work / "wheels", python=python, platform=platform, lock=options.lock, work=work
+                wheel, work / "wheels", python=python, platforms=platforms, lock=options.lock
             )
             dependency_paths, airlock_paths = python_env.install(root, wheels, python=python, epoch=epoch)
             site = root / python_env.VENV / "lib" / f"python{python}" / "site-packages"

@@ -2,9 +2,9 @@
 for the image's Python and glibc, installed into ``/opt/airlock/venv`` inside the staged root.
 
 Wheels are fetched on the host by pip (the staging side is online; ``--only-binary`` so that nothing
-is compiled, with the image's platform tags), pinned either by a lock file (``name==version
---hash=sha256:...``, pip checks every hash) or else to the versions of the environment running the
-build (what its tests ran with). The install runs inside the root with its own pip, offline
+is compiled, with the image's platform tags): either exactly those of a lock file (``name==version
+--hash=sha256:...``, pip checks every hash), or resolved afresh from airlock's requirements, in which
+case the build's summary gives the lock (``requirements_lock``) that repeats them. The install runs inside the root with its own pip, offline
 (``--no-index``), ``--require-hashes`` against the hashes taken here, and Python's files are compiled
 with SOURCE_DATE_EPOCH set (hash-checked .pyc: the same bytes on every build, no recompiling when the
 container starts).
@@ -13,14 +13,13 @@ container starts).
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import parse_wheel_filename
 
 from airlock.image_build.errors import ImageBuildError
 from airlock.image_build.layers import changed_since, snapshot, walk
@@ -57,22 +56,18 @@ def requirement_lines(wheels: tuple[Path, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def running_constraints(exclude: str = "airlock") -> str:
-    """``name==version`` of every distribution in the running environment but airlock itself."""
-    pins = {
-        canonicalize_name(dist.metadata["Name"]): dist.version
-        for dist in importlib.metadata.distributions()
-        if dist.metadata["Name"] and canonicalize_name(dist.metadata["Name"]) != exclude
-    }
-    return "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
-
-
-def platform_tag(libc_version: str, machine: str) -> str:
-    """The manylinux tag of a Debian root from its libc6 version (``2.36-9+deb12u10`` -> ``manylinux_2_36_x86_64``)."""
-    found = re.match(r"^(\d+)\.(\d+)", libc_version)
+def platform_tags(libc_version: str, machine: str) -> tuple[str, ...]:
+    """The manylinux tags a Debian root's glibc runs, newest first, from its libc6 version
+    (``2.36-9+deb12u10`` -> ``manylinux_2_36_x86_64`` ... ``manylinux_2_5_x86_64`` and the legacy
+    names). pip takes them as given: it does not widen ``--platform`` to older glibc versions."""
+    found = re.match(r"^2\.(\d+)", libc_version)
     if found is None:
         raise ImageBuildError(f"libc6 version {libc_version!r}: cannot tell the glibc version")
-    return f"manylinux_{found.group(1)}_{found.group(2)}_{machine}"
+    minor = int(found.group(1))
+    tags = [f"manylinux_2_{n}_{machine}" for n in range(minor, 4, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags += [f"{name}_{machine}" for n, name in legacy.items() if n <= minor]
+    return tuple(tags)
 
 
 def build_airlock_wheel(source: Path, out: Path) -> Path:
@@ -90,11 +85,11 @@ def build_airlock_wheel(source: Path, out: Path) -> Path:
 
 
 def download_wheels(
-    airlock_wheel: Path, dest: Path, *, python: str, platform: str, lock: Path | None, work: Path
+    airlock_wheel: Path, dest: Path, *, python: str, platforms: tuple[str, ...], lock: Path | None
 ) -> Wheels:
-    """Every wheel airlock needs for ``python`` (``3.11``) on ``platform``, into ``dest``."""
+    """Every wheel airlock needs for ``python`` (``3.11``) on ``platforms``, into ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    target = ["--only-binary=:all:", "--platform", platform, "--python-version", python,
+    target = ["--only-binary=:all:", *(f"--platform={tag}" for tag in platforms), "--python-version", python,
               "--implementation", "cp", "--abi", f"cp{python.replace('.', '')}"]  # fmt: skip
     common = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
               "--progress-bar", "off", "-d", str(dest), *target]  # fmt: skip
@@ -102,12 +97,7 @@ def download_wheels(
         run([*common, "--no-deps", "--require-hashes", "-r", str(lock)], step=f"pip download -r {lock}")
         shutil.copy2(airlock_wheel, dest / airlock_wheel.name)
     else:
-        constraints = work / "constraints.txt"
-        constraints.write_text(running_constraints())
-        run(
-            [*common, "-c", str(constraints), str(airlock_wheel)],
-            step="pip download (airlock's dependencies)",
-        )
+        run([*common, str(airlock_wheel)], step="pip download (airlock's dependencies)")
     found = sorted(dest.glob("*.whl"))
     others = sorted(set(dest.iterdir()) - set(found))
     if others:
