@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export AIRLOCK_CACHE ?= $(HOME)/.cache/airlock
 
-.PHONY: system-deps setup setup-vllm demo test test-fast lint typecheck clean
+.PHONY: system-deps setup setup-vllm demo image test test-fast lint typecheck clean
 
 ## system-deps: Debian packages (cmake, g++, wrk, curl), only those missing
 system-deps:
@@ -30,6 +30,10 @@ setup-vllm:
 ## demo: serve the embedded default model offline and answer a chat request
 demo: setup
 	scripts/demo.sh
+
+## image: airlock's own CPU image (gateway, llama-server, default model) as an OCI layout in build/image (docs/image.md)
+image: setup
+	rm -rf build/image && mkdir -p build && $(BIN)/airlock image build --out build/image --summary build/image.json
 
 ## lint: ruff, and the import layers of .importlinter (ARCHITECTURE.md)
 lint: $(BIN)/airlock
