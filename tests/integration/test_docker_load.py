@@ -1,14 +1,12 @@
 """docker_load into a real dockerd (in its own network namespace, loopback only): tags set, image IDs
-equal to config digests, shared layers loaded once, a corrupt blob loads nothing."""
+equal to config digests, shared layers loaded once, a corrupt blob loads nothing. The dockerd is the
+session's one (``docker_host`` in conftest.py)."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +15,11 @@ from airlock.errors import IntegrityError
 from airlock.registry.docker_load import docker_load
 from airlock.registry.oci import ImageManifest, OciLayout
 from airlock.registry.push import BlobSource
-from airlock.testing.dockerd import running_dockerd
 from airlock.testing.tiny_images import write_image
 
 pytestmark = pytest.mark.integration
 
 BASE = {"etc/os-release": b"ID=tiny\n"}
-
-
-@pytest.fixture(scope="session")
-def docker_host() -> Iterator[str]:
-    for binary in ("dockerd", "docker", "unshare"):
-        if shutil.which(binary) is None:
-            if os.environ.get("CI"):
-                pytest.fail(f"{binary} is not installed (scripts/install-system-deps.sh installs docker.io)")
-            pytest.skip(f"{binary} is not installed")
-    with running_dockerd() as host:
-        yield host
 
 
 def _inspect(host: str, ref: str) -> dict[str, object]:
