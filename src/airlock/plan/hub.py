@@ -287,7 +287,7 @@ class _Client:
         except RevisionNotFoundError as exc:
             raise ModelNotFoundError(
                 f"{self.repo} has no revision {self.revision!r} on {where}",
-                hint="give a branch, tag or commit that exists (default: main)",
+                hint="give a branch, tag or commit that exists; the default is main",
             ) from exc
         except RemoteEntryNotFoundError as exc:
             raise ModelFactsError(f"{self.repo}: a file it lists is missing on {where}: {exc}") from exc

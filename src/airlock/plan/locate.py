@@ -24,7 +24,7 @@ from airlock.errors import ModelNotFoundError
 from airlock.store.layout import local_repo
 from airlock.store.resolve import snapshot_dir
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _NAME = re.compile(r"^[\w.-]+$")
 
 
@@ -50,7 +50,7 @@ def locate_model(
         return path
     text = str(model)
     shown = f"{text}{'@' + revision if revision else ''}"
-    if not _REPO_ID.match(text):
+    if not REPO_ID.match(text):
         if store is not None and cache_dir is None and _NAME.match(text):
             found = _in_store(local_repo(text), store, revision)
             if found is not None:

@@ -27,6 +27,14 @@ def facts(name: str) -> ModelFacts:
     return from_config(data["config"], path=FIXTURES / name, sizes=sizes)
 
 
+@pytest.fixture(autouse=True)
+def no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plan tests never reach huggingface.co: offline, and a Hub endpoint nothing listens on (a test of
+    the Hub path names the fake Hub's endpoint and clears HF_HUB_OFFLINE itself)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+
+
 @pytest.fixture
 def load_facts() -> Callable[[str], ModelFacts]:
     return facts

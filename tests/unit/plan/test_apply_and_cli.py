@@ -158,7 +158,12 @@ def test_cli_gpu_flag_with_a_spec_that_also_has_a_gguf_model(model_dir: Path, tm
     ]}))  # fmt: skip
     result = CliRunner().invoke(_cli(), ["--config", str(spec), "--gpu", "h100-80gb:2", "--json"])
     assert result.exit_code == 0, result.output
-    plans = {p["name"]: p for p in json.loads(result.output)}
+    data = json.loads(result.output)
+    plans = {p["name"]: p for p in data["models"]}
+    assert [(i["kind"], i["name"], i["files"]) for i in data["crossing"]["items"]] == [
+        ("model", "big", 1),
+        ("model", "small", 1),
+    ]
     assert plans["big"]["hardware"]["catalog_key"] == "h100-80gb" and plans["big"]["hardware"]["count"] == 2
     small = plans["small"]
     assert small["engine"] == "llama.cpp" and "engine_args" not in small and "hardware" not in small

@@ -152,7 +152,7 @@ def test_a_llamacpp_model_is_planned_for_llamacpp(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr("airlock.plan.llamacpp.host_ram", lambda: 64 << 30)
     result = CliRunner().invoke(_cli(), ["--config", str(spec), "--json"])
     assert result.exit_code == 0, result.output
-    p = json.loads(result.output)[0]
+    p = json.loads(result.output)["models"][0]
     kv = facts.num_layers * 4096 * facts.num_kv_heads * (facts.head_dim + facts.v_head_dim) * 2  # f16
     assert p["engine"] == "llama.cpp" and p["ctx_size"] == 4096 and p["tokens_per_slot"] == 2048
     assert p["memory"]["kv_cache_bytes"] == kv and p["memory"]["weights_bytes"] == gguf.stat().st_size
@@ -165,7 +165,9 @@ def test_a_llamacpp_model_is_planned_for_llamacpp(tmp_path: Path, monkeypatch: p
         "airlock.plan.llamacpp.host_ram", lambda: 100 << 20
     )  # 100 MiB: the weights barely fit
     small = CliRunner().invoke(_cli(), ["--config", str(spec), "--json"])
-    assert small.exit_code == 6 and "exceed this host's" in json.loads(small.output)[0]["problems"][0]
+    assert (
+        small.exit_code == 6 and "exceed this host's" in json.loads(small.output)["models"][0]["problems"][0]
+    )
 
 
 def test_llamacpp_context_from_the_engine_and_its_args(tmp_path: Path) -> None:

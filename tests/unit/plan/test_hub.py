@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from airlock.errors import AirlockError, ConfigError, ModelFactsError, ModelNotFoundError
 from airlock.plan import PlanOptions, plan, read_facts
@@ -125,6 +126,11 @@ def gguf_bytes(layers: int = 4, data: int = 1 << 20) -> SparseFile:
     body += s("token_embd.weight") + u32(2) + struct.pack("<QQ", 64, 100) + struct.pack("<IQ", 2, 0)
     body += bytes(-len(body) % 32)
     return SparseFile(body, len(body) + data)
+
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # the fake Hub on loopback is the only one asked
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +248,101 @@ def test_a_hub_that_is_down(tmp_path: Path) -> None:
     with pytest.raises(AirlockError, match=f"the Hub at {closed} cannot be reached"):
         read_hub_model("meta/llama-70b", _options(closed, tmp_path / "cache"))
     assert not (tmp_path / "cache").exists()
+
+
+# --- through the CLI ---------------------------------------------------------------------------
+
+
+def _run(args: list[str], url: str, home: Path) -> Result:
+    from airlock.cli.main import app
+
+    env = {"HF_ENDPOINT": url, "AIRLOCK_HOME": str(home / "home"), "AIRLOCK_CACHE": str(home / "cache"),
+           "HF_HUB_CACHE": str(home / "hf"), "COLUMNS": "100"}  # fmt: skip
+    return CliRunner().invoke(app, ["plan", *args], env=env)
+
+
+def test_the_cli_plans_a_hub_model_and_says_what_it_read(tmp_path: Path, hub: FakeHub, url: str) -> None:
+    result = _run(["meta/llama-70b", "--gpu", "h100-80gb:4", "--json"], url, tmp_path)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    commit = hub.resolve("meta/llama-70b", "main")[0]  # type: ignore[index]
+    assert data["hub"]["commit"] == commit and data["hub"]["requests"] == 34
+    assert 0 < data["hub"]["bytes_read"] < 1_000_000 and data["fits"]
+    again = _run(["meta/llama-70b@" + commit, "--gpu", "h100-80gb:4"], url, tmp_path)
+    assert again.exit_code == 0 and "from airlock's cache" in again.output, again.output
+    assert f"meta/llama-70b @ {commit[:12]}" in again.output
+
+
+def test_offline_names_every_place_it_looked(tmp_path: Path, url: str) -> None:
+    result = _run(["meta/llama-70b", "--offline"], url, tmp_path)
+    assert isinstance(result.exception, ModelNotFoundError)
+    message = str(result.exception)
+    assert (
+        "Hugging Face cache at" in message
+        and "airlock's store at" in message
+        and "online plan cached" in message
+    )
+    assert _run(["meta/llama-70b", "--gpu", "h100-80gb:4"], url, tmp_path).exit_code == 0
+    offline = _run(["meta/llama-70b", "--offline", "--gpu", "h100-80gb:4", "--json"], url, tmp_path)
+    assert offline.exit_code == 0 and json.loads(offline.output)["hub"]["from_cache"]
+
+
+def test_the_crossing_of_a_spec(tmp_path: Path, hub: FakeHub, url: str) -> None:
+    from airlock.bundle.format.inventory import Inventory, InventoryBlob
+
+    (tmp_path / "licence.txt").write_bytes(b"x" * 1000)
+    (tmp_path / "app.tar").write_bytes(b"y" * 5000)
+    spec = tmp_path / "airlock.yaml"
+    spec.write_text(
+        f"models:\n  - name: big\n    hf: {{repo: meta/llama-70b, ignore: ['tokenizer.json']}}\n"
+        f"files:\n  - path: {tmp_path / 'licence.txt'}\n"
+        f"images:\n  - oci-archive:{tmp_path / 'app.tar'}\n  - vllm/vllm-openai:v0.11.0\n"
+        "hardware: {gpu: h100-80gb, count: 4}\n"
+    )
+    weights = sum(f.size for f in shard_heads().values())
+    small = sum(len(v) for k, v in repo_70b().items() if isinstance(v, bytes) and k != "tokenizer.json")
+    args = [
+        "--config",
+        str(spec),
+        "--volume-size",
+        "25GB",
+        "--parity",
+        "10",
+        "--media-speed",
+        "200MB/s",
+        "--json",
+    ]
+    data = json.loads(_run(args, url, tmp_path).output)
+    c = data["crossing"]
+    assert [(i["kind"], i["bytes"]) for i in c["items"]] == [
+        ("model", weights + small),
+        ("files", 1000),
+        ("image", 5000),
+        ("image", None),
+    ]
+    carried = weights + small + 6000
+    assert c["carried_bytes"] == carried and c["unknown"] == ["vllm/vllm-openai:v0.11.0"]
+    assert (c["data_volumes"], c["parity_volumes"]) == (-(-carried // (25 * 10**9)), 1) == (6, 1)
+    assert c["written_bytes"] == carried + 25 * 10**9
+    assert c["copy_seconds"] == round((carried + 25 * 10**9) / 200e6, 1)
+    # the other side already holds the first ten shards
+    listing = {f.path: f for f in read_hub_model("meta/llama-70b", _options(url, tmp_path / "c")).files}
+    held = [listing[f"model-{k:05d}-of-00030.safetensors"] for k in range(1, 11)]
+    inventory = Inventory(
+        created="2026-01-01T00:00:00Z",
+        airlock_version="0",
+        store="/srv/store",
+        blobs=[InventoryBlob(sha256=str(f.sha256), size=f.size) for f in held],
+    )
+    (tmp_path / "inventory.json").write_bytes(inventory.to_bytes())
+    delta = json.loads(_run([*args, "--base", str(tmp_path / "inventory.json")], url, tmp_path).output)[
+        "crossing"
+    ]
+    assert delta["held_bytes"] == sum(f.size for f in held)
+    assert delta["carried_bytes"] == carried - delta["held_bytes"]
+    shown = _run(args[:-1], url, tmp_path)
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "6 volumes of 25.0 GB + 1 parity volume (10%)" in shown.output
+        and "at 200.0 MB/s (given)" in shown.output
+    )
