@@ -346,25 +346,20 @@ def install_cmd(
         str | None,
         typer.Option(
             "--registry",
-            help="Push the bundle's images to this registry: HOST:PORT (https), or http://HOST:PORT. "
-            "Credentials: AIRLOCK_REGISTRY_USERNAME / AIRLOCK_REGISTRY_PASSWORD.",
+            help="Push the images to this registry: HOST:PORT (https) or http://HOST:PORT; "
+            "AIRLOCK_REGISTRY_USERNAME/_PASSWORD.",
         ),
     ] = None,
     registry_tls_verify: Annotated[
-        bool,
-        typer.Option(
-            "--registry-tls-verify/--no-registry-tls-verify", help="Check the registry's certificate."
-        ),
-    ] = True,
+        str, typer.Option("--registry-tls-verify", help="false: do not check its certificate.")
+    ] = "true",
     registry_ca_file: Annotated[
         Path | None,
         typer.Option(
             "--registry-ca-file", help="A PEM file of the CA that signed the registry's certificate."
         ),
     ] = None,
-    docker: Annotated[
-        bool, typer.Option("--docker", help="Load the bundle's images into the local docker daemon.")
-    ] = False,
+    docker: Annotated[bool, typer.Option("--docker", help="Load the images into docker.")] = False,
     docker_host: Annotated[
         str | None,
         typer.Option(
@@ -373,7 +368,7 @@ def install_cmd(
     ] = None,
     oci_dir: Annotated[
         Path | None,
-        typer.Option("--oci", help="Also write the bundle's images as an OCI image layout in this folder."),
+        typer.Option("--oci", help="Write the images as an OCI layout here."),
     ] = None,
     workers: WorkersOpt = DEFAULT_WORKERS,
     as_json: JsonOpt = False,
@@ -402,7 +397,7 @@ def install_cmd(
 
     started = time.monotonic()
     targets = ImageTargets(
-        registry=RegistryTarget(registry, tls_verify=registry_tls_verify, ca_file=registry_ca_file)
+        registry=RegistryTarget(registry, tls_verify=_yes(registry_tls_verify), ca_file=registry_ca_file)
         if registry
         else None,
         docker=docker,
@@ -463,6 +458,15 @@ def install_cmd(
     if result.spec_path:
         serve = command("airlock", "serve", "--config", result.spec_path)
         out.print(f"serve them: [bold]{serve}[/]", soft_wrap=True)
+
+
+def _yes(value: str) -> bool:
+    """``true``/``false`` (as skopeo's ``--tls-verify=false``)."""
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"--registry-tls-verify {value!r}: say true or false")
 
 
 def _install_json(result: InstallResult) -> dict[str, object]:
