@@ -154,7 +154,7 @@ def pull_image(
     workers: int = 4,
 ) -> PullResult:
     """Fetch ``repository:reference`` (a tag or a digest) for ``platform`` into ``layout``."""
-    session = _Session(target, repository, workers=workers)
+    session = _Session(target, repository, workers=workers, actions="pull")
     try:
         try:
             session.prime()
@@ -163,7 +163,7 @@ def pull_image(
                 raise
             # tls_verify off: an https registry with a certificate we skip, else plain http
             session.close()
-            session = _Session(replace(target, plain_http=True), repository, workers=workers)
+            session = _Session(replace(target, plain_http=True), repository, workers=workers, actions="pull")
             session.prime()
         data, media_type = _manifest(session, reference)
         index_digest = None
