@@ -11,6 +11,7 @@ setup``); a missing one fails in CI and skips elsewhere.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -120,7 +121,7 @@ def test_skopeo_and_umoci_read_the_layout(built: BuiltImage, options: ImageBuild
 def test_the_same_inputs_give_the_same_digest(
     built: BuiltImage, options: ImageBuildOptions, tmp_path: Path
 ) -> None:
-    again = build_image(ImageBuildOptions(**{**options.__dict__, "out": tmp_path / "again"}))
+    again = build_image(dataclasses.replace(options, out=tmp_path / "again"))
     assert [layer.diff_id for layer in again.layers] == [layer.diff_id for layer in built.layers]
     assert again.manifest_digest == built.manifest_digest
 

@@ -37,14 +37,7 @@ class LlamaBuild:
 
 
 def preflight(options: ImageBuildOptions) -> None:
-    if os.geteuid() != 0:
-        raise ImageBuildError(
-            "building the image needs root (mmdebstrap's root mode, chroot into the staged root)",
-            hint="run it as root, e.g. sudo -E airlock image build ...",
-        )
-    for tool, package in (("mmdebstrap", "mmdebstrap"), ("umoci", "umoci"), ("unshare", "util-linux"),
-                          ("chroot", "coreutils"), ("tar", "tar")):  # fmt: skip
-        need(tool, package)
+    """The caller's own inputs first (cheap, and the likeliest mistakes), then the machine."""
     if options.out.exists():
         raise ConfigError(f"--out {options.out} already exists", hint="give a new folder, or remove this one")
     if not options.out.parent.is_dir():
@@ -68,6 +61,14 @@ def preflight(options: ImageBuildOptions) -> None:
         )
     if options.lock is not None and not options.lock.is_file():
         raise ConfigError(f"--lock {options.lock}: no such file")
+    if os.geteuid() != 0:
+        raise ImageBuildError(
+            "building the image needs root (mmdebstrap's root mode, chroot into the staged root)",
+            hint="run it as root, e.g. sudo -E airlock image build ...",
+        )
+    for tool, package in (("mmdebstrap", "mmdebstrap"), ("umoci", "umoci"), ("unshare", "util-linux"),
+                          ("chroot", "coreutils"), ("tar", "tar")):  # fmt: skip
+        need(tool, package)
 
 
 def llama_build_info(binary: Path) -> LlamaBuild:
