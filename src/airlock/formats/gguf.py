@@ -141,26 +141,30 @@ def read_gguf(path: Path) -> GgufFile:
     """Parse the header and tensor table of one GGUF file."""
     try:
         with path.open("rb") as fh:
-            r = _Reader(fh, path)
-            if r.take(4) != b"GGUF":
-                raise ModelFactsError(f"{path}: not a GGUF file (it does not start with 'GGUF')")
-            version = r.u32()
-            if version not in (2, 3):
-                raise ModelFactsError(f"{path}: GGUF version {version} is not supported (2 or 3)")
-            n_tensors, n_kv = r.u64(), r.u64()
-            if n_tensors > MAX_COUNT or n_kv > MAX_COUNT:
-                raise ModelFactsError(
-                    f"{path}: GGUF counts ({n_tensors} tensors, {n_kv} keys) are implausible"
-                )
-            metadata: dict[str, MetaValue] = {}
-            for _ in range(n_kv):
-                key = r.string()
-                metadata[key] = r.value(r.u32())
-            tensors = tuple(_tensor(r) for _ in range(n_tensors))
-            header_end = fh.tell()
-            size = fh.seek(0, 2)
+            return read_gguf_from(fh, path)
     except OSError as exc:
         raise ModelFactsError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+
+
+def read_gguf_from(fh: BinaryIO, path: Path) -> GgufFile:
+    """Parse the header and tensor table of the open file ``fh`` (a local file, or a Hub file read by
+    ranges); ``path`` names it in messages."""
+    r = _Reader(fh, path)
+    if r.take(4) != b"GGUF":
+        raise ModelFactsError(f"{path}: not a GGUF file (it does not start with 'GGUF')")
+    version = r.u32()
+    if version not in (2, 3):
+        raise ModelFactsError(f"{path}: GGUF version {version} is not supported (2 or 3)")
+    n_tensors, n_kv = r.u64(), r.u64()
+    if n_tensors > MAX_COUNT or n_kv > MAX_COUNT:
+        raise ModelFactsError(f"{path}: GGUF counts ({n_tensors} tensors, {n_kv} keys) are implausible")
+    metadata: dict[str, MetaValue] = {}
+    for _ in range(n_kv):
+        key = r.string()
+        metadata[key] = r.value(r.u32())
+    tensors = tuple(_tensor(r) for _ in range(n_tensors))
+    header_end = fh.tell()
+    size = fh.seek(0, 2)
     gguf = GgufFile(path=path, version=version, metadata=metadata, tensors=tensors, size=size)
     align = gguf.alignment
     if align <= 0 or align & (align - 1):

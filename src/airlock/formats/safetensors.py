@@ -22,6 +22,7 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from airlock.errors import ModelFactsError
 
@@ -50,21 +51,24 @@ def read_header(path: Path) -> SafetensorsHeader:
     """Parse one file's header; every defect is a ModelFactsError naming the file."""
     try:
         with path.open("rb") as fh:
-            raw_len = fh.read(8)
-            if len(raw_len) != 8:
-                raise ModelFactsError(
-                    f"{path}: not a safetensors file (shorter than its 8-byte header length)"
-                )
-            (length,) = struct.unpack("<Q", raw_len)
-            if length == 0 or length > MAX_HEADER_BYTES:
-                raise ModelFactsError(
-                    f"{path}: safetensors header length {length} is out of range (1..{MAX_HEADER_BYTES})"
-                )
-            raw = fh.read(length)
-            fh.seek(0, 2)
-            file_size = fh.tell()
+            return read_header_from(fh, path)
     except OSError as exc:
         raise ModelFactsError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+
+
+def read_header_from(fh: BinaryIO, path: Path) -> SafetensorsHeader:
+    """Parse the header of the open file ``fh`` (a local file, or a Hub file read by ranges);
+    ``path`` names it in messages. ``fh`` must seek to its end, to tell the data's size."""
+    raw_len = fh.read(8)
+    if len(raw_len) != 8:
+        raise ModelFactsError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+    (length,) = struct.unpack("<Q", raw_len)
+    if length == 0 or length > MAX_HEADER_BYTES:
+        raise ModelFactsError(
+            f"{path}: safetensors header length {length} is out of range (1..{MAX_HEADER_BYTES})"
+        )
+    raw = fh.read(length)
+    file_size = fh.seek(0, 2)
     if len(raw) != length:
         raise ModelFactsError(f"{path}: truncated safetensors header ({len(raw)} of {length} bytes)")
     try:

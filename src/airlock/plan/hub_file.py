@@ -5,9 +5,8 @@ a read past the prefix asks ``fetch`` for more (the next bytes exactly, or at le
 for a header of unknown length like GGUF's metadata), and without ``fetch`` (a prefix from the cache)
 it is an error. Its size is known from the Hub's listing, so ``seek(0, 2)`` costs nothing.
 
-The header readers in ``airlock.formats`` take a path and open it; ``_OpenedPath`` is a path whose
-``open()`` hands out the prefix file, so the same parsers read a local file and a remote prefix (a
-shim in this one place until ``formats`` takes an open file).
+The header readers in ``airlock.formats`` take an open file (``read_header_from``, ``read_gguf_from``),
+so the same parsers read a local file and a remote prefix.
 
 Example::
 
@@ -20,12 +19,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from pathlib import Path, PosixPath
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 from airlock.errors import ModelFactsError
-from airlock.formats.gguf import GgufFile, read_gguf
-from airlock.formats.safetensors import SafetensorsHeader, read_header
+from airlock.formats.gguf import GgufFile, read_gguf_from
+from airlock.formats.safetensors import SafetensorsHeader, read_header_from
 
 Fetch = Callable[[int, int], bytes]  # the bytes from ``start`` to ``end``, both included
 
@@ -97,28 +96,19 @@ class PrefixFile(io.RawIOBase):
         self._buf += data
 
 
-class _OpenedPath(PosixPath):
-    """A name (for messages) whose ``open()`` returns one prefix file, for the path-taking readers."""
-
-    _file: PrefixFile
-
-    def open(self, *args: Any, **kwargs: Any) -> Any:  # the readers open it "rb"
-        return self._file
-
-
-def _opened(file: PrefixFile) -> Path:
-    path = _OpenedPath(file.name)
-    path._file = file
-    return path
+def _binary(file: PrefixFile) -> BinaryIO:
+    """A raw file's read, seek and tell are what the readers use; typeshed's RawIOBase.read may return
+    None (a non-blocking stream), which a PrefixFile never does."""
+    return cast(BinaryIO, file)
 
 
 def read_safetensors_header(file: PrefixFile) -> tuple[SafetensorsHeader, int]:
     """The shard's header, and how many bytes of the prefix it spans (8 + its length)."""
-    header = read_header(_opened(file))
+    header = read_header_from(_binary(file), Path(file.name))
     length = int.from_bytes(file.prefix[:8], "little")
     return header, 8 + length
 
 
 def read_gguf_header(file: PrefixFile) -> GgufFile:
     """The GGUF file's metadata and tensor table."""
-    return read_gguf(_opened(file))
+    return read_gguf_from(_binary(file), Path(file.name))
