@@ -118,10 +118,13 @@ def test_skopeo_and_umoci_read_the_layout(built: BuiltImage, options: ImageBuild
     assert built.layers[-1].size < built.layers[1].size, "airlock's own layer is the small one on top"
 
 
-def test_the_same_inputs_give_the_same_digest(
+def test_the_same_inputs_and_its_lock_give_the_same_digest(
     built: BuiltImage, options: ImageBuildOptions, tmp_path: Path
 ) -> None:
-    again = build_image(dataclasses.replace(options, out=tmp_path / "again"))
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(built.contents.requirements_lock())  # the dependencies again, pinned by hash
+    again = build_image(dataclasses.replace(options, out=tmp_path / "again", lock=lock))
+    assert again.contents.wheel_hashes == built.contents.wheel_hashes
     assert [layer.diff_id for layer in again.layers] == [layer.diff_id for layer in built.layers]
     assert again.manifest_digest == built.manifest_digest
 

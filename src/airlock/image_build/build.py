@@ -104,7 +104,7 @@ def build_image(options: ImageBuildOptions, *, progress: ProgressSink | None = N
             python = python_env.root_python(root, epoch=epoch)
             libc = dict(packages).get("libc6") or dict(packages).get(f"libc6:{debian.debian_arch()}", "")
             platforms = python_env.platform_tags(libc, os.uname().machine)
-            wheel = python_env.build_airlock_wheel(options.source, work / "airlock-wheel")
+            wheel = python_env.build_airlock_wheel(options.source, work / "airlock-wheel", epoch=epoch)
             wheels = python_env.download_wheels(
                 wheel, work / "wheels", python=python, platforms=platforms, lock=options.lock
             )

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.utils import parse_wheel_filename
+
 from airlock.errors import ConfigError
 
 #: Debian packages of the root: Python (with venv, for the environment airlock runs in) and what
@@ -112,6 +114,16 @@ class Contents:
     model_sha256: str
     model_size: int
 
+    def requirements_lock(self) -> str:
+        """The dependencies' wheels as a requirements file pinned by hash: ``--lock`` takes it and
+        installs exactly these again (airlock's own wheel is built from the checkout each time)."""
+        lines = []
+        for wheel, sha256 in sorted(self.wheel_hashes, key=lambda item: item[0].lower()):
+            name, version, _, _ = parse_wheel_filename(wheel)
+            if name != "airlock":
+                lines.append(f"{name}=={version} --hash=sha256:{sha256}")
+        return "".join(f"{line}\n" for line in lines)
+
 
 @dataclass(frozen=True)
 class BuiltImage:
@@ -138,4 +150,5 @@ class BuiltImage:
         data["layout"] = str(self.layout)
         data["reference"] = self.reference
         data["size"] = sum(layer.size for layer in self.layers)
+        data["requirements_lock"] = self.contents.requirements_lock()
         return data

@@ -70,13 +70,23 @@ def platform_tags(libc_version: str, machine: str) -> tuple[str, ...]:
     return tuple(tags)
 
 
-def build_airlock_wheel(source: Path, out: Path) -> Path:
-    """airlock's wheel from the checkout at ``source`` (pip's isolated build)."""
+def build_airlock_wheel(source: Path, out: Path, *, epoch: int) -> Path:
+    """airlock's wheel from the checkout at ``source``, built by pip from a clean copy of what makes
+    it (``src``, ``pyproject.toml``, README, licence): setuptools' in-tree ``build/`` keeps files
+    deleted from the checkout and would package them, and the checkout stays untouched. With
+    SOURCE_DATE_EPOCH the wheel's own dates are fixed, so the same source gives the same wheel."""
+    copy = out.parent / "airlock-source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    shutil.copytree(source / "src", copy / "src", ignore=ignore)
+    for path in (source / "pyproject.toml", source / "README.md", *source.glob("LICENSE*")):
+        if path.is_file():
+            shutil.copy2(path, copy / path.name)
     out.mkdir(parents=True, exist_ok=True)
     run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
-         "-w", str(out), str(source)],
+         "-w", str(out), str(copy)],
         step="building airlock's wheel",
+        env={"SOURCE_DATE_EPOCH": str(epoch)},
     )  # fmt: skip
     built = sorted(out.glob("airlock-*.whl"))
     if len(built) != 1:

@@ -31,7 +31,11 @@ CONTENTS = Contents(
     debian_packages=(("libc6:amd64", "2.36-9"), ("python3", "3.11.2-1")),
     python_version="3.11",
     python_packages=(("airlock", "0.1.0"), ("numpy", "2.4.6")),
-    wheel_hashes=(("numpy-2.4.6-cp311-cp311-manylinux_2_17_x86_64.whl", "ab" * 32),),
+    wheel_hashes=(
+        ("numpy-2.4.6-cp311-cp311-manylinux_2_17_x86_64.whl", "ab" * 32),
+        ("airlock-0.1.0-py3-none-any.whl", "ef" * 32),
+        ("Aiohttp-3.14.5-cp311-cp311-manylinux_2_17_x86_64.whl", "01" * 32),
+    ),
     llama_cpp_commit="0c1e57098bba43ac29e6e3b677cdceebdd22334f",
     llama_cpp_native="ON",
     model_file="SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -115,3 +119,6 @@ def test_summary_is_json_ready() -> None:
     assert data["size"] == 120
     assert data["contents"]["model_sha256"] == "cd" * 32
     assert data["layers"][0]["name"] == "debian"
+    assert data["requirements_lock"] == (
+        f"aiohttp==3.14.5 --hash=sha256:{'01' * 32}\nnumpy==2.4.6 --hash=sha256:{'ab' * 32}\n"
+    ), "sorted, airlock's own wheel left out (it is built from the checkout)"
