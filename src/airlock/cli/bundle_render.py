@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from airlock.bundle.airgap.verify import VerifyReport
-    from airlock.bundle.format.manifest import ImageInfo
+    from airlock.bundle.format.manifest import Bootstrap, ImageInfo
 
 PHASES = {
     "hash": "hashing",
@@ -148,3 +148,18 @@ def image_line(image: ImageInfo) -> str:
         f"[bold]{escape(image.reference)}[/] {image.digest[:19]}{index} {image.platform}, "
         f"{human(image.size)}{escape(cuda)}"
     )
+
+
+def bootstrap_lines(boot: Bootstrap, first: Path) -> list[str]:
+    """What pack prints of the bootstrap folder: where it is, the SHA256SUMS hash to compare, what to run."""
+    from airlock.bundle.format import layout
+
+    folder = first / layout.BOOTSTRAP_DIR
+    wheels = sum(1 for f in boot.files if f.path.endswith(".whl"))
+    sums = folder / layout.BOOTSTRAP_SUMS
+    return [
+        f"  airlock {escape(boot.airlock_version)} to bootstrap the other side: {escape(str(folder))}/ "
+        f"({counted(wheels, 'wheel')} for {escape(boot.target)})",
+        f"  [bold]SHA-256 of {layout.BOOTSTRAP_SUMS}: {boot.sums_sha256}[/]",
+        f"  [dim]there: {command('sha256sum', sums)} (compare), then {command('sh', folder / layout.BOOTSTRAP_SCRIPT)}[/]",
+    ]

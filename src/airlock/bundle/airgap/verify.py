@@ -213,7 +213,8 @@ def structure_problems(opened: OpenBundle, volumes: list[MountedVolume]) -> Stru
                 continue
             sound[v.number].append(e)
         problems += _sbom_problem(v, manifest, files)
-        listed = {e.path for e in entries} | set(layout.METADATA_FILES)
+        problems += _bootstrap_problems(v, manifest, files)
+        listed = {e.path for e in entries} | set(layout.METADATA_FILES) | _bootstrap_paths(v, manifest)
         for rel in sorted(files - listed):
             problems.append(
                 Problem("unlisted", f"volume {v.number}: {rel} is not listed in the manifest", v.number, rel)
@@ -248,6 +249,36 @@ def _sbom_problem(v: MountedVolume, manifest: Manifest, files: set[str]) -> list
             )
         ]
     return []
+
+
+def _bootstrap_paths(v: MountedVolume, manifest: Manifest) -> set[str]:
+    boot = manifest.bootstrap
+    if boot is None or boot.volume != v.number:
+        return set()
+    return {f"{layout.BOOTSTRAP_DIR}/{f.path}" for f in boot.files}
+
+
+def _bootstrap_problems(v: MountedVolume, manifest: Manifest, files: set[str]) -> list[Problem]:
+    """Each file of the first volume's bootstrap folder (--with-airlock) must be the one the manifest lists."""
+    boot = manifest.bootstrap
+    if boot is None or boot.volume != v.number:
+        return []
+    problems = []
+    for f in boot.files:
+        rel = f"{layout.BOOTSTRAP_DIR}/{f.path}"
+        path = v.root / rel
+        if rel not in files:
+            why = "is missing"
+        elif path.stat().st_size != f.size:
+            why = f"is {path.stat().st_size} bytes, not {f.size}"
+        elif hash_range(path, 0, f.size, follow=False) != f.sha256:
+            why = "does not match its SHA-256 in the manifest"
+        else:
+            continue
+        problems.append(
+            Problem("corrupt", f"volume {v.number}: {rel} {why} (airlock's bootstrap)", v.number, rel)
+        )
+    return problems
 
 
 def check_structure(opened: OpenBundle, volumes: list[MountedVolume]) -> None:

@@ -10,6 +10,9 @@ writes each volume as a folder under DIR; copy a volume folder (or its contents)
     │   ├── volume.json                    this volume: its number in the set and the index of what it
     │   │                                  holds, with hashes; equal to the manifest's entry (VOLUME_INDEX)
     │   ├── sbom.cdx.json                  CycloneDX SBOM; its sha256 is in the manifest (SBOM)
+    │   ├── bootstrap/                     first volume, ``pack --with-airlock``: airlock's wheels and
+    │   │                                  their dependencies, requirements.txt (pinned by hash),
+    │   │                                  bootstrap.sh and SHA256SUMS; listed in the manifest
     │   └── blobs/sha256/
     │       ├── <sha256>                   a whole blob, raw bytes: its name is its hash
     │       ├── <sha256>.zst               a whole blob stored as zstd frames (see compress.py)
@@ -47,6 +50,10 @@ SBOM: Final = "sbom.cdx.json"
 BLOBS_DIR: Final = "blobs/sha256"
 PARITY_DIR: Final = "parity"
 METADATA_FILES: Final = (MANIFEST, SIGNATURE, VOLUME_INDEX, SBOM)
+BOOTSTRAP_DIR: Final = "bootstrap"  # on the first volume only
+BOOTSTRAP_SUMS: Final = "SHA256SUMS"
+BOOTSTRAP_SCRIPT: Final = "bootstrap.sh"
+BOOTSTRAP_REQUIREMENTS: Final = "requirements.txt"
 VOLUME_PREFIX: Final = "vol-"
 ZSTD_SUFFIX: Final = ".zst"
 

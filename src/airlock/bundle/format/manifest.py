@@ -246,6 +246,39 @@ class SbomRef(FrozenModel):
     size: Size
 
 
+class BootstrapFile(FrozenModel):
+    """A file of ``bootstrap/``: a plain name (a wheel's own file name), no folder."""
+
+    path: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,200}$")
+    size: Size
+    sha256: Sha256
+
+
+class Bootstrap(FrozenModel):
+    """airlock itself on the first volume (``pack --with-airlock``), to install before anything is verified.
+
+    ``bootstrap/`` holds airlock's wheel and its dependencies for ``target``, a pip requirements file
+    pinning each by hash, ``bootstrap.sh`` and ``SHA256SUMS`` (every other file's hash, for plain
+    ``sha256sum -c``). ``sums_sha256`` is the SHA-256 of SHA256SUMS, which pack prints.
+    """
+
+    volume: Literal[1] = 1
+    target: str = Field(max_length=512, description="the platform and Python the wheels are for")
+    airlock_version: str = Field(max_length=64)
+    files: list[BootstrapFile]
+    sums_sha256: Sha256
+
+    @model_validator(mode="after")
+    def _names(self) -> Bootstrap:
+        names = [f.path for f in self.files]
+        if len(set(names)) != len(names):
+            raise ValueError("bootstrap: a file is listed twice")
+        sums = next((f for f in self.files if f.path == layout.BOOTSTRAP_SUMS), None)
+        if sums is None or sums.sha256 != self.sums_sha256:
+            raise ValueError(f"bootstrap: {layout.BOOTSTRAP_SUMS} is not listed with the hash recorded")
+        return self
+
+
 class Manifest(FrozenModel):
     format: Literal["airlock-bundle/1"] = layout.FORMAT
     created: str
@@ -259,6 +292,7 @@ class Manifest(FrozenModel):
     parity: Parity | None = None
     base: BaseRef | None = None
     sbom: SbomRef | None = None
+    bootstrap: Bootstrap | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -30,6 +30,7 @@ from airlock.bundle.format.manifest import (
     Artifact,
     BaseRef,
     Blob,
+    Bootstrap,
     Entry,
     FileEntry,
     Manifest,
@@ -49,12 +50,13 @@ from airlock.bundle.staging.writer import StoredSource, VolumeWriter, entry_path
 from airlock.common.fileio import DEFAULT_DISK, Disk, full_disk_named, write_atomic
 from airlock.common.progress import ProgressSink
 from airlock.common.threads import default_workers
-from airlock.errors import BundleError
+from airlock.errors import BundleError, SourceError
 from airlock.spec import Spec, load_spec
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from airlock.bundle.staging.bootstrap import MadeBootstrap
     from airlock.bundle.staging.delta import Base
 
 MIB = 1024 * 1024
@@ -86,6 +88,9 @@ class PackOptions:
     platform: str = "linux/amd64"  # images: the platform taken from a multi-platform index
     image_cache: Path | None = None  # images: default AIRLOCK_CACHE/images
     created: str | None = None  # default: now (UTC)
+    with_airlock: bool | None = None  # airlock itself, bootstrap/ (None: when wheels name a platform)
+    airlock_wheel: Path | None = None  # airlock's wheel to carry (default: built from this checkout)
+    bootstrap_cache: Path | None = None  # default: AIRLOCK_CACHE/bootstrap
     disk: Disk = DEFAULT_DISK
     progress: ProgressSink | None = None
 
@@ -116,6 +121,7 @@ class PackResult:
     kept_bytes: int  # already written into ``out`` by an earlier run, re-hashed and kept
     warnings: list[str]
     earlier_finished: bool = False  # ``out`` held a finished bundle (a manifest) before this run
+    bootstrap: Bootstrap | None = None  # airlock's own wheels on the first volume (--with-airlock)
 
 
 @contextlib.contextmanager
@@ -189,6 +195,7 @@ class _Assembled:
     base: BaseRef | None
     created: str
     sbom: bytes
+    bootstrap: MadeBootstrap | None = None
 
     def manifest(self, options: PackOptions, volumes: list[Volume], parity: Parity | None) -> Manifest:
         return Manifest(**self._fields(options), volumes=volumes, parity=parity)
@@ -208,6 +215,7 @@ class _Assembled:
             blobs=list(self.blobs.values()),
             base=self.base,
             sbom=SbomRef(sha256=_sha(self.sbom), size=len(self.sbom)),
+            bootstrap=self.bootstrap.record if self.bootstrap is not None else None,
         )
 
 
@@ -223,6 +231,7 @@ class _ManifestFields(TypedDict):
     blobs: list[Blob]
     base: BaseRef | None
     sbom: SbomRef
+    bootstrap: Bootstrap | None
 
 
 def _artifacts(
@@ -282,8 +291,13 @@ def _plan(
     sbom_size: int,
     options: PackOptions,
     parity_block: int | None,
+    bootstrap_size: int = 0,
 ) -> list[list[Placement]]:
-    """Place blobs, leaving each volume room for its metadata (manifest, index, signature, SBOM)."""
+    """Place blobs, leaving each volume room for its metadata (manifest, index, signature, SBOM).
+
+    The first volume's bootstrap folder (``--with-airlock``) is left room for on every volume: the
+    planner gives all volumes one capacity.
+    """
     if options.volume_size is None:
         return plan_volumes(items, UNLIMITED)
     reserve = 4096
@@ -301,7 +315,7 @@ def _plan(
             volumes += parity_placeholders(volumes, options.parity_percent, parity_block, options.chunk_size)
         manifest = draft.model_copy(update={"volumes": volumes})
         biggest_index = max(len(VolumeIndex.of(manifest, "0" * 64, v).to_bytes()) for v in volumes)
-        needed = len(manifest.to_bytes()) + biggest_index + sbom_size + 1024
+        needed = len(manifest.to_bytes()) + biggest_index + sbom_size + bootstrap_size + 1024
         if needed <= reserve:
             return placements
         reserve = needed + needed // 4 + 4096
@@ -379,6 +393,7 @@ def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
     )
     blobs, sources, items = _blobs(origins, skip, encoded)
     created = options.created or utc_now()
+    made = _bootstrap(loaded, options, state) if carries_airlock(loaded.spec, options) else None
     return _Assembled(
         spec=loaded.spec,
         artifacts=artifacts,
@@ -388,6 +403,7 @@ def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
         base=BaseRef(kind=base.kind, sha256=base.sha256) if base is not None else None,
         created=created,
         sbom=_sbom(artifacts, collected, created),
+        bootstrap=made,
     )
 
 
@@ -396,9 +412,11 @@ def _write(
 ) -> PackResult:
     """Place the blobs, write them and the parity volumes, then the signed manifest on every volume."""
     parity_block = _parity_block(options)
+    made = assembled.bootstrap
     placements = _plan(
-        assembled.items, assembled.blobs, assembled.draft(options), len(assembled.sbom), options, parity_block
-    )
+        assembled.items, assembled.blobs, assembled.draft(options), len(assembled.sbom), options, parity_block,
+        bootstrap_size=made.size if made is not None else 0,
+    )  # fmt: skip
     parity_count = _parity_count(len(placements), options) if parity_block else 0
     writer = VolumeWriter(
         options.out,
@@ -423,7 +441,7 @@ def _write(
     manifest = assembled.manifest(options, volumes, parity_model)
     key = loaded.key
     signature = sign(key, manifest.to_bytes(), MANIFEST_CONTEXT) if key is not None else None
-    packed = _write_metadata(options, manifest, signature, assembled.sbom)
+    packed = _write_metadata(options, manifest, signature, assembled.sbom, made)
     blobs = assembled.blobs.values()
     return PackResult(
         out=options.out,
@@ -441,6 +459,7 @@ def _write(
         kept_bytes=written.kept,
         warnings=loaded.warnings,
         earlier_finished=earlier_finished,
+        bootstrap=manifest.bootstrap,
     )
 
 
@@ -492,13 +511,16 @@ def _refuse_out_in_sources(spec: Spec, out: Path) -> None:
 
 
 def _write_metadata(
-    options: PackOptions, manifest: Manifest, signature: bytes | None, sbom: bytes
+    options: PackOptions, manifest: Manifest, signature: bytes | None, sbom: bytes, made: MadeBootstrap | None
 ) -> list[PackedVolume]:
-    """Each volume's SBOM, index and signature, then every manifest last: a volume with a manifest
-    belongs to a finished bundle. If anything fails, the manifests written are removed again."""
+    """The first volume's bootstrap folder, each volume's SBOM, index and signature, then every manifest
+    last: a volume with a manifest belongs to a finished bundle. If anything fails, the manifests written
+    are removed again."""
     data, bundle = manifest.to_bytes(), manifest.digest()
     roots = [options.out / v.name for v in manifest.volumes]
     written: list[Path] = []
+    if made is not None:
+        _write_bootstrap(roots[0] / layout.BOOTSTRAP_DIR, made, options.disk)
     try:
         for volume, root in zip(manifest.volumes, roots, strict=True):
             root.mkdir(parents=True, exist_ok=True)
@@ -526,6 +548,62 @@ def _write_metadata(
             )
         packed.append(PackedVolume(volume.number, root, volume.role, used, len(volume.entries)))
     return packed
+
+
+def _write_bootstrap(folder: Path, made: MadeBootstrap, disk: Disk) -> None:
+    """``bootstrap/``: exactly the files the manifest lists (anything else there is removed)."""
+    listed = {f.path for f in made.record.files}
+    if folder.is_dir():
+        for old in folder.iterdir():
+            if old.name not in listed:
+                old.unlink()
+    for name, path in made.wheels.items():
+        write_atomic(folder / name, path.read_bytes(), disk=disk)
+    for name, text in made.texts.items():
+        mode = 0o755 if name == layout.BOOTSTRAP_SCRIPT else 0o644
+        write_atomic(folder / name, text, disk=disk, mode=mode)
+
+
+def carries_airlock(spec: Spec, options: PackOptions) -> bool:
+    """Whether pack carries airlock itself: --with-airlock as given; by default, when the spec's wheels
+    name a target platform (the other side is then another machine, likely without airlock)."""
+    if options.with_airlock is not None:
+        return options.with_airlock
+    return spec.wheels is not None and bool(spec.wheels.platforms)
+
+
+def _bootstrap(loaded: _Loaded, options: PackOptions, state: Path) -> MadeBootstrap | None:
+    """airlock's wheel and its dependencies for the spec's wheels target, as the bootstrap folder.
+
+    Asked for (--with-airlock), a failure stops pack; on by default, it is a warning and the bundle
+    goes without airlock.
+    """
+    from airlock.bundle.staging.bootstrap import make_bootstrap
+    from airlock.bundle.staging.sources.airlock_self import SelfOptions, collect_airlock
+    from airlock.settings import Settings
+    from airlock.spec import WheelsSpec
+
+    try:
+        got = collect_airlock(
+            SelfOptions(
+                work_dir=state,
+                cache=options.bootstrap_cache or Settings.from_env().cache / "bootstrap",
+                target=loaded.spec.wheels or WheelsSpec(),
+                wheel=options.airlock_wheel,
+                python=options.pip_python,
+            )
+        )
+    except SourceError as exc:
+        if options.with_airlock:
+            raise
+        loaded.warnings.append(
+            f"airlock itself is not carried (on by default for a wheels platform): {exc.message}; "
+            "--with-airlock makes this an error, --without-airlock leaves it out quietly"
+        )
+        return None
+    return make_bootstrap(
+        got.wheels, target=got.target, python_version=got.python_version, airlock_version=__version__
+    )
 
 
 def _sha(data: bytes) -> str:
