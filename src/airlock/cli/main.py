@@ -36,6 +36,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from airlock import __version__
 from airlock.cli import bench as bench_cli
 from airlock.cli import bundle as bundle_cli
+from airlock.cli import doctor as doctor_cli
 from airlock.cli import image as image_cli
 from airlock.cli import keys as keys_cli
 from airlock.cli import plan as plan_cli
@@ -223,6 +224,7 @@ app.command("install")(bundle_cli.install_cmd)
 app.command("rebuild")(bundle_cli.rebuild_cmd)
 app.command("inventory")(store_cli.inventory_cmd)
 app.command("ls")(store_cli.ls_cmd)
+app.command("doctor")(doctor_cli.doctor)
 
 KEYGEN_RENAMED = "`airlock keygen` is now `airlock signing-key create`; the old name goes in the next release"
 
