@@ -153,6 +153,19 @@ def pack_cmd(
         str,
         typer.Option("--platform", help="Images: the OS/ARCH[/VARIANT] taken from a multi-platform index."),
     ] = "linux/amd64",
+    with_airlock: Annotated[
+        bool | None,
+        typer.Option(
+            "--with-airlock/--without-airlock",
+            help="Carry airlock itself (its wheels and a bootstrap script on the first volume) for the "
+            "wheels' target (default: when the spec's wheels name a platform).",
+            show_default=False,
+        ),
+    ] = None,
+    airlock_wheel: Annotated[
+        Path | None,
+        typer.Option("--airlock-wheel", help="airlock's wheel to carry (default: built from this checkout)."),
+    ] = None,
     workers: WorkersOpt = DEFAULT_WORKERS,
 ) -> None:
     """Pack the spec's models, wheels, files and container images into a signed bundle of volumes.
@@ -186,6 +199,8 @@ def pack_cmd(
                 hf_endpoint=hf_endpoint,
                 hf_cache=hf_cache,
                 platform=platform,
+                with_airlock=with_airlock,
+                airlock_wheel=airlock_wheel,
                 progress=progress,
             )
         )
@@ -225,6 +240,11 @@ def pack_cmd(
         out.print(
             "  [yellow]unsigned[/] (--no-sign): verify and install need --allow-unsigned", soft_wrap=True
         )
+    if result.bootstrap is not None:
+        from airlock.cli.bundle_render import bootstrap_lines
+
+        for line in bootstrap_lines(result.bootstrap, result.volumes[0].path):
+            out.print(line, soft_wrap=True)
 
 
 def _compression(value: str) -> Compression:
@@ -512,9 +532,7 @@ def rebuild_cmd(
             help="The number of a volume to rebuild (repeatable, up to the parity volumes).",
         ),
     ],
-    out_dir: Annotated[
-        Path, typer.Option("--out", "-o", help="Where to write them (a vol-NNNN/ for each).")
-    ],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where to write them (a vol-NNNN/ for each).")],
     trust: TrustOpt = None,
     allow_unsigned: UnsignedOpt = False,
     workers: WorkersOpt = DEFAULT_WORKERS,
