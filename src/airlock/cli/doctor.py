@@ -29,11 +29,15 @@ def doctor(
     ] = None,
     store: Annotated[
         Path | None,
-        typer.Option("--store", help="The model store (default: the spec's store:, else $AIRLOCK_HOME/store)."),
+        typer.Option(
+            "--store", help="The model store (default: the spec's store:, else $AIRLOCK_HOME/store)."
+        ),
     ] = None,
     bundle: Annotated[
         Path | None,
-        typer.Option("--bundle", help="A bundle (or one of its volumes) about to be installed: is there room?"),
+        typer.Option(
+            "--bundle", help="A bundle (or one of its volumes) about to be installed: is there room?"
+        ),
     ] = None,
     deep: Annotated[
         bool, typer.Option("--deep", help="Hash every file of the store (slow) instead of checking sizes.")
