@@ -151,7 +151,9 @@ def pack_cmd(
     ] = None,
     platform: Annotated[
         str,
-        typer.Option("--platform", help="Images: the OS/ARCH[/VARIANT] taken from a multi-platform index."),
+        typer.Option(
+            "--platform", help="Images: the OS/ARCH or OS/ARCH/VARIANT taken from a multi-platform index."
+        ),
     ] = "linux/amd64",
     with_airlock: Annotated[
         bool | None,
