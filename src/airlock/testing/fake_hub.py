@@ -28,7 +28,7 @@ import hashlib
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
@@ -97,7 +97,7 @@ class FakeHub:
         with self._lock:
             self.bytes_served += n
 
-    def add_repo(self, repo: str, files: dict[str, Content], *, ref: str = "main") -> str:
+    def add_repo(self, repo: str, files: Mapping[str, Content], *, ref: str = "main") -> str:
         """Add a commit holding ``files`` and point ``ref`` at it; return the commit id."""
         digest = hashlib.sha1(
             json.dumps(sorted((p, git_blob_id(d)) for p, d in files.items())).encode(), usedforsecurity=False

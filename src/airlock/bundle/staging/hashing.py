@@ -1,6 +1,6 @@
 """Hashing the files to pack, in parallel, with a cache so a re-run does not hash them again.
 
-The cache (``.airlock-pack/hashes.json``) keys each file by its absolute path and trusts a hash only
+The cache (``hashes.json`` in ``.OUT.airlock-pack/``, beside OUT) keys each file by its absolute path and trusts a hash only
 while the file's size, modification time, change time and inode are unchanged (what rsync and make
 rely on). Files are hashed on ``workers`` threads (``hashlib`` releases the GIL).
 """
