@@ -7,6 +7,7 @@ its dependencies and the bootstrap run in a fresh venv are tests/integration/tes
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import zipfile
@@ -101,6 +102,16 @@ def test_the_first_volume_carries_a_bootstrap_folder_the_manifest_lists(
     assert all(v.bytes <= 100_000 for v in with_airlock.volumes), "room was left for it"
     report = _verify(with_airlock.out, keys)
     assert report.ok, report.problems
+
+
+def test_the_sbom_lists_airlocks_own_wheels(with_airlock: PackResult) -> None:
+    sbom = json.loads((with_airlock.volumes[0].path / layout.SBOM).read_bytes())
+    (own,) = [c for c in sbom["components"] if c["bom-ref"].startswith("bootstrap:")]
+    assert (own["name"], own["version"], own["purl"]) == ("airlock", "0.1.0", "pkg:pypi/airlock@0.1.0")
+    boot = with_airlock.manifest.bootstrap
+    assert boot is not None
+    wheel = next(f for f in boot.files if f.path.endswith(".whl"))
+    assert own["hashes"] == [{"alg": "SHA-256", "content": wheel.sha256}]
 
 
 def test_plain_sha256sum_checks_every_other_file(with_airlock: PackResult) -> None:

@@ -402,7 +402,7 @@ def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
         items=items,
         base=BaseRef(kind=base.kind, sha256=base.sha256) if base is not None else None,
         created=created,
-        sbom=_sbom(artifacts, collected, created),
+        sbom=_sbom(artifacts, collected, created, made),
         bootstrap=made,
     )
 
@@ -616,10 +616,14 @@ def _volume_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
-def _sbom(artifacts: list[Artifact], collected: list[Collected], created: str) -> bytes:
+def _sbom(
+    artifacts: list[Artifact], collected: list[Collected], created: str, made: MadeBootstrap | None
+) -> bytes:
     from airlock.bundle.staging.sbom import build_sbom
 
-    return build_sbom(artifacts, collected, created=created)
+    wheels = made.wheels if made is not None else {}
+    bootstrap = [(f, wheels[f.path]) for f in made.record.files if f.path in wheels] if made else []
+    return build_sbom(artifacts, collected, created=created, bootstrap=bootstrap)
 
 
 def _encode(

@@ -4,7 +4,8 @@ licences where known.
 Models are ``machine-learning-model`` components with a ``pkg:huggingface`` purl (Hugging Face
 sources) and one ``file`` sub-component per file; wheels are ``library`` components with a
 ``pkg:pypi`` purl and the licence from their METADATA (``License-Expression``, ``License`` or the
-licence classifiers); plain files are ``file`` components; images are ``container`` components with a
+licence classifiers), and so are airlock's own wheels on the first volume (``--with-airlock``,
+``bootstrap:`` refs); plain files are ``file`` components; images are ``container`` components with a
 ``pkg:oci`` purl pinned by digest (and the repository URL and tag), their platform and CUDA requirement
 as properties, and one ``file`` sub-component per blob (manifest, config, each layer). The serial number is derived from the
 content, so packing the same inputs twice gives the same SBOM.
@@ -24,11 +25,12 @@ import email.parser
 import hashlib
 import uuid
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from airlock import __version__
-from airlock.bundle.format.manifest import Artifact, FileEntry, canonical_json
+from airlock.bundle.format.manifest import Artifact, BootstrapFile, FileEntry, canonical_json
 from airlock.bundle.staging.sources.base import Collected
 
 
@@ -97,27 +99,22 @@ def _model(artifact: Artifact) -> dict[str, Any]:
     return comp
 
 
+def _wheel(path: str, sha256: str, origin: Path | None, ref: str) -> dict[str, Any]:
+    meta = wheel_metadata(origin) if origin is not None else {}
+    comp: dict[str, Any] = {"type": "library", "bom-ref": ref, "name": meta.get("name") or path}
+    if meta.get("version"):
+        comp["version"] = meta["version"]
+        comp["purl"] = _purl_pypi(comp["name"], meta["version"])
+    comp["hashes"] = [{"alg": "SHA-256", "content": sha256}]
+    licenses = _licenses(meta.get("license_expression"), expression=True) or _licenses(meta.get("license"))
+    if licenses:
+        comp["licenses"] = licenses
+    comp["properties"] = [{"name": "airlock:file", "value": path}]
+    return comp
+
+
 def _wheels(artifact: Artifact, origins: dict[str, Path]) -> list[dict[str, Any]]:
-    comps = []
-    for f in artifact.files:
-        meta = wheel_metadata(origins[f.path]) if f.path in origins else {}
-        comp: dict[str, Any] = {
-            "type": "library",
-            "bom-ref": f"wheel:{f.path}",
-            "name": meta.get("name") or f.path,
-        }
-        if meta.get("version"):
-            comp["version"] = meta["version"]
-            comp["purl"] = _purl_pypi(comp["name"], meta["version"])
-        comp["hashes"] = _hashes(f)
-        licenses = _licenses(meta.get("license_expression"), expression=True) or _licenses(
-            meta.get("license")
-        )
-        if licenses:
-            comp["licenses"] = licenses
-        comp["properties"] = [{"name": "airlock:file", "value": f.path}]
-        comps.append(comp)
-    return comps
+    return [_wheel(f.path, f.sha256, origins.get(f.path), f"wheel:{f.path}") for f in artifact.files]
 
 
 def _image(artifact: Artifact) -> dict[str, Any]:
@@ -157,9 +154,19 @@ def _image(artifact: Artifact) -> dict[str, Any]:
     }
 
 
-def build_sbom(artifacts: list[Artifact], collected: list[Collected], *, created: str) -> bytes:
+def build_sbom(
+    artifacts: list[Artifact],
+    collected: list[Collected],
+    *,
+    created: str,
+    bootstrap: Sequence[tuple[BootstrapFile, Path]] = (),
+) -> bytes:
+    """``bootstrap``: airlock's own wheels on the first volume (``--with-airlock``), with where each is read."""
     origins = {c.name: {f.path: f.origin for f in c.files} for c in collected}
-    components: list[dict[str, Any]] = []
+    components: list[dict[str, Any]] = [
+        {**_wheel(f.path, f.sha256, origin, f"bootstrap:{f.path}"), "scope": "required"}
+        for f, origin in bootstrap
+    ]
     for artifact in artifacts:
         if artifact.kind == "model":
             components.append(_model(artifact))
