@@ -130,7 +130,11 @@ def check_routes(host: Host, site: list[Network]) -> list[Check]:
             and not _local_only(r.destination)
             and not _inside(r.destination, site)
         ]
-        public = [r for r in routes if not r.is_default and not site and r.destination.is_global]
+        public = [
+            r
+            for r in routes
+            if not r.is_default and not site and not _local_only(r.destination) and r.destination.is_global
+        ]
         bad_defaults = [r for r in defaults if r not in blessed]
         if bad_defaults:
             checks.append(
