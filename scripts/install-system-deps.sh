@@ -9,6 +9,7 @@
 #   docker-registry     the CNCF distribution registry: the tests' public and internal registries
 #   docker.io           dockerd: install --docker and airlock's own image, tested for real
 #   mmdebstrap          a Debian root file system for `airlock image build` (no base image is pulled)
+#   postgresql          the gateway's shared state (gateway.database), tested against a real server
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -22,6 +23,7 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
