@@ -107,3 +107,31 @@ def test_cli_json_and_exit_code(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: --probe 'example.com:443': give an IP address")
+
+
+def test_docs_name_every_check(tmp_path: Path, host: RecordedHost) -> None:
+    """docs/doctor.md has a row for each check a report can hold (names with their variable part spelled out)."""
+    import re
+
+    doc = (Path(__file__).parents[3] / "docs" / "doctor.md").read_text(encoding="utf-8")
+    spec = tmp_path / "airlock.yaml"
+    spec.write_text(
+        "hardware: {gpu: h100-80gb, count: 4, driver: 570.86.15}\n"
+        "models:\n  - name: m\n    hf: {repo: org/m}\n    engine: {kind: vllm, tensor_parallel_size: 8}\n"
+    )
+    host.with_gpus("a100-mig").with_docker("docker_info_runc.json")
+    reports = [
+        run_doctor(DoctorOptions(spec=spec, probes=("127.0.0.1:9",)), host, settings(tmp_path)),
+        run_doctor(DoctorOptions(deep=True), RecordedHost(), settings(tmp_path)),
+    ]
+    names = {c.name for r in reports for c in r.checks}
+    spelled = {
+        re.sub(
+            r"^(mig gpu|port) \d+$",
+            r"\1 N",
+            re.sub(r"^probe .*", "probe IP:PORT", re.sub(r"^parallelism .*", "parallelism MODEL", n)),
+        )
+        for n in names
+    }
+    missing = sorted(n for n in spelled if f"`{n}`" not in doc)
+    assert missing == []
