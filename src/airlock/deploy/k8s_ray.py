@@ -106,18 +106,23 @@ def ray_command(engine: EngineService) -> tuple[str, ...]:
     return engine.command
 
 
+def gpu_wait(total: int) -> str:
+    """Python, run on the head: connect to its Ray and return once the cluster has ``total`` GPUs."""
+    return (
+        "import time\n"
+        "import ray\n"
+        'ray.init(address="auto", logging_level="ERROR")\n'
+        f'while ray.cluster_resources().get("GPU", 0) < {total}:\n'
+        "    time.sleep(5)\n"
+    )
+
+
 def head_script(engine: EngineService, split: RaySplit) -> str:
     """The head container's shell: Ray in the background, every node's GPUs awaited, then vLLM in front.
 
     ``exec`` makes vLLM the container's main process: when it exits the pod restarts; when Ray dies
     vLLM's next call to it fails and does the same."""
     total = split.nodes * split.gpus_per_node
-    wait = (
-        "import ray, sys, time\n"
-        "ray.init(address='auto', logging_level='ERROR')\n"
-        f"while ray.cluster_resources().get('GPU', 0) < {total}:\n"
-        "    time.sleep(5)\n"
-    )
     vllm = shlex.join(("python3", "-m", "vllm.entrypoints.openai.api_server", *ray_command(engine)))
     return "\n".join(
         (
@@ -126,7 +131,7 @@ def head_script(engine: EngineService, split: RaySplit) -> str:
             "$KUBERAY_GEN_RAY_START_CMD &",
             f"until ray health-check --address 127.0.0.1:{RAY_PORTS['gcs']} >/dev/null 2>&1; do sleep 2; done",
             f"echo 'airlock: waiting for {total} GPUs on {split.nodes} Ray nodes'",
-            f"python3 -c {shlex.quote(wait)}",
+            f"python3 -c {shlex.quote(gpu_wait(total))}",
             f"exec {vllm}",
         )
     )
