@@ -72,7 +72,7 @@ def check_docker(host: Host, required: bool) -> tuple[list[Check], dict[str, Any
         if "permission denied" in why.lower():
             fix = "run doctor (and serve) as a user in the docker group, or as root"
         return [
-            Check("docker", "fail", f"docker client {client}; the daemon does not answer: {why}", fix)
+            Check("docker", missing, f"docker client {client}; the daemon does not answer: {why}", fix)
         ], None
     runtimes = sorted(info.get("Runtimes") or {})
     detail = (

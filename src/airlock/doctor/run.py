@@ -17,6 +17,7 @@ from airlock.doctor.network import (
     check_resolver,
     check_routes,
     parse_networks,
+    parse_probe,
 )
 from airlock.settings import Settings
 from airlock.spec import Spec, load_spec
@@ -33,11 +34,8 @@ def run_doctor(
     settings = settings or Settings.from_env(host.environ())
     spec: Spec | None = load_spec(options.spec) if options.spec is not None else None
     site = parse_networks(options.site_networks)
-    if options.probes:
-        from airlock.doctor.network import parse_probe
-
-        for probe in options.probes:
-            parse_probe(probe)
+    for probe in options.probes:  # bad input is refused before anything is checked
+        parse_probe(probe)
     store = Store(options.store or (spec.store if spec and spec.store else settings.store))
     db: StoreDb | None = store.load_db() if store.exists() else None
 
