@@ -689,6 +689,16 @@ def write_k8s(deployment: Deployment, options: K8sOptions) -> K8sResult:
     )
 
 
+def workload_images(obj: Obj) -> tuple[str, ...]:
+    """The images a Deployment's or RayCluster's containers run, each once."""
+    spec = obj["spec"]
+    if obj["kind"] == "RayCluster":
+        pods = [spec["headGroupSpec"]["template"], *(g["template"] for g in spec.get("workerGroupSpecs", []))]
+    else:
+        pods = [spec["template"]]
+    return tuple(dict.fromkeys(c["image"] for p in pods for c in p["spec"]["containers"]))
+
+
 def _earlier_resources(path: Path) -> set[str]:
     """The files an earlier render listed (plain names in the folder only: nothing else is removed)."""
     try:
