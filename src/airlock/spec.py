@@ -71,6 +71,12 @@ class GatewaySpec(FrozenModel):
     request_timeout_s: float = Field(600.0, gt=0)
     metrics_auth: bool = True
     audit_log: Path | None = Field(None, description="append one JSON line per request to this file")
+    database: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description="where keys, limits and usage live: postgresql://... shared by several gateways "
+        "(default: SQLite, keys.db under AIRLOCK_HOME)",
+    )
     require_all_engines: bool = Field(
         False, description="fail serve if any model fails its first start (as --require-all)"
     )
