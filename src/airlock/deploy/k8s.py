@@ -384,7 +384,7 @@ def _engine_objects(ctx: _Ctx, engine: EngineService, split: RaySplit | None) ->
 def _ray_objects(ctx: _Ctx, engine: EngineService, split: RaySplit) -> list[Obj]:
     name = cluster_name(engine)
     pod = _engine_pod(ctx, engine, split.gpus_per_node)
-    worker = {**pod, "containers": [_without_probes(pod["containers"][0])]}
+    worker = {**pod, "containers": [_worker_container(pod["containers"][0], engine)]}
     cluster = ray_cluster(
         engine,
         split,
@@ -397,9 +397,11 @@ def _ray_objects(ctx: _Ctx, engine: EngineService, split: RaySplit) -> list[Obj]
     return [cluster, _service(ctx, engine.name, "engine", head, engine.port, "ClusterIP")]
 
 
-def _without_probes(container: Obj) -> Obj:
-    """A Ray worker serves no HTTP: KubeRay gives it Ray's own health probes."""
-    return {k: v for k, v in container.items() if not k.endswith("Probe") and k != "ports"}
+def _worker_container(container: Obj, engine: EngineService) -> Obj:
+    """A Ray worker serves no HTTP: no ports, no key, and KubeRay gives it Ray's own health probes."""
+    out = {k: v for k, v in container.items() if not k.endswith("Probe") and k != "ports"}
+    out["env"] = [e for e in container["env"] if e["name"] != engine.api_key_env]
+    return out
 
 
 def _gateway_objects(ctx: _Ctx) -> list[Obj]:
@@ -648,8 +650,24 @@ def _earlier_key(path: Path) -> str | None:
     return None
 
 
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML for people and kubectl: no anchors for shared parts, scripts as literal blocks."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 def _dump(objects: list[Obj]) -> bytes:
-    return "---\n".join(yaml.safe_dump(o, sort_keys=False, width=1_000_000) for o in objects).encode()
+    docs = (yaml.dump(o, Dumper=_Dumper, sort_keys=False, width=1_000_000) for o in objects)
+    return "---\n".join(docs).encode()
 
 
 def write_k8s(deployment: Deployment, options: K8sOptions) -> K8sResult:

@@ -140,6 +140,11 @@ def head_script(engine: EngineService, split: RaySplit) -> str:
 WORKER_SCRIPT = "ulimit -n 65536 || true; exec $KUBERAY_GEN_RAY_START_CMD"
 
 
+def _rest(container: dict[str, Any]) -> dict[str, Any]:
+    """A container's fields but those the RayCluster sets itself."""
+    return {k: v for k, v in container.items() if k not in ("name", "command", "args", "ports")}
+
+
 def ray_cluster(
     engine: EngineService,
     split: RaySplit,
@@ -152,8 +157,8 @@ def ray_cluster(
     """The RayCluster object. ``head`` and ``worker`` are pod specs whose first container is Ray's
     (image, environment, GPUs, mounts, probes set by the caller); this adds the commands and ports."""
     head_container = {
-        **head["containers"][0],
         "name": "ray-head",
+        **_rest(head["containers"][0]),
         "command": ["/bin/bash", "-c", "--"],
         "args": [head_script(engine, split)],
         "ports": [
@@ -162,8 +167,8 @@ def ray_cluster(
         ],
     }
     worker_container = {
-        **worker["containers"][0],
         "name": "ray-worker",
+        **_rest(worker["containers"][0]),
         "command": ["/bin/bash", "-c", "--"],
         "args": [WORKER_SCRIPT],
     }

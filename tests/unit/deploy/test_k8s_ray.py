@@ -19,7 +19,7 @@ import kubernetes_validate  # type: ignore[import-untyped]  # no stubs, no py.ty
 import pytest
 import yaml
 
-from airlock.deploy.k8s import NEWEST_K8S, OLDEST_K8S
+from airlock.deploy.k8s import NEWEST_K8S, OLDEST_K8S, K8sOptions, write_k8s
 from airlock.deploy.k8s_ray import OVERWRITE_CMD, RaySplit, flag_value, gpu_wait, head_script, ray_split
 from airlock.deploy.model import DeployError
 
@@ -102,6 +102,7 @@ def test_pp2_over_two_nodes_gives_a_raycluster(raycluster_validator: jsonschema.
     (wc,) = worker["containers"]
     assert hc["name"] == "ray-head" and wc["name"] == "ray-worker"
     assert wc["args"] == ["ulimit -n 65536 || true; exec $KUBERAY_GEN_RAY_START_CMD"]
+    assert "VLLM_API_KEY" in {e["name"] for e in hc["env"]} - {e["name"] for e in wc["env"]}
     assert "startupProbe" not in wc and "readinessProbe" not in wc  # KubeRay's own probes check the raylet
     assert hc["startupProbe"]["httpGet"]["path"] == "/health"
     assert {p["name"]: p["containerPort"] for p in hc["ports"]} == {
@@ -171,3 +172,17 @@ def test_head_script_is_valid_shell_and_refuses_another_executor() -> None:
     mp = vllm_engine(tp=2, pp=2, command=(*engine.command, "--distributed-executor-backend", "mp"))
     with pytest.raises(DeployError, match="--distributed-executor-backend mp cannot span nodes"):
         render(deployment(mp), gpus_per_node=2)
+
+
+def test_the_file_is_plain_yaml_with_the_script_as_a_block(tmp_path: Path) -> None:
+    result = write_k8s(
+        deployment(vllm_engine(tp=2, pp=2)), K8sOptions(out=tmp_path, store_size=1, gpus_per_node=2)
+    )
+    assert result.ray_clusters == ("engine-llama",)
+    text = (tmp_path / "engine-llama.yaml").read_text()
+    assert "&id" not in text and "*id" not in text  # no anchors: the head and workers share parts
+    assert "args:\n          - |-\n            set -eu\n" in text
+    cluster, _service = yaml.safe_load_all(text)
+    assert cluster == find(
+        render(deployment(vllm_engine(tp=2, pp=2)), gpus_per_node=2), "RayCluster", "engine-llama"
+    )
