@@ -71,6 +71,19 @@ class GatewaySpec(FrozenModel):
     request_timeout_s: float = Field(600.0, gt=0)
     metrics_auth: bool = True
     audit_log: Path | None = Field(None, description="append one JSON line per request to this file")
+    audit_max_bytes: ByteSize = Field(
+        ByteSize(100 * _MIB), gt=0, description="rotate the audit log when it passes this size"
+    )
+    audit_keep: int = Field(0, ge=0, description="rotated audit files to keep; 0 keeps them all")
+    audit_text: Literal["off", "sha256", "full"] = Field(
+        "sha256", description="prompt and response in the audit log: off, their SHA-256, or in full"
+    )
+    audit_flush_ms: int = Field(
+        100, ge=1, le=10_000, description="fsync the audit log at least this often (what a crash can lose)"
+    )
+    audit_fail_open: bool = Field(
+        False, description="serve on when the audit log cannot be written (default: refuse with 503)"
+    )
     database: str | None = Field(
         None,
         pattern=r"^postgres(ql)?://",
@@ -96,6 +109,9 @@ class LlamaCppEngineSpec(_EngineBase):
     parallel: int = Field(4, ge=1, le=256, description="slots for continuous batching (--parallel)")
     ctx_size: int = Field(8192, ge=0, description="total context over all slots (-c); 0: the model's")
     threads: int | None = Field(None, ge=1)
+    embeddings: bool = Field(
+        False, description="an embedding model: serve /v1/embeddings (--embeddings), not chat"
+    )
     startup_timeout_s: float = Field(120.0, gt=0)
 
     _paths = field_validator("binary")(_resolve)

@@ -82,6 +82,8 @@ def llamacpp_engine(
     ]  # fmt: skip
     if engine.threads is not None:
         argv += ["--threads", str(engine.threads)]
+    if engine.embeddings:
+        argv.append("--embeddings")
     argv += engine.args
     return EngineConfig(
         name=model.name,
