@@ -145,7 +145,7 @@ def build_deployment(options: DeployOptions) -> Deployment:
     for check in checks:
         if check.plan is not None and check.plan.problems:
             warnings.append(f"model {check.model!r}: {check.message} (rendered with --force)")
-    db = _load_db(store)
+    db = store_db(store)
     engines: list[EngineService] = []
     names: set[str] = set()
     next_gpu = 0
@@ -198,7 +198,7 @@ def project_name(name: str) -> str:
     return cleaned or "airlock"
 
 
-def _load_db(store: Path) -> StoreDb:
+def store_db(store: Path) -> StoreDb:
     from airlock.store.store import Store
 
     if not (store / ".airlock").exists():
@@ -301,19 +301,27 @@ def image_for(db: StoreDb, store: Path, reference: str, what: str) -> tuple[str,
     return location, _config_digest(store, image)
 
 
-def _gateway_image(db: StoreDb, store: Path, reference: str | None) -> tuple[str, str | None]:
-    """airlock's own image: the one named, else the store's newest image whose repository is airlock."""
+def named_image(
+    db: StoreDb, store: Path, reference: str | None, repository: str, what: str, option: str
+) -> tuple[str, str | None]:
+    """An image by the reference given, else the store's newest installed image whose repository's
+    last segment is ``repository`` (``airlock``, ``prometheus``): how deploy finds its own images."""
     if reference is not None:
-        return image_for(db, store, reference, "the gateway")
-    ours = [i for i in db.images if i.repository.rsplit("/", 1)[-1] == AIRLOCK_REPOSITORY and i.targets]
-    if not ours:
+        return image_for(db, store, reference, what)
+    found = [i for i in db.images if i.repository.rsplit("/", 1)[-1] == repository and i.targets]
+    if not found:
         raise DeployError(
-            f"airlock's own image is not in the store {store} (no installed image named {AIRLOCK_REPOSITORY})",
-            hint="build it with `airlock image build`, pack it (images: in the spec) and install it "
-            "with `airlock install DIR --registry HOST:PORT` (or --docker); or name it with --gateway-image",
+            f"{what}: no image named {repository} is installed in the store {store}",
+            hint="list it in the spec's images:, pack it and install the bundle with "
+            f"`airlock install DIR --registry HOST:PORT` (or --docker); or name it with {option}",
         )
-    newest = max(ours, key=lambda i: i.installed)
-    return image_for(db, store, newest.reference, "the gateway")
+    newest = max(found, key=lambda i: i.installed)
+    return image_for(db, store, newest.reference, what)
+
+
+def _gateway_image(db: StoreDb, store: Path, reference: str | None) -> tuple[str, str | None]:
+    """airlock's own image (``airlock image build``): the one named, else the store's newest airlock."""
+    return named_image(db, store, reference, AIRLOCK_REPOSITORY, "airlock's own image", "--gateway-image")
 
 
 # -- engines -----------------------------------------------------------------------------------------
