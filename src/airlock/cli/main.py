@@ -36,6 +36,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from airlock import __version__
 from airlock.cli import bench as bench_cli
 from airlock.cli import bundle as bundle_cli
+from airlock.cli import deploy as deploy_cli
 from airlock.cli import doctor as doctor_cli
 from airlock.cli import image as image_cli
 from airlock.cli import keys as keys_cli
@@ -216,6 +217,7 @@ app.add_typer(signing_key_app, name="signing-key")
 app.add_typer(bench_cli.app, name="bench")
 app.add_typer(spec_cli.app, name="spec")
 app.add_typer(image_cli.app, name="image")
+app.add_typer(deploy_cli.app, name="deploy")
 app.command("serve")(serve_cli.serve)
 app.command("plan")(plan_cli.plan_cli)
 app.command("pack")(bundle_cli.pack_cmd)
