@@ -8,6 +8,7 @@ Routes (nothing else reaches users, whatever the engines expose)::
     GET  /version                 airlock's and the engines' versions
     GET  /v1/models               ready models, under airlock's names and aliases, that the key may use
     GET  /v1/models/{name}
+    GET  /openapi.json            an OpenAPI 3.1 description of these routes; no key
     POST /v1/chat/completions     \\
     POST /v1/completions           > validated, routed by "model", streamed through when asked
     POST /v1/embeddings           /
@@ -16,6 +17,7 @@ Routes (nothing else reaches users, whatever the engines expose)::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -40,13 +42,15 @@ from airlock.gateway.asgi import (
     send_json,
     until_disconnect,
 )
-from airlock.gateway.audit import AuditLog
+from airlock.gateway.audit import AuditConfig, AuditLog, ModelIdentity, identity_fields, text_digest
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
+from airlock.gateway.limits import EngineGates, Limiter
 from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.proxy import Outcome, forward
 from airlock.gateway.routing import Route, Router
-from airlock.gateway.validation import parse_json_object, validate_request
+from airlock.gateway.openapi import openapi_document
+from airlock.gateway.validation import check_model_kind, parse_json_object, validate_request
 from airlock.spec import GatewaySpec
 
 log = logging.getLogger("airlock.gateway")
@@ -62,7 +66,17 @@ NO_KEY = "-"
 
 
 class _Request:
-    __slots__ = ("_send", "key", "model", "request_id", "responded", "started", "usage")
+    __slots__ = (
+        "_send",
+        "audit",
+        "key",
+        "model",
+        "request_id",
+        "responded",
+        "response_hash",
+        "started",
+        "usage",
+    )
 
     def __init__(self, send: Send) -> None:
         self.started = time.perf_counter()
@@ -71,12 +85,16 @@ class _Request:
         self.request_id = uuid.uuid4().hex
         self.responded = False
         self.usage: dict[str, Any] | None = None
+        self.audit: dict[str, Any] = {}  # what the audit line adds: engine, weights, text hashes
+        self.response_hash: Any = None  # a hashlib object while the response body is hashed for it
         self._send = send
 
     async def send(self, message: Message) -> None:
         """ASGI send that remembers whether the status line went out (an error then cannot be sent)."""
         if message["type"] == "http.response.start":
             self.responded = True
+        elif self.response_hash is not None:
+            self.response_hash.update(message.get("body", b""))
         await self._send(message)
 
     @property
@@ -86,14 +104,31 @@ class _Request:
 
 class Gateway:
     def __init__(
-        self, spec: GatewaySpec, router: Router, keys: KeyCache | None, metrics: GatewayMetrics
+        self,
+        spec: GatewaySpec,
+        router: Router,
+        keys: KeyCache | None,
+        metrics: GatewayMetrics,
+        identities: dict[str, ModelIdentity] | None = None,
     ) -> None:
         self.spec = spec
         self.router = router
         self.keys = keys
         self.metrics = metrics
+        self.limits = Limiter(keys, metrics.registry) if keys is not None else None
+        self.gates = EngineGates(metrics.registry)
         self.session: aiohttp.ClientSession | None = None
-        self.audit = AuditLog(spec.audit_log) if spec.audit_log is not None else None
+        self.identities = identities or {}
+        self.audit = (
+            AuditLog(
+                AuditConfig(
+                    spec.audit_log, max_bytes=int(spec.audit_max_bytes), keep=spec.audit_keep,
+                    text=spec.audit_text, flush_ms=spec.audit_flush_ms,
+                )
+            )
+            if spec.audit_log is not None
+            else None
+        )  # fmt: skip
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=spec.request_timeout_s)
         self._routes: dict[tuple[str, str], tuple[Handler, bool]] = {
             ("GET", "/health"): (self._health, False),
@@ -101,6 +136,7 @@ class Gateway:
             ("GET", "/metrics"): (self._metrics, spec.metrics_auth),
             ("GET", "/version"): (self._version, True),
             ("GET", "/v1/models"): (self._models, True),
+            ("GET", "/openapi.json"): (self._openapi, False),
         }
         for path in _GENERATION:
             self._routes[("POST", path)] = (self._generate, True)
@@ -129,12 +165,17 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=60)
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         if self.audit is not None:
-            self.audit.open()
+            await self.audit.start()
+        openapi_document(self.spec)  # built once (pydantic's schemas take ~0.1 s), not on a request
+        if self.limits is not None:
+            await self.limits.start()  # opens the key store: one that cannot be opened fails the start
         if self.keys is None:
             # `airlock serve` says so on its own line; a log line here would repeat it in log format
             log.debug("authentication is OFF: anyone who reaches this port can use every model")
 
     async def shutdown(self) -> None:
+        if self.limits is not None:
+            await self.limits.close()
         if self.audit is not None:
             await self.audit.close()
         if self.session is not None:
@@ -157,7 +198,9 @@ class Gateway:
                 raise self._no_route(method, path)
             handler, needs_key = entry
             if needs_key and self.keys is not None:
-                request.key = self.keys.authenticate(header(scope, b"authorization"))
+                request.key = await self.keys.authenticate(header(scope, b"authorization"), path)
+            if self.audit is not None and not self.audit.healthy and path.startswith("/v1/"):
+                self._refuse_unaudited(self.audit)
             status = await handler(scope, receive, send, request)
         except APIError as err:
             status = err.status
@@ -180,16 +223,31 @@ class Gateway:
             if self.audit is not None:
                 self._audit(self.audit, scope, route, status, elapsed, request)
 
+    def _refuse_unaudited(self, audit: AuditLog) -> None:
+        """Fail closed: no model request is served that the audit log cannot record."""
+        if self.spec.audit_fail_open:
+            return
+        raise APIError(
+            503,
+            f"{audit.reason}; requests are refused until it can be (the operator must fix it)",
+            code="audit_unavailable",
+            headers={"Retry-After": "5"},
+        )
+
     @staticmethod
     def _audit(
         audit: AuditLog, scope: Scope, route: str, status: int, elapsed: float, request: _Request
     ) -> None:
         usage = request.usage or {}
         client = scope.get("client")
-        audit.write(
+        key = request.key
+        if request.response_hash is not None:
+            request.audit["response_sha256"] = "sha256:" + request.response_hash.hexdigest()
+        audit.record(
             {
-                "ts": round(time.time(), 3),
-                "id": request.request_id,
+                "event": "request",
+                "request_id": request.request_id,
+                "key_id": key.key_id if key is not None else None,
                 "key": request.key_label,
                 "client": client[0] if client else None,
                 "method": scope["method"],
@@ -199,6 +257,7 @@ class Gateway:
                 "ms": round(elapsed * 1000, 1),
                 "prompt_tokens": usage.get("prompt_tokens"),
                 "completion_tokens": usage.get("completion_tokens"),
+                **request.audit,
             }
         )
 
@@ -228,9 +287,18 @@ class Gateway:
             for rt in self.router.runtimes
         }
         ready = all(e["state"] == "ready" for e in engines.values())
+        body: dict[str, Any] = {"ready": ready, "engines": engines}
+        if self.audit is not None:
+            body["audit"] = "ok" if self.audit.healthy else self.audit.reason
+            ready = ready and (self.audit.healthy or self.spec.audit_fail_open)
+            body["ready"] = ready
         status = 200 if ready else 503
-        await send_json(send, status, {"ready": ready, "engines": engines})
+        await send_json(send, status, body)
         return status
+
+    async def _openapi(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
+        await send_json(send, 200, openapi_document(self.spec))
+        return 200
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
         body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.metrics.registry)
@@ -289,7 +357,10 @@ class Gateway:
 
     async def _generate(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
         kind = _GENERATION[scope["path"]]
-        data = parse_json_object(await read_body(scope, receive, int(self.spec.max_body_bytes)))
+        raw = await read_body(scope, receive, int(self.spec.max_body_bytes))
+        data = parse_json_object(raw)
+        if self.audit is not None:
+            self._audit_text(request, raw, data)
         validated = validate_request(
             kind, data, max_tokens_limit=self.spec.max_tokens_limit, max_n=self.spec.max_n
         )
@@ -297,9 +368,11 @@ class Gateway:
         route = self.router.resolve(model, request.key)
         request.model = route.name
         runtime = route.runtime
+        config = runtime.config
+        request.audit.update(engine=config.kind, **identity_fields(self.identities.get(route.name)))
+        check_model_kind(kind, route.name, config)
         if not runtime.ready:
             raise self._unavailable(route)
-        config = runtime.config
         stream = bool(getattr(validated, "stream", False)) and kind in _STREAMABLE
         data["model"] = config.upstream_model
         drop_usage_only = False
@@ -314,11 +387,14 @@ class Gateway:
             headers["Authorization"] = f"Bearer {config.api_key}"
         if self.session is None:
             raise RuntimeError("the gateway was not started (ASGI lifespan)")
+        lease = await self.limits.admit(request.key, kind, data) if self.limits and request.key else None
         outcome = Outcome()
         try:
             await until_disconnect(
                 receive,
-                forward(
+                self.gates.run(
+                    route.name,
+                    forward,
                     self.session,
                     config.base_url + scope["path"],
                     orjson.dumps(data),
@@ -336,15 +412,52 @@ class Gateway:
                 self.metrics.ttft.labels(route.name).observe(outcome.first_byte_s)
             self.metrics.tokens(route.name, request.key_label, outcome.usage)
             request.usage = outcome.usage
+            if lease is not None and self.limits is not None:
+                await self.limits.settle(lease, outcome.usage, started=outcome.first_byte_s is not None)
         return outcome.status
+
+    def _audit_text(self, request: _Request, raw: bytes, data: dict[str, Any]) -> None:
+        """The prompt and the answer in the audit line: their SHA-256 (the bytes as received and as
+        sent), in full, or not at all (``gateway.audit_text``)."""
+        mode = self.spec.audit_text
+        if mode == "sha256":
+            request.audit["request_sha256"] = text_digest(raw)
+            request.response_hash = hashlib.sha256()
+        elif mode == "full":
+            request.audit["request_body"] = raw.decode("utf-8", errors="replace")
+            request.response_hash = _Collect(request.audit)
+
+
+class _Collect:
+    """Keeps the response body for an audit line with ``audit_text: full`` (hashlib's interface)."""
+
+    def __init__(self, into: dict[str, Any]) -> None:
+        self._into = into
+        self._parts: list[bytes] = []
+
+    def update(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def hexdigest(self) -> str:
+        body = b"".join(self._parts)
+        self._into["response_body"] = body.decode("utf-8", errors="replace")
+        return hashlib.sha256(body).hexdigest()
 
 
 def create_app(
-    spec: GatewaySpec, router: Router, keys: KeyCache | None, metrics: GatewayMetrics | None = None
+    spec: GatewaySpec,
+    router: Router,
+    keys: KeyCache | None,
+    metrics: GatewayMetrics | None = None,
+    *,
+    identities: dict[str, ModelIdentity] | None = None,
 ) -> Gateway:
-    """Build the gateway. ``keys=None`` turns authentication off (only with an explicit ``--no-auth``)."""
+    """Build the gateway. ``keys=None`` turns authentication off (only with an explicit ``--no-auth``).
+
+    ``identities``: each model's weights as the audit names them (``audit.model_identities`` of the
+    store's models); a model without one is audited without ``weights``."""
     if metrics is None:
         metrics = GatewayMetrics(
             lambda: [(rt.config.name, rt.config.kind, rt.ready, rt.restarts) for rt in router.runtimes]
         )
-    return Gateway(spec, router, keys, metrics)
+    return Gateway(spec, router, keys, metrics, identities)
