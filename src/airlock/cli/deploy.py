@@ -144,3 +144,94 @@ def compose_cmd(
             f"{escape(str(rendered.compose_file))} run --rm --no-deps gateway keys create NAME"
         )
     out.print(str(rendered.compose_file), markup=False)
+
+
+@app.command("k8s")
+def k8s_cmd(
+    spec: SpecArg,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="The folder for the manifests and kustomization.yaml.")
+    ],
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="The namespace (default: the spec's folder name).")
+    ] = None,
+    gpus_per_node: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus-per-node", min=1, help="GPUs of one node: an engine needing more runs on Ray (KubeRay)."
+        ),
+    ] = None,
+    node_selector: Annotated[
+        list[str] | None, typer.Option("--node-selector", help="KEY=VALUE the engines' nodes carry (repeat).")
+    ] = None,
+    toleration: Annotated[
+        list[str] | None,
+        typer.Option("--toleration", help="KEY[=VALUE][:EFFECT], a taint the engines accept (repeat)."),
+    ] = None,
+    store_claim: Annotated[
+        str | None, typer.Option("--store-claim", help="An existing ReadOnlyMany claim holding the store.")
+    ] = None,
+    store_size: Annotated[
+        str | None,
+        typer.Option("--store-size", help="The store claim's size (default: the store's, on disk)."),
+    ] = None,
+    storage_class: Annotated[
+        str | None, typer.Option("--storage-class", help="The store claim's class (default: the cluster's).")
+    ] = None,
+    store_host_path: Annotated[
+        str | None,
+        typer.Option(
+            "--store-host-path", help="Mount the store from this path on each node instead of a claim."
+        ),
+    ] = None,
+    service_type: Annotated[
+        str,
+        typer.Option("--service-type", help="The gateway's Service: ClusterIP, NodePort or LoadBalancer."),
+    ] = "ClusterIP",
+    vllm_as_root: Annotated[
+        bool, typer.Option("--vllm-as-root", help="Run vLLM's image as its own root user, not uid 10001.")
+    ] = False,
+    store: StoreOpt = None,
+    force: ForceOpt = False,
+    gateway_image: GatewayImageOpt = None,
+) -> None:
+    """Render Kubernetes manifests for the spec (kustomize-ready): engines with GPUs and probes, the
+    store on a claim, the gateway, a NetworkPolicy denying egress, keys in a Secret, images by digest."""
+    from airlock.deploy.k8s import (
+        K8sOptions,
+        parse_labels,
+        parse_size,
+        parse_toleration,
+        workload_images,
+        write_k8s,
+    )
+    from airlock.deploy.model import build_deployment
+
+    if service_type not in ("ClusterIP", "NodePort", "LoadBalancer"):
+        raise ConfigError(f"--service-type {service_type!r}: one of ClusterIP, NodePort, LoadBalancer")
+    if store_host_path is not None and (store_claim is not None or store_size is not None):
+        raise ConfigError("--store-host-path mounts the store from the nodes: no claim to name or size")
+    options = K8sOptions(
+        out=out_dir,
+        namespace=namespace,
+        store_claim=store_claim,
+        store_size=parse_size("--store-size", store_size) if store_size is not None else None,
+        storage_class=storage_class,
+        store_host_path=store_host_path,
+        node_selector=parse_labels(node_selector or ()),
+        tolerations=tuple(parse_toleration(t) for t in toleration or ()),
+        gpus_per_node=gpus_per_node,
+        gateway_service_type=service_type,  # type: ignore[arg-type]  # checked above
+        vllm_as_root=vllm_as_root,
+    )
+    result = write_k8s(build_deployment(deploy_options(spec, store, force, gateway_image)), options)
+    err.print(f"[bold green]rendered[/] {escape(str(result.out))} (namespace {escape(result.namespace)})")
+    for obj in result.objects:
+        if obj["kind"] in ("Deployment", "RayCluster"):
+            images = " ".join(workload_images(obj))
+            err.print(f"  {obj['kind']:<11} {obj['metadata']['name']:<24} {images}", markup=False)
+    print_notes(result.warnings)
+    err.print(f"apply: kubectl apply -k {escape(str(result.out))}")
+    if result.ray_clusters:
+        err.print("  (a RayCluster needs the KubeRay operator, 1.1 or newer, in the cluster)")
+    out.print(str(result.out), markup=False)
