@@ -36,6 +36,7 @@ SKIPPED = {
     "airlock verify /media/disc1 /media/disc2 ...": "needs mounted media",
     "airlock install /media/disc1 --store /srv/store": "needs mounted media",
     "airlock install /media/disc1 --store /srv/store --registry registry.site:5000": "needs mounted media and a registry",
+    "airlock doctor airlock.yaml --site-network 10.20.0.0/16": "fails by design on a host with a default route (this one)",
     "airlock serve --config /srv/store/.airlock/bundles/<id>/airlock.yaml": "needs an installed bundle",
     "airlock ls --store /srv/store": "needs the store that install makes",
     "airlock inventory --store /srv/store --out inventory.json": "needs the store that install makes",
