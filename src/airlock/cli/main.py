@@ -34,6 +34,7 @@ from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from airlock import __version__
+from airlock.cli import audit as audit_cli
 from airlock.cli import bench as bench_cli
 from airlock.cli import bundle as bundle_cli
 from airlock.cli import deploy as deploy_cli
@@ -215,6 +216,7 @@ signing_key_app.command("create")(bundle_cli.keygen)
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(signing_key_app, name="signing-key")
 app.add_typer(bench_cli.app, name="bench")
+app.add_typer(audit_cli.app, name="audit")
 app.add_typer(spec_cli.app, name="spec")
 app.add_typer(image_cli.app, name="image")
 app.add_typer(deploy_cli.app, name="deploy")

@@ -190,7 +190,12 @@ class AuditLog:
         """Open (or continue) the chain; raises OSError when the log cannot be written at all."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._io:
-            self._reopen()
+            lock = self._lock_fd()
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self._reopen()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
         self._notes.append({"ts": utc_now(), "event": "audit_start", "pid": os.getpid()})
 
     async def start(self) -> None:
@@ -210,7 +215,7 @@ class AuditLog:
         with contextlib.suppress(OSError):
             await asyncio.get_running_loop().run_in_executor(None, self.flush)
         with self._io:
-            self._close_fds()
+            self._close_fds(lock=True)
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -245,11 +250,11 @@ class AuditLog:
     def _write(self, count: int) -> None:
         """Seal and write the first ``count`` queued lines, after the writer's own notes."""
         chain = self._chain
-        if chain.fd is None or chain.lock_fd is None:
-            self._reopen()
-        assert chain.fd is not None and chain.lock_fd is not None
-        fcntl.flock(chain.lock_fd, fcntl.LOCK_EX)
+        lock = self._lock_fd()
+        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
+            if chain.fd is None:
+                self._reopen_in_chain()
             self._follow()
             assert chain.fd is not None
             dropped = self._dropped
@@ -284,26 +289,49 @@ class AuditLog:
             self._close_fds()
             raise
         finally:
-            if chain.lock_fd is not None:
-                fcntl.flock(chain.lock_fd, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _lock_fd(self) -> int:
+        """``<name>.lock``, opened once: every batch is written under ``flock`` on it."""
+        chain = self._chain
+        if chain.lock_fd is None:
+            lock = self.path.with_name(self.path.name + ".lock")
+            chain.lock_fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return chain.lock_fd
 
     def _follow(self) -> None:
-        """Under the lock: if another process rotated or appended, continue from the file as it is."""
+        """Under the lock: if another process rotated or appended, continue from the file as it is.
+
+        A file that is gone (or replaced) and not by rotation is an error while its folder is gone
+        or the path is not a file; once the path can be created again, a new file continues the
+        chain from memory, and its first line says the file was missing."""
         chain = self._chain
         assert chain.fd is not None
         st = os.stat(self.path)  # FileNotFoundError when the file (or its directory) was removed
         if st.st_ino != chain.ino:
-            self._reopen()
+            self._reopen_in_chain()
         elif st.st_size != chain.size:
             self._read_tail()
 
+    def _reopen_in_chain(self) -> None:
+        """Reopen after the file changed under us: rotated by another writer (its chain is read from
+        the files), or removed or replaced (the chain goes on from memory, and the first line of the
+        new file says what happened)."""
+        chain = self._chain
+        seq, prev = chain.seq, chain.prev
+        self._reopen()
+        if chain.seq < seq:
+            chain.seq, chain.prev = seq, prev
+            self._notes.insert(0, {"ts": utc_now(), "event": "audit_reopened",
+                                   "reason": f"{self.path.name} was removed or replaced"})  # fmt: skip
+
     def _reopen(self) -> None:
-        """Open the active file and the lock, and find where the chain stands (called under ``_io``)."""
+        """Open the active file and find where the chain stands (called under ``_io``)."""
         self._close_fds()
         chain = self._chain
-        lock = self.path.with_name(self.path.name + ".lock")
-        chain.lock_fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        chain.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if not self.path.parent.is_dir():  # never recreate a removed folder: that is for the operator
+            raise FileNotFoundError(2, "No such file or directory", str(self.path.parent))
+        chain.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         chain.ino = os.fstat(chain.fd).st_ino
         self._read_tail()
 
@@ -358,10 +386,7 @@ class AuditLog:
         first_seq = chain.first_seq or seq + 1
         os.rename(self.path, rotated_name(self.path, first_seq))
         self._close_fds()
-        chain.lock_fd = os.open(
-            self.path.with_name(self.path.name + ".lock"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        chain.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        chain.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         chain.ino = os.fstat(chain.fd).st_ino
         chain.size, chain.seq, chain.prev, chain.first_seq = 0, seq, prev, None
         self._notes.append(
@@ -373,7 +398,7 @@ class AuditLog:
         chain = self._chain
         first = chain.first_seq or 1
         os.rename(self.path, rotated_name(self.path, first))
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if chain.fd is not None:
             os.close(chain.fd)
         chain.fd, chain.ino, chain.size, chain.first_seq = fd, os.fstat(fd).st_ino, 0, None
@@ -397,13 +422,15 @@ class AuditLog:
              "upto_seq": int(data.get("seq", 1)) - 1, "upto_hash": data.get("prev")},
         )  # fmt: skip
 
-    def _close_fds(self) -> None:
+    def _close_fds(self, *, lock: bool = False) -> None:
         chain = self._chain
-        for fd in (chain.fd, chain.lock_fd):
+        for fd in (chain.fd, chain.lock_fd if lock else None):
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        chain.fd = chain.lock_fd = None
+        chain.fd = None
+        if lock:
+            chain.lock_fd = None
 
 
 def _seq_of(line: bytes) -> int | None:

@@ -184,8 +184,7 @@ def verify(paths: Sequence[Path], *, head: Path | None = None) -> VerifyReport:
                         Problem(path, number, "seq 1 does not start the chain (prev is not zeros)")
                     )
             elif this_seq > seq + 1:
-                missing = this_seq - seq - 1
-                what = "1 line" if missing == 1 else f"{missing} lines"
+                what = _lines_word(this_seq - seq - 1)
                 problems.append(Problem(
                     path, number,
                     f"seq {this_seq} follows seq {seq}: {what} removed before it (or lines reordered"
@@ -234,10 +233,15 @@ def verify(paths: Sequence[Path], *, head: Path | None = None) -> VerifyReport:
                 problems.append(Problem(
                     files[-1], 0,
                     f"the log ends at seq {seq} but {head.name} records seq {head_seq}: "
-                    f"{head_seq - (seq or 0)} lines cut off the end",
+                    f"{_lines_word(head_seq - (seq or 0))} cut off the end",
                 ))  # fmt: skip
-    problems.sort(key=lambda p: (files.index(p.file) if p.file in files else len(files), p.line))
+    # the first break first; a problem of a file as a whole (line 0: its end) after its lines
+    problems.sort(key=lambda p: (files.index(p.file) if p.file in files else len(files), p.line or 1 << 62))
     return VerifyReport(files, count, first_seq, seq, problems, notes, head_checked)
+
+
+def _lines_word(count: int) -> str:
+    return "1 line" if count == 1 else f"{count} lines"
 
 
 def _default_head(paths: Sequence[Path]) -> Path | None:
