@@ -45,6 +45,7 @@ from airlock.gateway.asgi import (
 from airlock.gateway.audit import AuditConfig, AuditLog, ModelIdentity, identity_fields, text_digest
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
+from airlock.gateway.limits import EngineGates, Limiter
 from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.proxy import Outcome, forward
 from airlock.gateway.routing import Route, Router
@@ -114,6 +115,8 @@ class Gateway:
         self.router = router
         self.keys = keys
         self.metrics = metrics
+        self.limits = Limiter(keys, metrics.registry) if keys is not None else None
+        self.gates = EngineGates(metrics.registry)
         self.session: aiohttp.ClientSession | None = None
         self.identities = identities or {}
         self.audit = (
@@ -164,11 +167,15 @@ class Gateway:
         if self.audit is not None:
             await self.audit.start()
         openapi_document(self.spec)  # built once (pydantic's schemas take ~0.1 s), not on a request
+        if self.limits is not None:
+            await self.limits.start()  # opens the key store: one that cannot be opened fails the start
         if self.keys is None:
             # `airlock serve` says so on its own line; a log line here would repeat it in log format
             log.debug("authentication is OFF: anyone who reaches this port can use every model")
 
     async def shutdown(self) -> None:
+        if self.limits is not None:
+            await self.limits.close()
         if self.audit is not None:
             await self.audit.close()
         if self.session is not None:
@@ -191,7 +198,7 @@ class Gateway:
                 raise self._no_route(method, path)
             handler, needs_key = entry
             if needs_key and self.keys is not None:
-                request.key = self.keys.authenticate(header(scope, b"authorization"))
+                request.key = await self.keys.authenticate(header(scope, b"authorization"), path)
             if self.audit is not None and not self.audit.healthy and path.startswith("/v1/"):
                 self._refuse_unaudited(self.audit)
             status = await handler(scope, receive, send, request)
@@ -380,11 +387,14 @@ class Gateway:
             headers["Authorization"] = f"Bearer {config.api_key}"
         if self.session is None:
             raise RuntimeError("the gateway was not started (ASGI lifespan)")
+        lease = await self.limits.admit(request.key, kind, data) if self.limits and request.key else None
         outcome = Outcome()
         try:
             await until_disconnect(
                 receive,
-                forward(
+                self.gates.run(
+                    route.name,
+                    forward,
                     self.session,
                     config.base_url + scope["path"],
                     orjson.dumps(data),
@@ -402,6 +412,8 @@ class Gateway:
                 self.metrics.ttft.labels(route.name).observe(outcome.first_byte_s)
             self.metrics.tokens(route.name, request.key_label, outcome.usage)
             request.usage = outcome.usage
+            if lease is not None and self.limits is not None:
+                await self.limits.settle(lease, outcome.usage, started=outcome.first_byte_s is not None)
         return outcome.status
 
     def _audit_text(self, request: _Request, raw: bytes, data: dict[str, Any]) -> None:

@@ -1,66 +1,115 @@
-"""Bearer-token checks for the gateway, from an in-memory copy of the key table.
+"""Bearer-token checks for the gateway, from an in-memory copy of the key table kept in step with the store.
 
-The copy is reloaded when the database file changes (checked at most once a second), so
-``airlock keys revoke`` takes effect on a running gateway within a second, and a request never
-waits on SQLite.
+Every request asks the store whether a key was created or revoked since the last request
+(:meth:`HotState.changed`: on SQLite ``PRAGMA data_version``, a few microseconds, and one row
+when another connection wrote; on PostgreSQL one round trip) and reloads the copy when one was.
+So a new key works the moment ``airlock keys create`` returns and a revoked key stops at once, on
+every gateway sharing the store. Expiry, route scopes (:data:`ROUTE_SCOPES`) and models are checked
+in memory.
 """
 
 from __future__ import annotations
 
-import os
+import datetime as dt
 import time
+from collections.abc import Callable
 
 from airlock.gateway.apikeys import ApiKey, KeyStore, check_token
 from airlock.gateway.errors import APIError
+from airlock.gateway.state import HotState, open_state
 
 _MISSING = (
     "Missing API key: send it as 'Authorization: Bearer <key>'. "
     "An operator creates one with `airlock keys create NAME`."
 )
 _INVALID = "Invalid or revoked API key."
+_BEARER = {"WWW-Authenticate": "Bearer"}
+
+#: The scope a key needs for each route; a route not listed (``/version``) takes any valid key.
+ROUTE_SCOPES = {
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/v1/models": "models",
+    "/metrics": "metrics",
+}
+
+
+def scope_of(path: str) -> str | None:
+    scope = ROUTE_SCOPES.get(path)
+    if scope is not None:
+        return scope
+    if path.startswith("/v1/models/"):
+        return "models"
+    if path.startswith("/admin/"):
+        return "admin"
+    return None
 
 
 class KeyCache:
-    def __init__(self, store: KeyStore, refresh_s: float = 1.0) -> None:
+    """The gateway's view of the key store. ``open()`` (the gateway's startup) connects; the first
+    ``authenticate`` does so too when nothing did. ``refresh_s``: how often the gateway writes the
+    keys' usage back to the store (``airlock keys list`` lags by that much); key changes need no
+    refresh, they are seen on the next request."""
+
+    def __init__(
+        self, store: KeyStore, refresh_s: float = 1.0, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.refresh_s = refresh_s
+        self.clock = clock
+        self._state: HotState | None = None
         self._table: dict[str, tuple[bytes, ApiKey]] = {}
-        self._stamp: tuple[int, int, int] | None = None
-        self._next_check = 0.0
-        self.reload()
 
-    def _file_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.store.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    async def open(self) -> HotState:
+        if self._state is None:
+            self._state = await open_state(self.store.db.target)
+            await self._state.changed()
+            self._table = await self._state.active()
+        return self._state
 
-    def reload(self) -> None:
-        self._stamp = self._file_stamp()
-        self._table = self.store.active_hashes() if self._stamp is not None else {}
+    @property
+    def opened(self) -> bool:
+        return self._state is not None
 
-    def _maybe_reload(self) -> None:
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + self.refresh_s
-        if self._file_stamp() != self._stamp:
-            self.reload()
+    @property
+    def state(self) -> HotState:
+        if self._state is None:
+            raise RuntimeError("the key cache is not open (the gateway's startup opens it)")
+        return self._state
+
+    async def close(self) -> None:
+        if self._state is not None:
+            await self._state.close()
+            self._state = None
 
     @property
     def count(self) -> int:
         return len(self._table)
 
-    def authenticate(self, authorization: bytes | None) -> ApiKey:
-        """The key behind an ``Authorization`` header value, or APIError(401)."""
-        self._maybe_reload()
+    async def authenticate(self, authorization: bytes | None, path: str | None = None) -> ApiKey:
+        """The key behind an ``Authorization`` header value, or APIError 401 (no such key, revoked,
+        expired) or 403 (the key's scopes do not cover ``path``)."""
+        state = self._state or await self.open()
+        if await state.changed():
+            self._table = await state.active()
         if not authorization:
-            raise APIError(401, _MISSING, code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(401, _MISSING, code="missing_api_key", headers=_BEARER)
         scheme, _, token = authorization.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise APIError(401, _MISSING, code="missing_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(401, _MISSING, code="missing_api_key", headers=_BEARER)
         key = check_token(self._table, token.strip())
         if key is None:
-            raise APIError(401, _INVALID, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(401, _INVALID, code="invalid_api_key", headers=_BEARER)
+        if key.expires_at is not None and self.clock() >= key.expires_at:
+            when = dt.datetime.fromtimestamp(key.expires_at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+            raise APIError(401, f"This API key expired on {when}.", code="expired_api_key", headers=_BEARER)
+        scope = scope_of(path) if path is not None else None
+        if scope is not None and not key.may(scope):
+            raise APIError(
+                403,
+                f"key '{key.name}' may not use {path} (it needs the '{scope}' scope; "
+                f"the key has {', '.join(key.granted)})",
+                code="insufficient_scope",
+            )
         return key

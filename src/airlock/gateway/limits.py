@@ -1,0 +1,385 @@
+"""Per-key limits, exact under concurrency and across gateways, and per-engine concurrency with a queue.
+
+A request on a key with limits is admitted by one conditional UPDATE in the shared database
+(``gateway/state.py``): requests per minute, tokens per minute and per UTC day, requests in flight.
+Tokens are reserved at admission and settled when the answer ends:
+
+    reserved = the prompt's estimate + (max_completion_tokens, else max_tokens, else
+               DEFAULT_COMPLETION_RESERVE) x n           (embeddings: the prompt's estimate alone)
+    settled  = the engine's usage (prompt + completion tokens), streamed or not; with no usage, a
+               reservation is released when no answer started (an error, a client gone early) and
+               kept when a stream started and broke off (the engine spent tokens we cannot count)
+
+The prompt's estimate is exact for token-id prompts and ``ceil(characters / 4)`` plus 4 per chat
+message for text; the real count replaces it at settlement. A key without limits never touches the
+database on the request path. Every key's usage (requests and tokens, today and in total, last
+use) is added up in memory and written in one batch a second.
+
+Refusals are 429s in OpenAI's shape, ``code: rate_limit_exceeded``, ``param`` naming the limit
+(rpm, tpm, tpd, concurrency), with ``Retry-After`` (the end of the minute or day; 1 s for
+concurrency); a request that could never fit (more tokens than the limit) is refused without it.
+
+Engines: at most ``limit`` requests in flight per engine; the next ``queue`` wait (first come, first
+served), and beyond that a 503 with Retry-After at once. Time spent waiting is
+``airlock_engine_queue_seconds{engine}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from airlock.gateway.apikeys import ApiKey, utc_day
+from airlock.gateway.errors import APIError
+from airlock.gateway.state import HotState, UsageRow
+
+if TYPE_CHECKING:
+    from airlock.gateway.auth import KeyCache
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+log = logging.getLogger("airlock.gateway")
+
+#: Completion tokens reserved for a request that gives neither max_completion_tokens nor max_tokens.
+DEFAULT_COMPLETION_RESERVE = 1024
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_UNITS = {
+    "rpm": "requests per minute",
+    "tpm": "tokens per minute",
+    "tpd": "tokens per day",
+    "concurrency": "requests at once",
+}
+
+
+def _text_tokens(value: object) -> int:
+    """Tokens in a prompt or input: counted for token ids, estimated (chars / 4) for text."""
+    if isinstance(value, str):
+        return math.ceil(len(value) / 4)
+    if isinstance(value, list):
+        if all(isinstance(v, int) for v in value):
+            return len(value)
+        return sum(_text_tokens(v) for v in value)
+    if isinstance(value, dict):  # a content part: {"type": "text", "text": ...}
+        return _text_tokens(value.get("text"))
+    return 0
+
+
+def estimate_prompt_tokens(kind: str, data: dict[str, Any]) -> int:
+    if kind == "chat":
+        messages = data.get("messages")
+        if not isinstance(messages, list):
+            return 0
+        return sum(
+            4 + _text_tokens(m.get("content")) for m in messages if isinstance(m, dict)
+        )  # 4: the role and the template's markers
+    return _text_tokens(data.get("prompt" if kind == "completions" else "input"))
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def reserve_tokens(
+    kind: str, data: dict[str, Any], default_completion: int = DEFAULT_COMPLETION_RESERVE
+) -> int:
+    """The tokens a request may use at most, as far as the gateway can tell before it runs."""
+    prompt = estimate_prompt_tokens(kind, data)
+    if kind == "embeddings":
+        return prompt
+    most = _int(data.get("max_completion_tokens"))
+    if most is None:
+        most = _int(data.get("max_tokens"))
+    if most is None:
+        most = default_completion
+    choices = max(_int(data.get("n")) or 1, _int(data.get("best_of")) or 1)
+    return prompt + most * choices
+
+
+@dataclass
+class Lease:
+    """An admitted request's reservation, settled once when it ends."""
+
+    key: ApiKey
+    tokens: int
+    minute: int
+    day: int
+    limited: bool
+    settled: bool = False
+
+
+@dataclass
+class _Usage:
+    requests: int = 0
+    prompt: int = 0
+    completion: int = 0
+    last: float = 0.0
+
+
+class Limiter:
+    """Admission and settlement against the shared state, and usage counted in memory, flushed in batches."""
+
+    def __init__(
+        self,
+        keys: KeyCache,
+        registry: CollectorRegistry,
+        *,
+        clock: Callable[[], float] = time.time,
+        flush_s: float | None = None,
+        default_completion: int = DEFAULT_COMPLETION_RESERVE,
+    ) -> None:
+        self.keys = keys
+        self.clock = clock
+        self.flush_s = keys.refresh_s if flush_s is None else flush_s
+        self.default_completion = default_completion
+        self._usage: dict[tuple[str, int], _Usage] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.refusals = Counter(
+            "airlock_limit_refusals", "Requests refused by a key's limit", ["key", "limit"], registry=registry
+        )
+
+    # -- admission ------------------------------------------------------------------------------
+
+    async def admit(self, key: ApiKey, kind: str, data: dict[str, Any]) -> Lease:
+        now = self.clock()
+        minute, day = int(now // 60), utc_day(now)
+        limits = key.limits
+        tokens = reserve_tokens(kind, data, self.default_completion) if limits.tokens else 0
+        lease = Lease(key, tokens, minute, day, limited=limits.any)
+        if not limits.any:
+            return lease
+        for name in ("tpm", "tpd"):
+            limit = getattr(limits, name)
+            if limit is not None and tokens > limit:
+                self.refusals.labels(key.name, name).inc()
+                raise APIError(
+                    429,
+                    f"this request may use up to {tokens} tokens (prompt and max_tokens x n), more than "
+                    f"key '{key.name}' may use in all ({limit} {_UNITS[name]}): lower max_tokens",
+                    param=name,
+                    code="rate_limit_exceeded",
+                )
+        checks = [
+            (name, value)
+            for name, value in (
+                ("rpm", limits.rpm),
+                ("tpm", limits.tpm),
+                ("tpd", limits.tpd),
+                ("concurrency", limits.concurrency),
+            )
+            if value is not None
+        ]
+        state = self.keys.state
+        for _ in range(3):
+            if await state.admit(key.key_id, checks, tokens, minute, day):
+                return lease
+            refusal = await self._why(state, key, tokens, now)
+            if refusal is not None:
+                raise refusal
+            # the window moved between the UPDATE and the look (another request ended): try again
+        raise APIError(429, f"key '{key.name}' is at a limit; retry shortly", code="rate_limit_exceeded",
+                       headers={"Retry-After": "1"})  # fmt: skip
+
+    async def _why(self, state: HotState, key: ApiKey, tokens: int, now: float) -> APIError | None:
+        window = await state.window(key.key_id)
+        if window is None:
+            raise APIError(401, "Invalid or revoked API key.", code="invalid_api_key")
+        minute, day = int(now // 60), utc_day(now)
+        this_minute = window.minute == minute
+        used = {
+            "rpm": (window.minute_requests if this_minute else 0) + 1,
+            "tpm": (window.minute_tokens if this_minute else 0) + tokens,
+            "tpd": (window.day_tokens if window.day == day else 0) + tokens,
+            "concurrency": window.in_flight + 1,
+        }
+        for name in ("concurrency", "rpm", "tpm", "tpd"):
+            limit = getattr(key.limits, name)
+            if limit is None or used[name] <= limit:
+                continue
+            if name == "concurrency":
+                retry = 1
+            elif name == "tpd":
+                retry = math.ceil(86400 - now % 86400)
+            else:
+                retry = math.ceil(60 - now % 60)
+            self.refusals.labels(key.name, name).inc()
+            return APIError(
+                429,
+                f"key '{key.name}' reached its limit of {limit} {_UNITS[name]}; retry in {retry} s",
+                param=name,
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(retry)},
+            )
+        if not key.active:
+            return APIError(401, "Invalid or revoked API key.", code="invalid_api_key")
+        return None
+
+    async def settle(self, lease: Lease, usage: dict[str, Any] | None, *, started: bool) -> None:
+        """The request ended: count its usage and correct the reservation by what it really used."""
+        if lease.settled:
+            return
+        lease.settled = True
+        prompt = _int((usage or {}).get("prompt_tokens")) or 0
+        completion = _int((usage or {}).get("completion_tokens")) or 0
+        self.count(lease.key, prompt, completion)
+        if not lease.limited:
+            return
+        # no usage: keep what a stream that broke off reserved (tokens were spent), release the rest
+        delta = prompt + completion - lease.tokens if usage is not None else 0 if started else -lease.tokens
+        await self.keys.state.settle(lease.key.key_id, delta, lease.minute, lease.day)
+
+    # -- usage ----------------------------------------------------------------------------------
+
+    def count(self, key: ApiKey, prompt: int, completion: int) -> None:
+        now = self.clock()
+        slot = self._usage.get((key.key_id, utc_day(now)))
+        if slot is None:
+            slot = self._usage[(key.key_id, utc_day(now))] = _Usage()
+        slot.requests += 1
+        slot.prompt += prompt
+        slot.completion += completion
+        slot.last = now
+
+    async def flush(self) -> None:
+        if not self._usage:
+            return
+        batch, self._usage = self._usage, {}
+        rows = [UsageRow(k, d, u.requests, u.prompt, u.completion, u.last) for (k, d), u in batch.items()]
+        await self.keys.state.add_usage(rows)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            try:
+                await self.flush()
+            except Exception:  # a full disk or a lost database: say so, keep serving, try again
+                log.exception("could not write key usage to the key database")
+
+    async def start(self) -> None:
+        """Open the key store (a database that cannot be opened fails the gateway's start) and write
+        usage once every ``flush_s``."""
+        await self.keys.open()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self.keys.opened:
+            await self.flush()
+            await self.keys.close()
+
+
+class _Gate:
+    __slots__ = ("active", "limit", "queue", "waiters")
+
+    def __init__(self, limit: int, queue: int) -> None:
+        self.limit = limit
+        self.queue = queue
+        self.active = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+
+class EngineGates:
+    """At most ``limit`` requests in flight per engine, ``queue`` more waiting, the rest refused at once."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        limit: int = 256,
+        queue: int = 1024,
+        limits: dict[str, int] | None = None,
+    ) -> None:
+        self.default_limit = limit
+        self.default_queue = queue
+        self.limits = dict(limits or {})
+        self._gates: dict[str, _Gate] = {}
+        self.wait_time = Histogram(
+            "airlock_engine_queue_seconds", "Time a request waited for a free slot at its engine", ["engine"],
+            buckets=QUEUE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.queued = Gauge(
+            "airlock_engine_queued",
+            "Requests waiting for a free slot at their engine",
+            ["engine"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "airlock_engine_queue_full", "Requests refused because the engine's queue was full", ["engine"],
+            registry=registry,
+        )  # fmt: skip
+
+    def _gate(self, engine: str) -> _Gate:
+        gate = self._gates.get(engine)
+        if gate is None:
+            gate = self._gates[engine] = _Gate(
+                self.limits.get(engine, self.default_limit), self.default_queue
+            )
+        return gate
+
+    @contextlib.asynccontextmanager
+    async def slot(self, engine: str) -> AsyncIterator[float]:
+        """Hold one of the engine's slots; yields the seconds spent waiting for it."""
+        gate = self._gate(engine)
+        waited = 0.0
+        if gate.active < gate.limit and not gate.waiters:
+            gate.active += 1
+        elif len(gate.waiters) >= gate.queue:
+            self.rejected.labels(engine).inc()
+            raise APIError(
+                503,
+                f"the model '{engine}' is busy ({gate.active} requests running, {len(gate.waiters)} waiting); "
+                "retry shortly",
+                code="engine_overloaded",
+                headers={"Retry-After": "1"},
+            )
+        else:
+            began = time.perf_counter()
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            gate.waiters.append(future)
+            gauge = self.queued.labels(engine)
+            gauge.inc()
+            try:
+                await future  # the slot is handed over by the request that leaves (active unchanged)
+            except BaseException:
+                if future.done() and not future.cancelled():
+                    self._release(gate)  # it was handed a slot as it was cancelled: pass it on
+                else:
+                    with contextlib.suppress(ValueError):  # already passed over by a release
+                        gate.waiters.remove(future)
+                raise
+            finally:
+                gauge.dec()
+            waited = time.perf_counter() - began
+        self.wait_time.labels(engine).observe(waited)
+        try:
+            yield waited
+        finally:
+            self._release(gate)
+
+    async def run(self, engine: str, work: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``await work(*args, **kwargs)`` holding one of the engine's slots."""
+        async with self.slot(engine):
+            return await work(*args, **kwargs)
+
+    @staticmethod
+    def _release(gate: _Gate) -> None:
+        while gate.waiters:
+            future = gate.waiters.popleft()
+            if not future.done():
+                future.set_result(None)  # the slot passes straight to the first waiter
+                return
+        gate.active -= 1
