@@ -1,0 +1,442 @@
+"""Per-key limits, scopes and the engines' queues: the real gateway in front of the fake engine.
+
+The exactness tests fire N requests at once at a limit of M and count the answers: exactly M pass,
+whatever the interleaving, in one gateway and in two gateway processes sharing one SQLite file.
+Requests that must stay in flight ask the fake engine to "please hang" (it streams until the client
+leaves), so no test depends on how fast anything runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from airlock.engines.base import free_port
+from airlock.gateway.apikeys import KeyLimits, KeyStore
+from airlock.gateway.auth import KeyCache
+from airlock.gateway.errors import APIError
+from airlock.gateway.limits import (
+    DEFAULT_COMPLETION_RESERVE,
+    EngineGates,
+    Limiter,
+    estimate_prompt_tokens,
+    reserve_tokens,
+)
+from airlock.gateway.state import SqliteState, Window
+from airlock.testing.fake_engine import REPLY
+from harness import GatewayThread, fake_engine_config, wait_healthy
+
+CHAT = "/v1/chat/completions"
+
+
+def chat(content: str = "hi", max_tokens: int = 3, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        **extra,
+    }
+
+
+# -- what a request reserves -----------------------------------------------------------------------
+
+
+def test_the_reservation_is_the_prompt_estimate_plus_the_most_it_may_generate() -> None:
+    assert estimate_prompt_tokens("chat", chat("x" * 40)) == 4 + 10
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "y" * 8}]}]}
+    assert estimate_prompt_tokens("chat", parts) == 4 + 2
+    assert estimate_prompt_tokens("completions", {"prompt": [1, 2, 3, 4, 5]}) == 5  # token ids: exact
+    assert estimate_prompt_tokens("embeddings", {"input": ["abcd", "efgh"]}) == 2
+    assert reserve_tokens("chat", chat("x" * 40, max_tokens=100)) == 14 + 100
+    # max_completion_tokens wins over max_tokens; n multiplies; neither: the default
+    assert (
+        reserve_tokens("chat", {**chat("x" * 40, max_tokens=100), "max_completion_tokens": 7, "n": 3})
+        == 14 + 21
+    )
+    assert reserve_tokens("completions", {"prompt": [1, 2]}) == 2 + DEFAULT_COMPLETION_RESERVE
+    assert reserve_tokens("completions", {"prompt": [1, 2], "max_tokens": 5, "best_of": 4}) == 2 + 20
+    assert reserve_tokens("embeddings", {"input": "abcdefgh", "max_tokens": 50}) == 2
+
+
+# -- the engines' queues ---------------------------------------------------------------------------
+
+
+def test_an_engine_takes_its_limit_queues_the_next_and_refuses_the_rest() -> None:
+    async def scenario() -> None:
+        registry = CollectorRegistry()
+        gates = EngineGates(registry, limit=2, queue=2)
+        release = asyncio.Event()
+        order: list[int] = []
+
+        async def request(i: int) -> None:
+            async with gates.slot("m") as waited:
+                order.append(i)
+                assert (waited > 0) == (i >= 2)
+                await release.wait()
+
+        tasks = [asyncio.create_task(request(i)) for i in range(4)]
+        await asyncio.sleep(0)
+        assert order == [0, 1]  # two run, two wait
+        assert registry.get_sample_value("airlock_engine_queued", {"engine": "m"}) == 2
+        with pytest.raises(APIError) as info:
+            async with gates.slot("m"):
+                pass
+        assert (info.value.status, info.value.code, info.value.headers) == (
+            503,
+            "engine_overloaded",
+            {"Retry-After": "1"},
+        )
+        # a waiter that gives up frees its place in the queue and takes no slot
+        tasks[3].cancel()
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*tasks[:3])
+        assert order == [0, 1, 2]
+        assert registry.get_sample_value("airlock_engine_queue_seconds_count", {"engine": "m"}) == 3
+        assert registry.get_sample_value("airlock_engine_queue_full_total", {"engine": "m"}) == 1
+        assert registry.get_sample_value("airlock_engine_queued", {"engine": "m"}) == 0
+        assert gates._gate("m").active == 0
+
+    asyncio.run(scenario())
+
+
+# -- the limiter on its own, against SQLite ----------------------------------------------------------
+
+
+def _window(store: KeyStore, key_id: str) -> Window:
+    async def read() -> Window:
+        state = SqliteState(store.db.target)  # type: ignore[arg-type]
+        window = await state.window(key_id)
+        await state.close()
+        assert window is not None
+        return window
+
+    return asyncio.run(read())
+
+
+def test_concurrent_admissions_take_exactly_the_limit_and_settle_to_the_real_usage(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    key, _ = store.create("tina", limits=KeyLimits(tpm=1000, concurrency=5))
+    body = chat("z" * 16, max_tokens=96)  # reserves 4 + 4 + 96 = 104 tokens
+
+    async def scenario() -> list[Any]:
+        cache = KeyCache(store)
+        limiter = Limiter(cache, CollectorRegistry(), clock=lambda: 1_000_020.0)
+        await limiter.start()
+        results = await asyncio.gather(
+            *(limiter.admit(key, "chat", body) for _ in range(12)), return_exceptions=True
+        )
+        leases = [r for r in results if not isinstance(r, BaseException)]
+        for lease in leases:
+            await limiter.settle(lease, {"prompt_tokens": 10, "completion_tokens": 20}, started=True)
+        await limiter.close()
+        return results
+
+    results = asyncio.run(scenario())
+    refused = [r for r in results if isinstance(r, APIError)]
+    assert len(results) - len(refused) == 5  # concurrency 5 before tpm (9 x 104 > 1000) bites
+    assert {(e.status, e.param) for e in refused} == {(429, "concurrency")}
+    window = _window(store, key.key_id)
+    assert (window.minute_requests, window.minute_tokens, window.day_tokens, window.in_flight) == (
+        5,
+        150,
+        150,
+        0,
+    )
+    assert store.usage()[key.key_id].completion_total == 100
+
+
+def test_a_request_larger_than_the_limit_is_refused_without_a_retry(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    key, _ = store.create("ugo", limits=KeyLimits(tpm=50))
+
+    async def scenario() -> None:
+        limiter = Limiter(KeyCache(store), CollectorRegistry())
+        await limiter.start()
+        with pytest.raises(APIError) as info:
+            await limiter.admit(key, "chat", chat(max_tokens=100))
+        assert (info.value.status, info.value.param, info.value.headers) == (429, "tpm", {})
+        assert "lower max_tokens" in info.value.message
+        await limiter.close()
+
+    asyncio.run(scenario())
+
+
+def test_limits_refill_with_the_next_minute_and_day(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    key, _ = store.create("vic", limits=KeyLimits(rpm=1, tpd=30))
+    now = [86400.0 * 20000 + 30]
+
+    async def scenario() -> None:
+        limiter = Limiter(KeyCache(store), CollectorRegistry(), clock=lambda: now[0])
+        await limiter.start()
+        lease = await limiter.admit(key, "chat", chat(max_tokens=5))
+        await limiter.settle(lease, {"prompt_tokens": 5, "completion_tokens": 5}, started=True)
+        with pytest.raises(APIError) as info:
+            await limiter.admit(key, "chat", chat(max_tokens=5))
+        assert (info.value.param, info.value.headers["Retry-After"]) == ("rpm", "30")
+        now[0] += 60  # the next minute: a request again, 20 of 30 tokens left today
+        lease = await limiter.admit(key, "chat", chat(max_tokens=5))
+        await limiter.settle(lease, None, started=False)  # failed before an answer: released
+        now[0] += 60
+        lease = await limiter.admit(key, "chat", chat(max_tokens=5))
+        await limiter.settle(lease, {"prompt_tokens": 5, "completion_tokens": 10}, started=True)
+        now[0] += 60
+        with pytest.raises(APIError) as info:
+            await limiter.admit(key, "chat", chat(max_tokens=5))  # 25 used + 10 > 30
+        assert info.value.param == "tpd"
+        assert info.value.headers["Retry-After"] == str(86400 - 210)
+        now[0] += 86400  # the next day
+        await limiter.admit(key, "chat", chat(max_tokens=5))
+        await limiter.close()
+
+    asyncio.run(scenario())
+
+
+# -- through the gateway -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
+    return KeyStore(tmp_path_factory.mktemp("keys") / "keys.db")
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, store: KeyStore) -> Iterator[GatewayThread]:
+    thread = GatewayThread(
+        [fake_engine_config("tiny")], tmp_path_factory.mktemp("logs"), keys=KeyCache(store, refresh_s=0.05)
+    )
+    with thread:
+        yield thread
+
+
+def _client(gw: GatewayThread, token: str) -> httpx.Client:
+    return httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+async def _burst(urls: list[str], token: str, n: int, body: dict[str, Any]) -> list[httpx.Response]:
+    """``n`` requests at once, spread over ``urls``; each answer read in full."""
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+    async with httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=limits
+    ) as client:
+        return list(
+            await asyncio.gather(*(client.post(urls[i % len(urls)] + CHAT, json=body) for i in range(n)))
+        )
+
+
+async def _hold(urls: list[str], token: str, n: int) -> list[int]:
+    """``n`` streams at once that never end by themselves; the statuses once every one has its own."""
+    statuses: list[int] = []
+    everyone = asyncio.Event()
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+
+    async def one(client: httpx.AsyncClient, url: str) -> None:
+        async with client.stream(
+            "POST", url + CHAT, json=chat("please hang", max_tokens=5, stream=True)
+        ) as r:
+            statuses.append(r.status_code)
+            if len(statuses) == n:
+                everyone.set()
+            await everyone.wait()
+
+    async with httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=limits
+    ) as client:
+        await asyncio.gather(*(one(client, urls[i % len(urls)]) for i in range(n)))
+    return statuses
+
+
+def _wait_for(check: Any, what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_requests_per_minute_admit_exactly_the_limit(gw: GatewayThread, store: KeyStore) -> None:
+    _, token = store.create("rpm7", limits=KeyLimits(rpm=7))
+    answers = asyncio.run(_burst([gw.url], token, 20, chat()))
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [429] * 13
+    refused = next(r for r in answers if r.status_code == 429)
+    error = refused.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "rpm",
+    )
+    assert "limit of 7 requests per minute" in error["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+
+
+def test_requests_at_once_admit_exactly_the_limit_and_free_their_slot(
+    gw: GatewayThread, store: KeyStore
+) -> None:
+    key, token = store.create("conc3", limits=KeyLimits(concurrency=3))
+    assert sorted(asyncio.run(_hold([gw.url], token, 12))) == [200] * 3 + [429] * 9
+    _wait_for(lambda: _window(store, key.key_id).in_flight == 0, "the streams' slots were not released")
+    with _client(gw, token) as http:
+        assert http.post(CHAT, json=chat()).status_code == 200
+
+
+def test_tokens_are_settled_to_the_engines_usage_streamed_or_not(gw: GatewayThread, store: KeyStore) -> None:
+    key, token = store.create("tok", limits=KeyLimits(tpm=100_000))
+    with _client(gw, token) as http:
+        plain = http.post(CHAT, json=chat("one two", max_tokens=500))
+        assert plain.status_code == 200
+        with http.stream("POST", CHAT, json=chat("three", max_tokens=400, stream=True)) as r:
+            assert r.status_code == 200
+            assert "usage" not in r.read().decode()  # the usage chunk the gateway asked for is dropped
+    used = plain.json()["usage"]["total_tokens"]
+    streamed = 1 + len(REPLY.split())  # the fake engine counts words: one in, the whole reply out
+    assert used == 2 + len(REPLY.split())
+    # reserved 4 + 2 + 500 and 4 + 2 + 400; settled to what the engine said it used
+    _wait_for(lambda: _window(store, key.key_id).minute_tokens == used + streamed, "tokens not settled")
+    assert _window(store, key.key_id).in_flight == 0
+
+
+def test_tokens_per_minute_admit_exactly_what_fits(gw: GatewayThread, store: KeyStore) -> None:
+    # Each hanging stream reserves 4 + 3 + 5 = 12 tokens; 50 tokens a minute fit 4 of them.
+    _, token = store.create("tpm50", limits=KeyLimits(tpm=50))
+    assert sorted(asyncio.run(_hold([gw.url], token, 10))) == [200] * 4 + [429] * 6
+
+
+def test_metrics_need_the_metrics_scope_and_admin_keys_do_not_generate(
+    gw: GatewayThread, store: KeyStore
+) -> None:
+    _, user = store.create("plain-user")
+    _, reader = store.create("scraper", scopes=["metrics"])
+    _, admin = store.create("admin", scopes=["admin"])
+    with _client(gw, user) as http:
+        denied = http.get("/metrics")
+        assert denied.status_code == 403
+        assert denied.json()["error"]["code"] == "insufficient_scope"
+        assert http.post(CHAT, json=chat()).status_code == 200
+    with _client(gw, reader) as http:
+        assert http.get("/metrics").status_code == 200
+        assert http.post(CHAT, json=chat()).status_code == 403
+        assert http.get("/v1/models").status_code == 403
+    with _client(gw, admin) as http:
+        metrics = http.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'airlock_engine_queue_seconds_count{engine="tiny"}' in metrics.text
+        refused = http.post(CHAT, json=chat())
+        assert refused.status_code == 403
+        assert "needs the 'chat' scope" in refused.json()["error"]["message"]
+        assert http.get("/version").status_code == 200
+
+
+def test_a_new_key_works_at_once_and_a_revoked_key_stops_at_once(gw: GatewayThread, store: KeyStore) -> None:
+    for i in range(5):
+        _, token = store.create(f"quick{i}")
+        with _client(gw, token) as http:
+            assert http.get("/v1/models").status_code == 200
+            store.revoke(f"quick{i}")
+            assert http.get("/v1/models").status_code == 401
+
+
+def test_an_admin_key_does_not_bypass_its_own_limits(gw: GatewayThread, store: KeyStore) -> None:
+    _, token = store.create("admin-limited", scopes=["admin"], limits=KeyLimits(rpm=1))
+    _, user = store.create("user-limited", limits=KeyLimits(rpm=2))
+    answers = asyncio.run(_burst([gw.url], user, 4, chat()))
+    assert sorted(r.status_code for r in answers) == [200, 200, 429, 429]
+    with _client(gw, token) as http:
+        assert http.post(CHAT, json=chat()).status_code == 403  # scope first: an admin key never generates
+
+
+def test_keys_list_shows_usage(gw: GatewayThread, store: KeyStore) -> None:
+    key, token = store.create("counted")
+    with _client(gw, token) as http:
+        for _ in range(3):
+            assert http.post(CHAT, json=chat("a b c", max_tokens=2)).status_code == 200
+    _wait_for(
+        lambda: key.key_id in store.usage() and store.usage()[key.key_id].requests_total == 3, "no usage"
+    )
+    usage = store.usage()[key.key_id]
+    assert (usage.requests_today, usage.prompt_today, usage.completion_today) == (3, 9, 6)
+    assert usage.last_used_at is not None and usage.last_used_at <= time.time()
+
+
+# -- two gateway processes, one SQLite file ------------------------------------------------------------
+
+LAUNCH = """
+import sys
+from pathlib import Path
+
+import uvloop
+
+from airlock.engines.base import EngineConfig
+from airlock.engines.supervisor import Supervisor
+from airlock.gateway.apikeys import KeyStore
+from airlock.gateway.auth import KeyCache
+from airlock.serving.stack import bind, serve_engines
+from airlock.spec import GatewaySpec
+
+db, engine, port, logs = sys.argv[1:5]
+config = EngineConfig(name="tiny", kind="remote", base_url=engine, upstream_model="tiny", launch=None)
+supervisor = Supervisor([config], log_dir=Path(logs))
+target = db if db.startswith("postgresql://") else Path(db)
+uvloop.run(serve_engines(supervisor, GatewaySpec(), bind("127.0.0.1", int(port)), keys=KeyCache(KeyStore(target))))
+"""
+
+
+def start_gateways(
+    database: str, count: int, workdir: Path
+) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    """The fake engine and ``count`` gateway processes in front of it, sharing ``database``."""
+    procs: list[subprocess.Popen[bytes]] = []
+    port = free_port()
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "airlock.testing.fake_engine", "--port", str(port), "--model", "tiny"]
+    )
+    procs.append(engine)
+    engine_url = f"http://127.0.0.1:{port}"
+    wait_healthy(engine_url, engine, what="the fake engine")
+    urls = []
+    for i in range(count):
+        port = free_port()
+        logs = workdir / f"logs{i}"
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, database, engine_url, str(port), str(logs)])
+        procs.append(proc)
+        urls.append(f"http://127.0.0.1:{port}")
+        wait_healthy(urls[-1], proc, what=f"gateway {i}")
+    return procs, urls
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_two_gateway_processes_on_one_sqlite_file_admit_exactly_the_limit(tmp_path: Path) -> None:
+    db = tmp_path / "keys.db"
+    store = KeyStore(db)
+    procs, urls = start_gateways(str(db), 2, tmp_path)
+    try:
+        _, token = store.create("shared-rpm", limits=KeyLimits(rpm=9))  # created after both started
+        answers = asyncio.run(_burst(urls, token, 30, chat()))
+        assert sorted(r.status_code for r in answers) == [200] * 9 + [429] * 21
+        key, token = store.create("shared-conc", limits=KeyLimits(concurrency=4))
+        assert sorted(asyncio.run(_hold(urls, token, 16))) == [200] * 4 + [429] * 12
+        _wait_for(lambda: _window(store, key.key_id).in_flight == 0, "slots not released")
+        store.revoke("shared-conc")
+        for url in urls:
+            assert (
+                httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+            )
+    finally:
+        stop(procs)
