@@ -1,7 +1,7 @@
 """Bearer-token checks for the gateway, from an in-memory copy of the key table kept in step with the store.
 
 Every request asks the store whether a key was created or revoked since the last request
-(:meth:`HotState.changed`: on SQLite ``PRAGMA data_version``, a few microseconds, and one row
+(:meth:`HotState.generation`: on SQLite ``PRAGMA data_version``, a few microseconds, and one row
 when another connection wrote; on PostgreSQL one round trip) and reloads the copy when one was.
 So a new key works the moment ``airlock keys create`` returns and a revoked key stops at once, on
 every gateway sharing the store. Expiry, route scopes (:data:`ROUTE_SCOPES`) and models are checked
@@ -10,6 +10,7 @@ in memory.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable
@@ -60,13 +61,25 @@ class KeyCache:
         self.clock = clock
         self._state: HotState | None = None
         self._table: dict[str, tuple[bytes, ApiKey]] = {}
+        self._generation = -1  # of the table in memory
+        self._reload = asyncio.Lock()  # one reload at a time; requests behind it wait for its table
 
     async def open(self) -> HotState:
         if self._state is None:
             self._state = await open_state(self.store.db.target)
-            await self._state.changed()
-            self._table = await self._state.active()
+            await self._follow(self._state)
         return self._state
+
+    async def _follow(self, state: HotState) -> None:
+        """Reload the table if a key was created or revoked since it was read."""
+        generation = await state.generation()
+        if generation == self._generation:
+            return
+        async with self._reload:
+            if generation > self._generation:
+                table = await state.active()  # read after the generation: never older than it
+                if generation > self._generation:
+                    self._table, self._generation = table, generation
 
     @property
     def opened(self) -> bool:
@@ -90,9 +103,7 @@ class KeyCache:
     async def authenticate(self, authorization: bytes | None, path: str | None = None) -> ApiKey:
         """The key behind an ``Authorization`` header value, or APIError 401 (no such key, revoked,
         expired) or 403 (the key's scopes do not cover ``path``)."""
-        state = self._state or await self.open()
-        if await state.changed():
-            self._table = await state.active()
+        await self._follow(self._state or await self.open())
         if not authorization:
             raise APIError(401, _MISSING, code="missing_api_key", headers=_BEARER)
         scheme, _, token = authorization.decode("latin-1").partition(" ")

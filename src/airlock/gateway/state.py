@@ -358,8 +358,8 @@ class HotState(Protocol):
 
     label: str
 
-    async def changed(self) -> bool:
-        """Whether the key table may have changed (a key created or revoked) since the last call."""
+    async def generation(self) -> int:
+        """The key table's generation: it goes up with every key created or revoked."""
         ...
 
     async def active(self) -> dict[str, tuple[bytes, Any]]: ...
@@ -395,18 +395,14 @@ class SqliteState:
         self._data_version = -1
         self._generation = -1
 
-    async def changed(self) -> bool:
-        # data_version moves only when ANOTHER connection commits; then the generation row says
-        # whether that was a key (and not another gateway's counters).
+    async def generation(self) -> int:
+        # data_version moves only when ANOTHER connection commits (a key, or another gateway's
+        # counters); only then is the generation row read again.
         version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version == self._data_version:
-            return False
-        self._data_version = version
-        generation = self._conn.execute(GENERATION).fetchone()[0]
-        if generation == self._generation:
-            return False
-        self._generation = generation
-        return True
+        if version != self._data_version:
+            self._data_version = version
+            self._generation = self._conn.execute(GENERATION).fetchone()[0]
+        return self._generation
 
     async def active(self) -> dict[str, tuple[bytes, Any]]:
         from airlock.gateway.apikeys import read_active
@@ -449,7 +445,6 @@ class PostgresState:
         for conn in connections:
             self._idle.put_nowait(conn)
         self._all = connections
-        self._generation = -1
 
     @classmethod
     async def open(cls, url: str, size: int = 4) -> PostgresState:
@@ -479,12 +474,8 @@ class PostgresState:
             cur = await conn.execute(sql.replace("?", "%s"), params)
             return await cur.fetchone() if cur.description is not None else None
 
-    async def changed(self) -> bool:
-        generation = (await self._one(GENERATION))[0]
-        if generation == self._generation:
-            return False
-        self._generation = generation
-        return True
+    async def generation(self) -> int:
+        return int((await self._one(GENERATION))[0])
 
     async def active(self) -> dict[str, tuple[bytes, Any]]:
         from airlock.gateway.apikeys import ACTIVE_KEYS, key_from_row

@@ -9,8 +9,6 @@ leaves), so no test depends on how fast anything runs.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,6 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from airlock.engines.base import free_port
 from airlock.gateway.apikeys import KeyLimits, KeyStore
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
@@ -33,19 +30,8 @@ from airlock.gateway.limits import (
 )
 from airlock.gateway.state import SqliteState, Window
 from airlock.testing.fake_engine import REPLY
-from harness import GatewayThread, fake_engine_config, wait_healthy
-
-CHAT = "/v1/chat/completions"
-
-
-def chat(content: str = "hi", max_tokens: int = 3, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": "tiny",
-        "messages": [{"role": "user", "content": content}],
-        "max_tokens": max_tokens,
-        **extra,
-    }
-
+from gateway_procs import CHAT, burst, chat, hold, start_gateways, stop
+from harness import GatewayThread, fake_engine_config
 
 # -- what a request reserves -----------------------------------------------------------------------
 
@@ -223,39 +209,6 @@ def _client(gw: GatewayThread, token: str) -> httpx.Client:
     return httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
-async def _burst(urls: list[str], token: str, n: int, body: dict[str, Any]) -> list[httpx.Response]:
-    """``n`` requests at once, spread over ``urls``; each answer read in full."""
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-    async with httpx.AsyncClient(
-        headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=limits
-    ) as client:
-        return list(
-            await asyncio.gather(*(client.post(urls[i % len(urls)] + CHAT, json=body) for i in range(n)))
-        )
-
-
-async def _hold(urls: list[str], token: str, n: int) -> list[int]:
-    """``n`` streams at once that never end by themselves; the statuses once every one has its own."""
-    statuses: list[int] = []
-    everyone = asyncio.Event()
-    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
-
-    async def one(client: httpx.AsyncClient, url: str) -> None:
-        async with client.stream(
-            "POST", url + CHAT, json=chat("please hang", max_tokens=5, stream=True)
-        ) as r:
-            statuses.append(r.status_code)
-            if len(statuses) == n:
-                everyone.set()
-            await everyone.wait()
-
-    async with httpx.AsyncClient(
-        headers={"Authorization": f"Bearer {token}"}, timeout=60, limits=limits
-    ) as client:
-        await asyncio.gather(*(one(client, urls[i % len(urls)]) for i in range(n)))
-    return statuses
-
-
 def _wait_for(check: Any, what: str) -> None:
     deadline = time.monotonic() + 20
     while not check():
@@ -265,7 +218,7 @@ def _wait_for(check: Any, what: str) -> None:
 
 def test_requests_per_minute_admit_exactly_the_limit(gw: GatewayThread, store: KeyStore) -> None:
     _, token = store.create("rpm7", limits=KeyLimits(rpm=7))
-    answers = asyncio.run(_burst([gw.url], token, 20, chat()))
+    answers = asyncio.run(burst([gw.url], token, 20, chat()))
     assert sorted(r.status_code for r in answers) == [200] * 7 + [429] * 13
     refused = next(r for r in answers if r.status_code == 429)
     error = refused.json()["error"]
@@ -282,7 +235,7 @@ def test_requests_at_once_admit_exactly_the_limit_and_free_their_slot(
     gw: GatewayThread, store: KeyStore
 ) -> None:
     key, token = store.create("conc3", limits=KeyLimits(concurrency=3))
-    assert sorted(asyncio.run(_hold([gw.url], token, 12))) == [200] * 3 + [429] * 9
+    assert sorted(asyncio.run(hold([gw.url], token, 12))) == [200] * 3 + [429] * 9
     _wait_for(lambda: _window(store, key.key_id).in_flight == 0, "the streams' slots were not released")
     with _client(gw, token) as http:
         assert http.post(CHAT, json=chat()).status_code == 200
@@ -307,7 +260,7 @@ def test_tokens_are_settled_to_the_engines_usage_streamed_or_not(gw: GatewayThre
 def test_tokens_per_minute_admit_exactly_what_fits(gw: GatewayThread, store: KeyStore) -> None:
     # Each hanging stream reserves 4 + 3 + 5 = 12 tokens; 50 tokens a minute fit 4 of them.
     _, token = store.create("tpm50", limits=KeyLimits(tpm=50))
-    assert sorted(asyncio.run(_hold([gw.url], token, 10))) == [200] * 4 + [429] * 6
+    assert sorted(asyncio.run(hold([gw.url], token, 10))) == [200] * 4 + [429] * 6
 
 
 def test_metrics_need_the_metrics_scope_and_admin_keys_do_not_generate(
@@ -347,7 +300,7 @@ def test_a_new_key_works_at_once_and_a_revoked_key_stops_at_once(gw: GatewayThre
 def test_an_admin_key_does_not_bypass_its_own_limits(gw: GatewayThread, store: KeyStore) -> None:
     _, token = store.create("admin-limited", scopes=["admin"], limits=KeyLimits(rpm=1))
     _, user = store.create("user-limited", limits=KeyLimits(rpm=2))
-    answers = asyncio.run(_burst([gw.url], user, 4, chat()))
+    answers = asyncio.run(burst([gw.url], user, 4, chat()))
     assert sorted(r.status_code for r in answers) == [200, 200, 429, 429]
     with _client(gw, token) as http:
         assert http.post(CHAT, json=chat()).status_code == 403  # scope first: an admin key never generates
@@ -368,59 +321,6 @@ def test_keys_list_shows_usage(gw: GatewayThread, store: KeyStore) -> None:
 
 # -- two gateway processes, one SQLite file ------------------------------------------------------------
 
-LAUNCH = """
-import sys
-from pathlib import Path
-
-import uvloop
-
-from airlock.engines.base import EngineConfig
-from airlock.engines.supervisor import Supervisor
-from airlock.gateway.apikeys import KeyStore
-from airlock.gateway.auth import KeyCache
-from airlock.serving.stack import bind, serve_engines
-from airlock.spec import GatewaySpec
-
-db, engine, port, logs = sys.argv[1:5]
-config = EngineConfig(name="tiny", kind="remote", base_url=engine, upstream_model="tiny", launch=None)
-supervisor = Supervisor([config], log_dir=Path(logs))
-target = db if db.startswith("postgresql://") else Path(db)
-uvloop.run(serve_engines(supervisor, GatewaySpec(), bind("127.0.0.1", int(port)), keys=KeyCache(KeyStore(target))))
-"""
-
-
-def start_gateways(
-    database: str, count: int, workdir: Path
-) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
-    """The fake engine and ``count`` gateway processes in front of it, sharing ``database``."""
-    procs: list[subprocess.Popen[bytes]] = []
-    port = free_port()
-    engine = subprocess.Popen(
-        [sys.executable, "-m", "airlock.testing.fake_engine", "--port", str(port), "--model", "tiny"]
-    )
-    procs.append(engine)
-    engine_url = f"http://127.0.0.1:{port}"
-    wait_healthy(engine_url, engine, what="the fake engine")
-    urls = []
-    for i in range(count):
-        port = free_port()
-        logs = workdir / f"logs{i}"
-        proc = subprocess.Popen([sys.executable, "-c", LAUNCH, database, engine_url, str(port), str(logs)])
-        procs.append(proc)
-        urls.append(f"http://127.0.0.1:{port}")
-        wait_healthy(urls[-1], proc, what=f"gateway {i}")
-    return procs, urls
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in reversed(procs):
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
 
 def test_two_gateway_processes_on_one_sqlite_file_admit_exactly_the_limit(tmp_path: Path) -> None:
     db = tmp_path / "keys.db"
@@ -428,10 +328,10 @@ def test_two_gateway_processes_on_one_sqlite_file_admit_exactly_the_limit(tmp_pa
     procs, urls = start_gateways(str(db), 2, tmp_path)
     try:
         _, token = store.create("shared-rpm", limits=KeyLimits(rpm=9))  # created after both started
-        answers = asyncio.run(_burst(urls, token, 30, chat()))
+        answers = asyncio.run(burst(urls, token, 30, chat()))
         assert sorted(r.status_code for r in answers) == [200] * 9 + [429] * 21
         key, token = store.create("shared-conc", limits=KeyLimits(concurrency=4))
-        assert sorted(asyncio.run(_hold(urls, token, 16))) == [200] * 4 + [429] * 12
+        assert sorted(asyncio.run(hold(urls, token, 16))) == [200] * 4 + [429] * 12
         _wait_for(lambda: _window(store, key.key_id).in_flight == 0, "slots not released")
         store.revoke("shared-conc")
         for url in urls:
