@@ -23,7 +23,7 @@ from airlock.errors import UnknownKeyError
 from airlock.gateway.apikeys import KeyLimits, KeyStore
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
-from airlock.gateway.limits import Limiter
+from airlock.gateway.limits import Lease, Limiter
 from airlock.gateway.state import PostgresState, Window
 from gateway_procs import burst, chat, hold, start_gateways, stop
 
@@ -109,7 +109,7 @@ def test_concurrent_admissions_on_postgresql_take_exactly_the_limit(postgres: st
     store = KeyStore(postgres)
     key, _ = store.create("pg-burst", limits=KeyLimits(rpm=11, concurrency=100))
 
-    async def scenario() -> list[object]:
+    async def scenario() -> list[Lease | BaseException]:
         limiter = Limiter(KeyCache(store), CollectorRegistry())
         await limiter.start()
         results = await asyncio.gather(
