@@ -26,7 +26,8 @@
     │   ├── UnsafeWeightsError        pickle weights, or a malformed safetensors/GGUF header (17)
     │   ├── SourceError               a model, wheel or file to pack cannot be read or fetched (18)
     │   └── NoSpaceError              the disk filled while packing or installing (19)
-    └── StoreError                    the model store lacks something, or is locked or damaged (20)
+    ├── StoreError                    the model store lacks something, or is locked or damaged (20)
+    └── ImageBuildError               a step of `airlock image build` failed (mmdebstrap, pip, umoci) (21)
 
 The CLI turns any AirlockError into one line on stderr and its exit code; a traceback is shown only
 with ``--debug``. Third-party exceptions are translated at the boundary with ``raise ... from exc``.
@@ -180,3 +181,9 @@ class NoSpaceError(BundleError):
 
 class StoreError(AirlockError):
     exit_code = 20
+
+
+class ImageBuildError(AirlockError):
+    """A step of ``airlock image build`` failed; the message names the step and its last output lines."""
+
+    exit_code = 21

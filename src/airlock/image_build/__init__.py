@@ -12,8 +12,8 @@ layout, from Debian's packages and local files, with no registry.
     metadata.py   dpkg's and Python's lists of what is installed
 """
 
+from airlock.errors import ImageBuildError
 from airlock.image_build.build import build_image
-from airlock.image_build.errors import ImageBuildError
 from airlock.image_build.options import BuiltImage, ImageBuildOptions
 
 __all__ = ["BuiltImage", "ImageBuildError", "ImageBuildOptions", "build_image"]

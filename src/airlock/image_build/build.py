@@ -28,8 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from airlock.common.progress import NullProgress, ProgressSink
+from airlock.errors import ImageBuildError
 from airlock.image_build import debian, labels, layers, oci, python_env
-from airlock.image_build.errors import ImageBuildError
 from airlock.image_build.metadata import dpkg_installed, python_distributions
 from airlock.image_build.options import RUN_UID, BuiltImage, Contents, ImageBuildOptions, Layer
 from airlock.image_build.staging import llama_build_info, place_file, preflight, revision

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from airlock.common.fileio import write_atomic
-from airlock.image_build.errors import ImageBuildError
+from airlock.errors import ImageBuildError
 from airlock.image_build.steps import need, run
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}

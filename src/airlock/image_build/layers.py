@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from airlock.image_build.errors import ImageBuildError
+from airlock.errors import ImageBuildError
 
 
 @dataclass(frozen=True)

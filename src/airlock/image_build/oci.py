@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airlock.image_build.errors import ImageBuildError
+from airlock.errors import ImageBuildError
 from airlock.image_build.layers import TarDigest
 from airlock.image_build.steps import need, run
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
 
-from airlock.image_build.errors import ImageBuildError
+from airlock.errors import ImageBuildError
 from airlock.image_build.layers import changed_since, snapshot, walk
 from airlock.image_build.steps import in_root, run
 

@@ -14,8 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from airlock.errors import ConfigError
-from airlock.image_build.errors import ImageBuildError
+from airlock.errors import ConfigError, ImageBuildError
 from airlock.image_build.options import ImageBuildOptions
 from airlock.image_build.steps import need
 

@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from airlock.image_build.errors import ImageBuildError
+from airlock.errors import ImageBuildError
 
 _TAIL_LINES = 12
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from airlock.image_build.errors import ImageBuildError
+from airlock.errors import ImageBuildError
 from airlock.image_build.layers import changed_since, snapshot, walk, with_ancestors, write_layer
 from airlock.image_build.metadata import dpkg_installed, python_distributions
 from airlock.image_build.python_env import platform_tags, requirement_lines
