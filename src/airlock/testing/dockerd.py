@@ -78,4 +78,15 @@ def running_dockerd(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        _unmount_under(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _unmount_under(root: Path) -> None:
+    """dockerd leaves mounts under its exec root (``exec/netns/default``, an nsfs bind): unmount them,
+    deepest first, so the folder can be removed."""
+    prefix = str(root) + "/"
+    with open("/proc/self/mountinfo") as info:
+        points = [line.split()[4] for line in info if line.split()[4].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
