@@ -466,7 +466,8 @@ def gateway_spec_yaml(spec: Spec, engines: Mapping[str, EngineService]) -> str:
 
     Remote models of the spec stay as they are. The audit log, when the spec keeps one, goes to the
     state volume."""
-    gateway = spec.gateway.model_dump(mode="json", exclude={"audit_log"})
+    # only what the spec sets: an image of an older airlock reads it (it refuses keys it does not know)
+    gateway = spec.gateway.model_dump(mode="json", exclude={"audit_log"}, exclude_defaults=True)
     gateway.update(host="0.0.0.0", port=GATEWAY_PORT)  # noqa: S104 - inside its container
     if spec.gateway.audit_log is not None:
         gateway["audit_log"] = f"{STATE_DIR}/audit.jsonl"
