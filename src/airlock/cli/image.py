@@ -18,6 +18,7 @@ import typer
 from rich.markup import escape
 
 from airlock.cli.output import err, out
+from airlock.common.wheels import airlock_checkout
 from airlock.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,14 +39,6 @@ class _StepLines:
 
     def finish(self, phase: str) -> None:
         pass
-
-
-def checkout() -> Path | None:
-    """The checkout this airlock runs from (an editable install), if it is one."""
-    import airlock
-
-    candidate = Path(airlock.__file__).resolve().parents[2]
-    return candidate if (candidate / "pyproject.toml").is_file() else None
 
 
 def source_date_epoch(source: Path) -> int:
@@ -115,7 +108,7 @@ def build_cmd(
     from airlock.spec import LlamaCppEngineSpec
 
     settings = Settings.from_env()
-    where = source or checkout()
+    where = source or airlock_checkout()
     if where is None:
         raise ConfigError("airlock is not running from its checkout", hint="give the checkout with --source")
     options = ImageBuildOptions(

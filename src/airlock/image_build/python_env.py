@@ -12,15 +12,14 @@ container starts).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import parse_wheel_filename
-
+from airlock.common.fileio import hash_file
+from airlock.common.wheels import build_wheel, pinned_requirements
 from airlock.errors import ImageBuildError
 from airlock.image_build.layers import changed_since, snapshot, walk
 from airlock.image_build.steps import in_root, run
@@ -36,24 +35,12 @@ class Wheels:
     dependencies: tuple[Path, ...]
 
     def hashes(self) -> tuple[tuple[str, str], ...]:
-        return tuple((wheel.name, sha256_file(wheel)) for wheel in (*self.dependencies, self.airlock))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return tuple((wheel.name, hash_file(wheel).sha256) for wheel in (*self.dependencies, self.airlock))
 
 
 def requirement_lines(wheels: tuple[Path, ...]) -> str:
     """A requirements file that pins each wheel by name, version and SHA-256 (pip's hash-checking mode)."""
-    lines = []
-    for wheel in sorted(wheels, key=lambda w: w.name.lower()):
-        name, version, _, _ = parse_wheel_filename(wheel.name)
-        lines.append(f"{name}=={version} --hash=sha256:{sha256_file(wheel)}")
-    return "\n".join(lines) + "\n"
+    return pinned_requirements((wheel.name, hash_file(wheel).sha256) for wheel in wheels)
 
 
 def platform_tags(libc_version: str, machine: str) -> tuple[str, ...]:
@@ -71,27 +58,8 @@ def platform_tags(libc_version: str, machine: str) -> tuple[str, ...]:
 
 
 def build_airlock_wheel(source: Path, out: Path, *, epoch: int) -> Path:
-    """airlock's wheel from the checkout at ``source``, built by pip from a clean copy of what makes
-    it (``src``, ``pyproject.toml``, README, licence): setuptools' in-tree ``build/`` keeps files
-    deleted from the checkout and would package them, and the checkout stays untouched. With
-    SOURCE_DATE_EPOCH the wheel's own dates are fixed, so the same source gives the same wheel."""
-    copy = out.parent / "airlock-source"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    shutil.copytree(source / "src", copy / "src", ignore=ignore)
-    for path in (source / "pyproject.toml", source / "README.md", *source.glob("LICENSE*")):
-        if path.is_file():
-            shutil.copy2(path, copy / path.name)
-    out.mkdir(parents=True, exist_ok=True)
-    run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--disable-pip-version-check",
-         "-w", str(out), str(copy)],
-        step="building airlock's wheel",
-        env={"SOURCE_DATE_EPOCH": str(epoch)},
-    )  # fmt: skip
-    built = sorted(out.glob("airlock-*.whl"))
-    if len(built) != 1:
-        raise ImageBuildError(f"building airlock's wheel left {len(built)} wheels in {out}")
-    return built[0]
+    """airlock's wheel from the checkout at ``source`` (:func:`airlock.common.wheels.build_wheel`)."""
+    return build_wheel(source, out, python=Path(sys.executable), epoch=epoch, error=ImageBuildError)
 
 
 def download_wheels(

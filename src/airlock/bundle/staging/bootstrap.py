@@ -29,6 +29,7 @@ from pathlib import Path
 from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Bootstrap, BootstrapFile
 from airlock.common.fileio import hash_file
+from airlock.common.wheels import pinned_requirements
 from airlock.errors import SourceError
 
 
@@ -61,11 +62,9 @@ def make_bootstrap(
     digests = {p.name: hash_file(p) for p in wheels}
     if len(digests) != len(wheels):
         raise SourceError("bootstrap: two wheels have the same file name")
-    requirements = "".join(
-        f"{n}=={v} --hash=sha256:{digests[name].sha256}\n"
-        for name in sorted(digests)
-        for n, v in [wheel_name_version(name)]
-    )
+    for name in digests:
+        wheel_name_version(name)  # a file name pip cannot read is a clear error here
+    requirements = pinned_requirements((name, d.sha256) for name, d in digests.items())
     texts = {
         layout.BOOTSTRAP_REQUIREMENTS: (
             f"# airlock {airlock_version} and its dependencies for {target}; pip install --require-hashes\n"

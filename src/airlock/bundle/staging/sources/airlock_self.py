@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +32,12 @@ from pathlib import Path
 from airlock import __version__
 from airlock.bundle.staging.sources.wheels import pip_command, target_of
 from airlock.common.fileio import is_temp_name
+from airlock.common.wheels import airlock_checkout, build_wheel, source_digest, source_files
 from airlock.errors import SourceError
 from airlock.spec import WheelsSpec
 
 #: A fixed date for the files in airlock's wheel (1980-01-01, the earliest a zip can hold).
-SOURCE_DATE_EPOCH = "315532800"
+SOURCE_DATE_EPOCH = 315532800
 _PIP_TIMEOUT = 3600
 
 
@@ -55,19 +55,6 @@ class SelfWheels:
     wheels: list[Path]  # airlock's wheel first, then its dependencies by name
     target: str  # "platform=... python=3.11"
     python_version: str  # "3.11": the Python the wheels are for
-
-
-def checkout() -> Path | None:
-    """The source tree this airlock runs from, where it is a checkout (a pyproject.toml naming airlock)."""
-    root = Path(__file__).resolve().parents[5]  # src/airlock/bundle/staging/sources/this file
-    pyproject = root / "pyproject.toml"
-    if not pyproject.is_file() or not (root / "src" / "airlock" / "__init__.py").is_file():
-        return None
-    try:
-        name = tomllib.loads(pyproject.read_text()).get("project", {}).get("name")
-    except (OSError, tomllib.TOMLDecodeError):
-        return None
-    return root if name == "airlock" else None
 
 
 def collect_airlock(options: SelfOptions) -> SelfWheels:
@@ -94,34 +81,30 @@ def collect_airlock(options: SelfOptions) -> SelfWheels:
 def _built_wheel(cache: Path, python: Path, target: WheelsSpec) -> Path:
     """airlock's wheel built from its checkout (cached by a digest of the source); its build tools come
     from the target's index (none with ``no_index``: then only from its find_links)."""
-    root = checkout()
+    root = airlock_checkout()
     if root is None:
         raise SourceError(
             f"airlock {__version__} is not running from a checkout, so its wheel cannot be built here",
             hint="give airlock's wheel with --airlock-wheel FILE, or pack with --without-airlock",
         )
-    files = _source_files(root)
-    digest = hashlib.sha256()
-    for rel in files:
-        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
-    out = cache / f"airlock-{__version__}-{digest.hexdigest()[:16]}"
+    out = cache / f"airlock-{__version__}-{source_digest(root, source_files(root))[:16]}"
     built = sorted(out.glob("airlock-*.whl")) if out.is_dir() else []
     if built:
         return built[0]
     work = cache / f".build-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     try:
-        for rel in files:
-            (work / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / rel, work / "src" / rel)
-        env = {**os.environ, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-        cmd = [str(python), "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off", *_index_flags(target)]
-        _run([*cmd, "--wheel-dir", str(work / "wheel"), str(work / "src")], "build airlock's wheel", env)
-        wheels = sorted((work / "wheel").glob("airlock-*.whl"))
-        if len(wheels) != 1:
-            raise SourceError(f"building airlock's wheel gave {len(wheels)} wheels, not one")
+        cache.mkdir(parents=True, exist_ok=True)
+        build_wheel(
+            root,
+            work,
+            python=python,
+            epoch=SOURCE_DATE_EPOCH,
+            error=SourceError,
+            pip_flags=_index_flags(target),
+        )
         if not out.exists():
-            (work / "wheel").rename(out)
+            work.rename(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return sorted(out.glob("airlock-*.whl"))[0]
@@ -133,21 +116,6 @@ def _index_flags(target: WheelsSpec) -> list[str]:
     flags += [f"--extra-index-url={u}" for u in target.extra_index_urls]
     flags += [f"--find-links={u}" for u in target.find_links]
     return [*flags, "--no-index"] if target.no_index else flags
-
-
-def _source_files(root: Path) -> list[str]:
-    """What a wheel is built from: pyproject.toml, the readme and licence files, and src/ (no caches)."""
-    top = [p.name for p in sorted(root.iterdir()) if p.is_file()]
-    keep = [n for n in top if n == "pyproject.toml" or n.startswith(("README", "LICEN", "NOTICE", "COPYING"))]
-    src = [
-        p.relative_to(root).as_posix()
-        for p in sorted((root / "src").rglob("*"))
-        if p.is_file()
-        and "__pycache__" not in p.parts
-        and not any(part.endswith(".egg-info") for part in p.parts)
-        and p.suffix not in (".pyc", ".pyo")
-    ]
-    return keep + src
 
 
 def _requires(wheel: Path) -> list[str]:
