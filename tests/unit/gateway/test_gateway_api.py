@@ -409,7 +409,9 @@ def test_audit_log_records_who_used_what_but_not_the_text(gw: GatewayThread, cli
         assert time.monotonic() < deadline, records
         time.sleep(0.05)
         records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        chat = [r for r in records if r["route"] == "/v1/chat/completions" and r["completion_tokens"] == 3]
+        chat = [
+            r for r in records if r.get("route") == "/v1/chat/completions" and r.get("completion_tokens") == 3
+        ]
     assert chat
     assert chat[-1]["key"] == "tester"
     assert chat[-1]["model"] == "tiny"
