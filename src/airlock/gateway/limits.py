@@ -180,9 +180,20 @@ class Limiter:
         ]
         state = self.keys.state
         for _ in range(3):
-            if await state.admit(key.key_id, checks, tokens, minute, day):
-                return lease
-            refusal = await self._why(state, key, tokens, now)
+            try:
+                if await state.admit(key.key_id, checks, tokens, minute, day):
+                    return lease
+                refusal = await self._why(state, key, tokens, now)
+            except (APIError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # sqlite3.Error, psycopg.Error: locked past its timeout, or down
+                log.warning("key database %s: cannot check limits: %s", state.label, exc)
+                raise APIError(
+                    503,
+                    "the gateway cannot reach its key database to check this key's limits; retry shortly",
+                    code="limits_unavailable",
+                    headers={"Retry-After": "1"},
+                ) from exc
             if refusal is not None:
                 raise refusal
             # the window moved between the UPDATE and the look (another request ended): try again
@@ -235,7 +246,10 @@ class Limiter:
             return
         # no usage: keep what a stream that broke off reserved (tokens were spent), release the rest
         delta = prompt + completion - lease.tokens if usage is not None else 0 if started else -lease.tokens
-        await self.keys.state.settle(lease.key.key_id, delta, lease.minute, lease.day)
+        try:
+            await self.keys.state.settle(lease.key.key_id, delta, lease.minute, lease.day)
+        except Exception:  # the answer is out; the key keeps this request's slot and reservation
+            log.exception("key database: could not settle a request of key %r", lease.key.name)
 
     # -- usage ----------------------------------------------------------------------------------
 

@@ -380,11 +380,13 @@ class SqliteState:
     holding the lock makes this one wait up to ``busy_timeout``, blocking the loop for that long.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
         self.label = str(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, timeout=5, isolation_level=None, check_same_thread=False)
+            self._conn = sqlite3.connect(
+                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
             with self._conn:
                 prepare_sqlite(self._conn)
                 self._conn.execute(FILL_STATE)

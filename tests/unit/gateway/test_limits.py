@@ -9,6 +9,7 @@ leaves), so no test depends on how fast anything runs.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -340,3 +341,29 @@ def test_two_gateway_processes_on_one_sqlite_file_admit_exactly_the_limit(tmp_pa
             )
     finally:
         stop(procs)
+
+
+def test_a_key_database_that_stays_locked_is_a_503_not_a_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    key, _ = store.create("wes", limits=KeyLimits(rpm=5))
+
+    async def quick(target: Path) -> SqliteState:
+        return SqliteState(target, busy_timeout_s=0.05)
+
+    monkeypatch.setattr("airlock.gateway.auth.open_state", quick)
+
+    async def scenario() -> None:
+        limiter = Limiter(KeyCache(store), CollectorRegistry())
+        await limiter.start()
+        blocker = sqlite3.connect(tmp_path / "keys.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+        with pytest.raises(APIError) as info:
+            await limiter.admit(key, "chat", chat())
+        assert (info.value.status, info.value.code) == (503, "limits_unavailable")
+        blocker.execute("ROLLBACK")
+        await limiter.admit(key, "chat", chat())
+        await limiter.close()
+
+    asyncio.run(scenario())
