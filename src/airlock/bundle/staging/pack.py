@@ -6,6 +6,12 @@ volumes, parity, SBOM, then the manifest, its signature and each volume's index,
 that lacks them is visibly unfinished). Every stage can be interrupted and re-run: downloads resume,
 hashes are cached and blobs already written are re-hashed and kept (see :mod:`writer`).
 
+Each byte is read once: a file hashed for the first time is copied into the first volume's blob folder
+in the same read (:class:`~.hashing.Stager`), and the writer renames it into place. Not staged, and
+so read a second time to be written: a file that shares its size with another (it may be a
+duplicate), one larger than a volume (it is split), and every file with ``--compress`` or ``--base``
+(most of them may never be written).
+
 Example::
 
     result = pack(PackOptions(spec_path=Path("airlock.yaml"), out=Path("bundle"),
@@ -43,7 +49,7 @@ from airlock.bundle.format.manifest import (
 )
 from airlock.bundle.format.sign import MANIFEST_CONTEXT, key_id, load_private_key, sign
 from airlock.bundle.staging.collect import CollectOptions, collect
-from airlock.bundle.staging.hashing import HashCache, Hashed, ToHash, hash_files
+from airlock.bundle.staging.hashing import HashCache, Hashed, Stager, ToHash, hash_files
 from airlock.bundle.staging.sources.base import Collected, content_commit
 from airlock.bundle.staging.volumes import Item, Placement, plan_volumes
 from airlock.bundle.staging.writer import StoredSource, VolumeWriter, entry_path
@@ -336,8 +342,27 @@ def _pack(options: PackOptions) -> PackResult:
     _refuse_out_in_sources(loaded.spec, options.out)
     with _locked_out(options.out) as state:
         finished = (options.out / layout.volume_name(1) / layout.MANIFEST).is_file()
-        assembled = _assemble(loaded, options, state)
-        return _write(loaded, assembled, options, state, earlier_finished=finished)
+        stager = _stager(loaded, options)
+        try:
+            assembled = _assemble(loaded, options, state, stager)
+            return _write(loaded, assembled, options, state, earlier_finished=finished)
+        finally:
+            if stager is not None:
+                stager.discard()
+
+
+def _stager(loaded: _Loaded, options: PackOptions) -> Stager | None:
+    """Copy files into the bundle as they are hashed, unless most of them may never be written raw
+    (``--compress`` reads the source to compress it; ``--base`` skips what the other side holds)."""
+    if options.compress != "none" or loaded.base is not None:
+        return None
+    largest = UNLIMITED if options.volume_size is None else options.volume_size - 4096  # larger: split
+    return Stager(
+        options.out / layout.volume_name(1) / layout.BLOBS_DIR,
+        chunk_size=options.chunk_size,
+        largest=largest,
+        disk=options.disk,
+    )
 
 
 def _load(options: PackOptions) -> _Loaded:
@@ -357,7 +382,7 @@ def _load(options: PackOptions) -> _Loaded:
     return _Loaded(spec, key, base, warnings)
 
 
-def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
+def _assemble(loaded: _Loaded, options: PackOptions, state: Path, stager: Stager | None) -> _Assembled:
     """Collect the sources, check and hash them, compress what pays, and list every blob."""
     collected = collect(
         loaded.spec,
@@ -382,6 +407,7 @@ def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
         HashCache(state / layout.PACK_HASH_CACHE),
         workers=options.workers,
         progress=options.progress,
+        stager=stager,
     )
     artifacts, origins = _artifacts(collected, hashes)
     base = loaded.base
@@ -391,7 +417,7 @@ def _assemble(loaded: _Loaded, options: PackOptions, state: Path) -> _Assembled:
     encoded = _encode(
         [sha for sha in origins if sha not in skip and sha not in packed], origins, state, options
     )
-    blobs, sources, items = _blobs(origins, skip, encoded)
+    blobs, sources, items = _blobs(origins, skip, encoded, stager)
     created = options.created or utc_now()
     made = _bootstrap(loaded, options, state) if carries_airlock(loaded.spec, options) else None
     return _Assembled(
@@ -464,9 +490,13 @@ def _write(
 
 
 def _blobs(
-    origins: dict[str, _Origin], skip: frozenset[str], encoded: dict[str, Encoded]
+    origins: dict[str, _Origin],
+    skip: frozenset[str],
+    encoded: dict[str, Encoded],
+    stager: Stager | None = None,
 ) -> tuple[dict[str, Blob], dict[str, StoredSource], list[Item]]:
-    """Every distinct blob, where its stored bytes are read from, and what the planner places."""
+    """Every distinct blob, where its stored bytes are read from (or were copied to while hashing),
+    and what the planner places."""
     blobs: dict[str, Blob] = {}
     sources: dict[str, StoredSource] = {}
     items: list[Item] = []
@@ -478,7 +508,10 @@ def _blobs(
         blobs[sha] = enc.blob
         compressed = enc.blob.encoding == "zstd"
         stamp = None if compressed else origin.hashed.stamp
-        sources[sha] = StoredSource(path=enc.path, compressed=compressed, stamp=stamp, name=origin.name)
+        staged = stager.take(origin.path) if stager is not None and not compressed else None
+        sources[sha] = StoredSource(
+            path=enc.path, compressed=compressed, stamp=stamp, name=origin.name, staged=staged
+        )
         items.append(Item(sha, enc.blob.stored_size, raw_size=origin.size, frames=enc.frames))
     return blobs, sources, items
 

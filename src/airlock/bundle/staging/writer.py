@@ -6,6 +6,9 @@ appended to the journal (``journal.jsonl`` in pack's state folder, ``.OUT.airloc
 OUT). After a crash (even ``kill -9``) a re-run finds the journal's entries, re-hashes the files it
 names and keeps those that still match; the rest is written again.
 
+A whole raw blob that hashing already copied into the bundle (:class:`~.hashing.Staged`: fsynced,
+its chunk hashes known) is not read again: it is renamed into its place and journaled.
+
 Example::
 
     writer = VolumeWriter(out, journal_path, chunk_size=64 << 20, workers=2)
@@ -26,7 +29,7 @@ from pathlib import Path
 
 from airlock.bundle.format import layout
 from airlock.bundle.format.manifest import Entry, chunk_spans
-from airlock.bundle.staging.hashing import Stamp
+from airlock.bundle.staging.hashing import Staged, Stamp
 from airlock.bundle.staging.volumes import Placement
 from airlock.common.fileio import (
     DEFAULT_DISK,
@@ -52,6 +55,7 @@ class StoredSource:
     compressed: bool
     stamp: Stamp | None = None  # raw sources: must not change while packing
     name: str = ""  # for errors: the first logical file with this content
+    staged: Staged | None = None  # already copied into the bundle while it was hashed
 
 
 @dataclass(frozen=True)
@@ -288,7 +292,10 @@ class VolumeWriter:
             for number, placements in enumerate(plan, start=1)
             for p in placements
         ]
-        self.clean(plan_paths={(j.volume, j.path) for j in jobs}, volumes=keep_volumes or len(plan))
+        staged = frozenset(s.staged.path for s in sources.values() if s.staged is not None)
+        self.clean(
+            plan_paths={(j.volume, j.path) for j in jobs}, volumes=keep_volumes or len(plan), keep=staged
+        )
         for number in range(1, len(plan) + 1):
             (self.out / layout.volume_name(number) / layout.BLOBS_DIR).mkdir(parents=True, exist_ok=True)
         meter = Meter(self.progress, "write", sum(j.placement.stored_size for j in jobs))
@@ -344,7 +351,19 @@ class VolumeWriter:
     def _copy(
         self, jobs: list[Job], sources: dict[str, StoredSource], meter: Meter, results: dict[Job, Entry]
     ) -> None:
-        """Copy each entry (every chunk on the pool), finish it as soon as its last chunk is in, journal it."""
+        """Copy each entry (every chunk on the pool), finish it as soon as its last chunk is in, journal it.
+
+        An entry staged while hashing is renamed into place instead."""
+        staged = [(j, s) for j in jobs if (s := self._staged(j, sources[j.placement.blob])) is not None]
+        for job, copy in staged:
+            final = job.final(self.out)
+            os.replace(copy.path, final)
+            entry = _entry(job, job.placement.blob, list(copy.chunks), self.chunk_size)
+            results[job] = entry
+            self._append(JournalRecord.of(job, entry))
+            meter(job.placement.stored_size)
+        moved = {j for j, _ in staged}
+        jobs = [j for j in jobs if j not in moved]
         copies = [
             _EntryCopy(
                 j, sources[j.placement.blob], j.final(self.out), chunk_size=self.chunk_size, disk=self.disk
@@ -367,9 +386,26 @@ class VolumeWriter:
                 fatal=is_disk_full,
             )
 
+    def _staged(self, job: Job, source: StoredSource) -> Staged | None:
+        """The staged copy to rename into ``job``'s place: a whole raw blob, hashed by this chunk size,
+        on the same file system."""
+        copy = source.staged
+        p = job.placement
+        if copy is None or source.compressed or p.part is not None or copy.chunk_size != self.chunk_size:
+            return None
+        try:
+            same = os.stat(copy.path).st_dev == os.stat(job.final(self.out).parent).st_dev
+        except OSError:
+            return None
+        return copy if same and os.stat(copy.path).st_size == p.stored_size else None
+
     # -- cleaning --------------------------------------------------------------------------------
-    def clean(self, *, plan_paths: set[tuple[int, str]], volumes: int) -> None:
-        """Remove what an earlier run left that this plan does not use; refuse to touch foreign files."""
+    def clean(
+        self, *, plan_paths: set[tuple[int, str]], volumes: int, keep: frozenset[Path] = frozenset()
+    ) -> None:
+        """Remove what an earlier run left that this plan does not use; refuse to touch foreign files.
+
+        ``keep``: this run's staged files (temp names), left alone."""
         for vol_dir in sorted(self.out.glob(layout.VOLUME_PREFIX + "*")):
             if not vol_dir.is_dir():
                 continue
@@ -390,7 +426,7 @@ class VolumeWriter:
                             f"{path}: not a file airlock wrote; refusing to pack over it",
                             hint="choose an empty --out folder",
                         )
-                    if (number, rel) not in plan_paths:
+                    if (number, rel) not in plan_paths and path not in keep:
                         path.unlink()
                 elif path.is_dir() and number > volumes:
                     with contextlib.suppress(OSError):
