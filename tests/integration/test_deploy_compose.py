@@ -14,6 +14,7 @@ already built (by ``airlock image build``) instead of building one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -311,6 +312,29 @@ def test_an_image_not_loaded_is_never_pulled(
     assert up.returncode == 22, up.stderr
     assert "image airlock:absent is not in the docker daemon (it would be pulled)" in up.stderr
     assert "airlock install DIR --docker" in up.stderr
+
+
+def test_a_tag_that_points_at_another_image_is_refused(
+    docker_host: str, loaded: str, store: Path, workdir: Path
+) -> None:
+    """The store recorded another config digest for the tag the daemon has: a supply-chain surprise."""
+    other = workdir / "store-impostor"
+    shutil.copytree(store, other, symlinks=True)
+    s = Store(other)
+    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": "sha256:" + "0" * 64}}).encode()
+    hexdigest = hashlib.sha256(manifest).hexdigest()
+    s.image_blob(hexdigest).write_bytes(manifest)
+    db = s.load_db()
+    s.save_db(
+        db.model_copy(update={"images": [db.images[0].model_copy(update={"digest": f"sha256:{hexdigest}"})]})
+    )
+    spec = _spec(workdir / "impostor", other, 18997)
+    up = _airlock(
+        docker_host, "deploy", "compose", str(spec), "--out", str(workdir / "impostor-deploy"), "--up"
+    )
+    assert up.returncode == 22, up.stderr
+    assert f"the daemon's {TAG} is sha256:" in up.stderr and "not the sha256:" + "0" * 64 in up.stderr
+    assert _compose(docker_host, workdir / "impostor-deploy", "ps", "-q").stdout.strip() == ""
 
 
 def test_a_daemon_that_is_not_running(store: Path, workdir: Path) -> None:
