@@ -159,7 +159,12 @@ def render_compose(options: ComposeOptions) -> Rendered:
     write_atomic(out / COMPOSE_FILE, text.encode())
     write_atomic(out / ENV_FILE, "".join(f"{k}={v}\n" for k, v in env.items()).encode(), mode=0o600)
     written += [out / COMPOSE_FILE, out / ENV_FILE]
-    notes = (*deployment.warnings, PULL_NOTE)
+    unset = [name for name in deployment.gateway.secret_env if not env.get(name)]
+    empty = (
+        f"{name} (a remote model's key) is empty in {out / ENV_FILE}: set it there before --up"
+        for name in unset
+    )
+    notes = (*deployment.warnings, PULL_NOTE, *empty)
     return Rendered(out, deployment, tuple(written), tuple(images), options.monitoring, notes)
 
 
@@ -172,6 +177,8 @@ def _env_values(path: Path, deployment: Deployment, *, monitoring: bool) -> dict
     }
     if monitoring or GRAFANA_PASSWORD_ENV in old:
         env[GRAFANA_PASSWORD_ENV] = old.get(GRAFANA_PASSWORD_ENV) or secrets.token_urlsafe(18)
+    for name in deployment.gateway.secret_env:  # a remote model's key: the operator writes it once
+        env[name] = old.get(name, "")
     return env
 
 
@@ -205,7 +212,11 @@ def _gateway(deployment: Deployment, spec_yaml: bytes) -> dict[str, Any]:
         "image": gw.image,
         "pull_policy": "never",
         "command": ["serve", "--config", gw.spec_path],
-        "environment": {**OFFLINE_ENV, ENGINE_KEY_ENV: f"${{{ENGINE_KEY_ENV}}}"},
+        "environment": {
+            **OFFLINE_ENV,
+            ENGINE_KEY_ENV: f"${{{ENGINE_KEY_ENV}}}",
+            **{name: f"${{{name}}}" for name in gw.secret_env},  # remote models' keys, from .env
+        },
         "ports": [f"{gw.host}:{gw.port}:{gw.container_port}"],
         "volumes": [f"{STATE_VOLUME}:{gw.state_dir}", f"./{GATEWAY_SPEC_FILE}:{gw.spec_path}:ro"],
         "networks": [ENGINES_NETWORK, EDGE_NETWORK],

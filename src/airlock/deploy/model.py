@@ -109,6 +109,7 @@ class GatewayService:
     spec_path: str = GATEWAY_SPEC_PATH  # where spec_yaml is mounted inside
     image_id: str | None = None
     host: str = "0.0.0.0"  # noqa: S104 - the address the published port binds on the host
+    secret_env: tuple[str, ...] = ()  # variables the gateway reads keys from (remote models' api_key_env)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,15 @@ def build_deployment(options: DeployOptions) -> Deployment:
         spec_yaml=gateway_spec_yaml(spec, {e.model: e for e in engines}),
         image_id=gateway_id,
         host=spec.gateway.host,
+        secret_env=tuple(
+            sorted(
+                {
+                    m.engine.api_key_env
+                    for m in spec.models
+                    if isinstance(m.engine, RemoteEngineSpec) and m.engine.api_key_env
+                }
+            )
+        ),
     )
     project = options.name or options.spec.resolve().parent.name
     return Deployment(

@@ -271,3 +271,28 @@ def test_cli_image_not_in_the_store(write_spec: SpecWriter, tmp_path: Path) -> N
     assert result.returncode == 22, result.stderr
     assert "image airlock:9 is not in the store" in result.stderr and "airlock install" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_remote_models_key_comes_from_env_not_the_file(
+    write_spec: SpecWriter, settings: Settings, store: Path, tmp_path: Path
+) -> None:
+    gguf = str(store / "gguf" / "tiny.gguf")
+    spec = write_spec(
+        [{"name": "smollm2", "gguf": gguf},
+         {"name": "big", "engine": {"kind": "remote", "url": "http://10.0.0.5:8000/v1", "api_key_env": "BIG_KEY"}}]
+    )  # fmt: skip
+    out = tmp_path / "out"
+    rendered = _render(spec, settings, out)
+    assert any("BIG_KEY" in note and "empty" in note for note in rendered.notes)
+    assert set(_validated(rendered)["services"]) == {"gateway", "engine-smollm2"}  # no engine for a URL
+    gw = yaml.safe_load((out / "gateway" / "airlock.yaml").read_text())
+    assert gw["models"][1]["engine"] == {
+        "kind": "remote",
+        "url": "http://10.0.0.5:8000/v1",
+        "api_key_env": "BIG_KEY",
+    }
+    (out / ".env").write_text((out / ".env").read_text().replace("BIG_KEY=", "BIG_KEY=s3cret"))
+    again = _render(spec, settings, out)
+    assert not any("BIG_KEY" in note for note in again.notes)
+    assert _validated(again)["services"]["gateway"]["environment"]["BIG_KEY"] == "s3cret"
+    assert "s3cret" not in again.compose_file.read_text()
