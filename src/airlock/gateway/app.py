@@ -47,9 +47,9 @@ from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
 from airlock.gateway.limits import EngineGates, Limiter
 from airlock.gateway.metrics import GatewayMetrics
+from airlock.gateway.openapi import openapi_document
 from airlock.gateway.proxy import Outcome, forward
 from airlock.gateway.routing import Route, Router
-from airlock.gateway.openapi import openapi_document
 from airlock.gateway.validation import check_model_kind, parse_json_object, validate_request
 from airlock.spec import GatewaySpec
 
