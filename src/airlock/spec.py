@@ -93,6 +93,12 @@ class GatewaySpec(FrozenModel):
     require_all_engines: bool = Field(
         False, description="fail serve if any model fails its first start (as --require-all)"
     )
+    engine_concurrency: int = Field(
+        256, ge=1, description="requests in flight per engine; more wait in its queue"
+    )
+    engine_queue: int = Field(
+        1024, ge=0, description="requests waiting per engine; beyond it, 503 at once (engine_overloaded)"
+    )
 
     _paths = field_validator("audit_log")(_resolve)
 

@@ -91,7 +91,7 @@ def serve(
         require_all=require_all or spec.gateway.require_all_engines,
     )  # fmt: skip
     err.print(f"airlock: serving {escape(origin)}")
-    token = _first_key(KeyStore(settings.keys_db)) if auth else None
+    token = _first_key(KeyStore(spec.gateway.database or settings.keys_db)) if auth else None
     waiting: dict[str, str] = {}  # engine -> its latest "still starting" note
     spinner: list[Status] = []
 

@@ -116,7 +116,7 @@ class Gateway:
         self.keys = keys
         self.metrics = metrics
         self.limits = Limiter(keys, metrics.registry) if keys is not None else None
-        self.gates = EngineGates(metrics.registry)
+        self.gates = EngineGates(metrics.registry, limit=spec.engine_concurrency, queue=spec.engine_queue)
         self.session: aiohttp.ClientSession | None = None
         self.identities = identities or {}
         self.audit = (

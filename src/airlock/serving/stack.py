@@ -199,7 +199,7 @@ async def serve(
             health_interval_s=options.health_interval_s,
             on_event=on_event,
         )
-        keys = KeyCache(KeyStore(settings.keys_db)) if options.auth else None
+        keys = KeyCache(KeyStore(spec.gateway.database or settings.keys_db)) if options.auth else None
         aliases = {m.name: list(m.aliases) for m in spec.models}
         await serve_engines(
             supervisor,

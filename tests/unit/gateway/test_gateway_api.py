@@ -25,7 +25,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> KeyStore:
 
 @pytest.fixture(scope="module")
 def token(store: KeyStore) -> str:
-    return store.create("tester")[1]
+    return store.create("tester", scopes=["chat", "completions", "embeddings", "models", "metrics"])[1]
 
 
 @pytest.fixture(scope="module")
