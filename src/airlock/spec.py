@@ -99,8 +99,24 @@ class GatewaySpec(FrozenModel):
     engine_queue: int = Field(
         1024, ge=0, description="requests waiting per engine; beyond it, 503 at once (engine_overloaded)"
     )
+    workers: int = Field(
+        1, ge=1, le=256, description="gateway processes sharing the port (as --workers); engines run once"
+    )
+    tls_cert: Path | None = Field(None, description="serve HTTPS with this PEM certificate (chain)")
+    tls_key: Path | None = Field(None, description="the certificate's PEM private key")
+    tls_client_ca: Path | None = Field(
+        None, description="mutual TLS: only clients with a certificate signed by this PEM CA connect"
+    )
 
-    _paths = field_validator("audit_log")(_resolve)
+    _paths = field_validator("audit_log", "tls_cert", "tls_key", "tls_client_ca")(_resolve)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySpec:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
+        return self
 
 
 class _EngineBase(FrozenModel):
