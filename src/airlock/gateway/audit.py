@@ -47,6 +47,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ from typing import Any, Literal
 
 import orjson
 
-from airlock.common.fileio import write_atomic
+from airlock.common.fileio import temp_name
 
 log = logging.getLogger("airlock.gateway.audit")
 
@@ -87,9 +88,10 @@ class ModelIdentity:
     bundle: str | None = None
 
 
-def utc_now() -> str:
-    """RFC 3339 UTC with milliseconds, as syslog and SIEMs read it."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def utc_now(when: float | None = None) -> str:
+    """RFC 3339 UTC with milliseconds, as syslog and SIEMs read it (``when``: a ``time.time()``)."""
+    moment = dt.datetime.now(dt.UTC) if when is None else dt.datetime.fromtimestamp(when, dt.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def rotated_name(path: Path, first_seq: int) -> Path:
@@ -174,13 +176,15 @@ class AuditLog:
         return f"the audit log {self.path} is {len(self._pending)} lines behind"
 
     def record(self, record: dict[str, Any]) -> None:
-        """Queue one line (``ts`` is added); never blocks. Lines past 10x ``max_pending`` are counted
+        """Queue one line (``ts`` is set, as a number the writer formats: the caller's dict is kept,
+        so it must be the caller's own); never blocks. Lines past 10x ``max_pending`` are counted
         as dropped (the gateway refuses requests long before, unless it fails open) and the count
         is written to the chain as an ``audit_dropped`` line once the log can be written again."""
         if len(self._pending) >= 10 * self.config.max_pending:
             self._dropped += 1
             return
-        self._pending.append({"ts": utc_now(), **record})
+        record["ts"] = time.time()
+        self._pending.append(record)
         if self._wake is not None and len(self._pending) >= self.config.batch_lines:
             self._wake.set()
 
@@ -265,7 +269,10 @@ class AuditLog:
             seq, prev = chain.seq, chain.prev
             for body in batch:
                 seq += 1
-                line, prev = seal({"seq": seq, **body}, prev)
+                ts = body.pop("ts", None)
+                stamp = utc_now(ts) if isinstance(ts, float) else ts
+                line, prev = seal({"seq": seq, "ts": stamp, **body}, prev)
+                body["ts"] = ts  # a batch that fails is sealed again from the same lines
                 lines.append(line)
             data = b"".join(lines)
             written = os.write(chain.fd, data)
@@ -280,7 +287,7 @@ class AuditLog:
             del self._pending[:count]
             self._dropped -= dropped
             self.durable_seq = seq
-            write_atomic(
+            _write_head(
                 head_path(self.path), orjson.dumps({"seq": seq, "hash": prev, "file": self.path.name})
             )
             if chain.size >= self.config.max_bytes:
@@ -439,6 +446,19 @@ def _seq_of(line: bytes) -> int | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, int) else None
+
+
+def _write_head(path: Path, data: bytes) -> None:
+    """Replace the head file atomically (a temp name, fsync, rename). Not ``write_atomic``: that one
+    creates a missing folder, and a removed audit folder must stay an error (fail closed)."""
+    tmp = path.with_name(temp_name(path.name))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:

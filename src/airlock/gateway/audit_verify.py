@@ -34,6 +34,8 @@ ExportFormat = Literal["syslog", "cef", "jsonl"]
 #: The structured-data id of syslog lines: 32473 is the enterprise number RFC 5612 sets aside for
 #: documentation and examples; a site with its own number can replace it downstream.
 SD_ID = "airlock@32473"
+#: files beside the log that are not part of the chain: the head (checked on its own) and the lock
+SIDECARS = (".head", ".lock")
 
 
 class AuditChainError(AirlockError):
@@ -92,6 +94,8 @@ def chain_order(paths: Sequence[Path]) -> tuple[list[Path], list[Problem]]:
     ordered: list[tuple[int, Path]] = []
     problems: list[Problem] = []
     for path in dict.fromkeys(paths):
+        if path.name.endswith(SIDECARS):  # a shell's audit.jsonl* brings them along: not lines
+            continue
         try:
             if path.stat().st_size == 0:
                 continue

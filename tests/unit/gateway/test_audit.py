@@ -361,7 +361,9 @@ def test_export_jsonl_is_the_lines_byte_for_byte_in_chain_order(tmp_path: Path) 
 def test_cli_verify_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cli = Cli(capsys)
     path = tmp_path / "audit.jsonl"
-    files = write_log(path, 12, max_bytes=1500)
+    write_log(path, 12, max_bytes=1500)
+    files = sorted(tmp_path.glob("audit.jsonl*"))  # as a shell expands it: the head and lock files too
+    assert {f.suffix for f in files} >= {".head", ".lock"}
     result = cli("audit", "verify", *map(str, files))
     assert result.returncode == 0, result.stderr
     assert re.search(r"OK: \d+ files, 14 lines \(seq 1 to 14\), chain whole; the end matches", result.stdout)
