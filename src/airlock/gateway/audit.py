@@ -440,6 +440,20 @@ class AuditLog:
             chain.lock_fd = None
 
 
+def append_admin(config: AuditConfig, action: str, **fields: Any) -> None:
+    """Write one ``admin`` line now, from a command outside the gateway (``airlock keys create``...):
+    under the same lock as the gateway's writer, continuing the same chain; raises OSError when the
+    log cannot be written (the command should then fail: an unaudited admin action is refused)."""
+    log = AuditLog(config)
+    config.path.parent.mkdir(parents=True, exist_ok=True)
+    log.record({"event": "admin", "action": action, "pid": os.getpid(), **fields})
+    try:
+        log.flush()
+    finally:
+        with log._io:
+            log._close_fds(lock=True)
+
+
 def _seq_of(line: bytes) -> int | None:
     try:
         value = orjson.loads(line).get("seq")

@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airlock.gateway.audit import AuditConfig, AuditLog, head_path, rotated_files
+from airlock.gateway.audit import AuditConfig, AuditLog, append_admin, head_path, rotated_files
 from airlock.gateway.audit_verify import export, to_cef, to_syslog, verify
 from harness import Cli
 
@@ -201,6 +201,27 @@ def test_two_writers_share_one_chain(tmp_path: Path) -> None:
     report = verify(files)
     assert report.ok, report.problems
     assert report.last_seq == 44
+
+
+def test_admin_actions_from_another_process_join_the_gateways_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+
+    async def main() -> None:
+        log = AuditLog(AuditConfig(path))
+        await log.start()
+        log.record({"event": "request", "i": 1})
+        log.flush()
+        append_admin(AuditConfig(path), "key_create", key="bob", key_id="k2", by="root")
+        log.record({"event": "request", "i": 2})
+        await log.close()
+
+    asyncio.run(main())
+    report = verify([path])
+    assert report.ok, report.problems
+    events = [orjson.loads(x)["event"] for x in read_lines(path)]
+    assert events == ["audit_start", "request", "admin", "request", "audit_stop"]
+    admin = orjson.loads(read_lines(path)[2])
+    assert (admin["action"], admin["key"], admin["key_id"]) == ("key_create", "bob", "k2")
 
 
 def test_a_writer_held_back_makes_the_log_unhealthy_until_it_catches_up(tmp_path: Path) -> None:
