@@ -97,9 +97,18 @@ def _advise(fd: int, offset: int, length: int) -> None:
 
 
 def read_ranges(
-    path: Path, offset: int = 0, length: int | None = None, *, buf: int = BUF, follow: bool = True
+    path: Path,
+    offset: int = 0,
+    length: int | None = None,
+    *,
+    buf: int = BUF,
+    follow: bool = True,
+    ring: int = 1,
 ) -> Iterator[memoryview]:
     """Yield the bytes of ``path[offset:offset+length]`` in buffers (reused: copy what you keep).
+
+    With ``ring`` > 1 the buffers are taken in turn from a ring of that many, so a view stays valid
+    for the next ``ring - 1`` yields (another thread can still be hashing it).
 
     Raises ``EOFError`` if the file ends early (a truncated blob). With ``follow=False`` a link is
     refused (``OSError`` ELOOP) rather than followed: what a volume holds is read only from the volume.
@@ -110,11 +119,13 @@ def read_ranges(
         if length is None:
             length = os.fstat(fd).st_size - offset
         _advise(fd, offset, length)
-        block = bytearray(min(buf, max(length, 1)))
-        view = memoryview(block)
-        pos, end = offset, offset + length
+        size = min(buf, max(length, 1))
+        views = [memoryview(bytearray(size)) for _ in range(max(1, ring))]
+        pos, end, turn = offset, offset + length, 0
         while pos < end:
-            want = min(len(block), end - pos)
+            view = views[turn]
+            turn = (turn + 1) % len(views)
+            want = min(size, end - pos)
             n = os.preadv(fd, [view[:want]], pos)
             if n == 0:
                 raise EOFError(f"{path} ends at byte {pos}, before byte {end}")

@@ -20,9 +20,9 @@ import json
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +108,9 @@ class Staged:
     chunks: tuple[str, ...]  # the SHA-256 of each ``chunk_size`` piece (one piece when no larger)
 
 
+_RING = 8  # read buffers in turn: the chunk hashes may lag the whole hash by up to 7 buffers (7 MiB)
+
+
 class _Pieces:
     """The SHA-256 of each ``chunk_size`` piece of a stream fed in buffers of any size."""
 
@@ -174,7 +177,13 @@ class Stager:
         tmp = self.folder / temp_name(origin.name)
         with self._lock:
             self._temps.add(tmp)
-        whole, pieces = hashlib.sha256(), _Pieces(self.chunk_size)
+        size = origin.stat().st_size
+        whole = hashlib.sha256()
+        # Larger than a chunk, its chunk hashes are computed on a second thread, beside the whole hash,
+        # a few buffers behind (so one file's two hashes use two cores without waiting on each other).
+        pieces = _Pieces(self.chunk_size) if size > self.chunk_size else None
+        helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-hash") if pieces else None
+        behind: deque[Future[None]] = deque()
         pos = 0
         try:
             with _writing(tmp):
@@ -182,20 +191,20 @@ class Stager:
         except BaseException:
             self.drop(tmp)
             raise
-        # The chunk hashes on a second thread, beside the whole hash: one file's two hashes use two cores.
-        helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-hash")
         try:
-            for data in read_ranges(origin):
-                chunked = helper.submit(pieces.update, data)
-                try:
-                    whole.update(data)
-                    with _writing(tmp):
-                        self.disk.write(fd, data, pos)
-                finally:
-                    chunked.result()  # before the buffer is read into again
+            for data in read_ranges(origin, ring=_RING):
+                if helper is not None and pieces is not None:
+                    behind.append(helper.submit(pieces.update, data))
+                whole.update(data)
+                with _writing(tmp):
+                    self.disk.write(fd, data, pos)
                 pos += len(data)
                 if on_bytes:
                     on_bytes(len(data))
+                while len(behind) >= _RING:  # the ring's next buffer must be hashed before it is refilled
+                    behind.popleft().result()
+            while behind:
+                behind.popleft().result()
             with _writing(tmp):
                 os.fsync(fd)
         except BaseException:
@@ -203,9 +212,12 @@ class Stager:
             self.drop(tmp)
             raise
         finally:
-            helper.shutdown(wait=True)
+            if helper is not None:
+                helper.shutdown(wait=True, cancel_futures=True)
         os.close(fd)
-        return FileDigest(pos, whole.hexdigest()), Staged(tmp, self.chunk_size, pieces.finish())
+        digest = whole.hexdigest()
+        chunks = pieces.finish() if pieces is not None else (digest,)
+        return FileDigest(pos, digest), Staged(tmp, self.chunk_size, chunks)
 
     def keep(self, origin: Path, staged: Staged) -> None:
         with self._lock:
