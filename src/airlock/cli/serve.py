@@ -73,6 +73,14 @@ def serve(
             "the others while they are retried; fail only if none is ready).",
         ),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Gateway processes sharing the port (default: the spec's gateway.workers, 1); the "
+            "engines run once. Keys, limits, metrics and the audit log are shared.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the spec's models (or the embedded default model) behind an OpenAI-compatible gateway."""
     import uvloop
@@ -87,7 +95,7 @@ def serve(
     auth = spec.gateway.auth and not no_auth
     # checks --host and --port (one line, exit 2) before anything is printed or created
     options = ServeOptions(
-        spec=spec, auth=auth, host=host, port=port, force=force,
+        spec=spec, auth=auth, host=host, port=port, force=force, workers=workers,
         require_all=require_all or spec.gateway.require_all_engines,
     )  # fmt: skip
     err.print(f"airlock: serving {escape(origin)}")
@@ -121,7 +129,10 @@ def serve(
         err.print(f"  [dim]{'plan':>10}[/]  [bold]{escape(model)}[/]  [dim]{escape(text)}[/]")
 
     def on_listening(info: Listening) -> None:
-        err.print(f"[bold green]ready[/]: {escape(info.url)}/v1  models: {escape(', '.join(info.models))}")
+        processes = f"  ({info.workers} gateway workers)" if info.workers > 1 else ""
+        err.print(
+            f"[bold green]ready[/]: {escape(info.url)}/v1  models: {escape(', '.join(info.models))}{processes}"
+        )
         if info.waiting:
             err.print(
                 f"[yellow]not ready[/]: {escape(', '.join(info.waiting))}: failed to start; retried in the "

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from airlock import __version__
 from airlock.gateway.apikeys import ApiKey
@@ -301,7 +301,7 @@ class Gateway:
         return 200
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send, request: _Request) -> int:
-        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, self.metrics.registry)
+        body = await asyncio.get_running_loop().run_in_executor(None, self.metrics.render)
         await send_bytes(send, 200, body, CONTENT_TYPE_LATEST.encode())
         return 200
 

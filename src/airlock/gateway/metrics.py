@@ -14,14 +14,21 @@ Series (all prefixed ``airlock_``):
 
 ``model`` is airlock's canonical name, or ``-`` when the request named no model it serves, so a
 client cannot grow the series without bound by sending made-up names.
+
+**Several worker processes** (``serve --workers``): when ``PROMETHEUS_MULTIPROC_DIR`` is set (the
+parent sets it for its workers) prometheus_client keeps each value in a file of that directory
+instead of in memory, and :meth:`GatewayMetrics.render` adds up every worker's files, so any worker
+answers ``/metrics`` for all of them. ``requests_in_flight`` is summed over the living workers; the
+engines' series and ``build_info`` come from the answering worker alone (each has the same view).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -49,9 +56,22 @@ class EngineCollector(Collector):
         yield restarts
 
 
+class BuildInfo(Collector):
+    """``airlock_build_info{version}`` 1: a constant, so no worker keeps a file for it."""
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("airlock_build_info", "airlock's version", labels=["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
+
+
 class GatewayMetrics:
     def __init__(self, engines: Callable[[], Iterable[tuple[str, str, bool, int]]] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+        self._own: list[Collector] = [BuildInfo()]  # read at scrape time, in the answering process
+        if engines is not None:
+            self._own.append(EngineCollector(engines))
         r = self.registry
         self.requests = Counter(
             "airlock_requests",
@@ -71,17 +91,31 @@ class GatewayMetrics:
         self.completion_tokens = Counter(
             "airlock_completion_tokens", "Completion tokens", ["model", "key"], registry=r
         )
-        self.in_flight = Gauge("airlock_requests_in_flight", "Requests being served", ["route"], registry=r)
-        info = Gauge("airlock_build_info", "airlock's version", ["version"], registry=r)
-        info.labels(__version__).set(1)
-        if engines is not None:
-            r.register(EngineCollector(engines))
+        self.in_flight = Gauge(
+            "airlock_requests_in_flight", "Requests being served", ["route"], registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
+        if self.multiprocess_dir is None:
+            for collector in self._own:
+                r.register(collector)
 
         # labels() takes a lock and normalises its arguments on every call; the request path keeps
         # its own dict of children instead (bounded: routes x known models x statuses x keys).
         self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._token_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._gauges: dict[str, Any] = {}
+
+    def render(self) -> bytes:
+        """The Prometheus text of every series: this process's, or with several workers all of theirs."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        for collector in self._own:
+            registry.register(collector)
+        return generate_latest(registry)
 
     def request_done(
         self, route: str, model: str, status: int, key: str, elapsed_s: float, timed: bool

@@ -5,22 +5,20 @@ starts), build engine configs from the spec, start them all and wait until each 
 failed, then listen. A failed first start is an error when ``require_all`` is set or when no model
 is ready; otherwise the ready models are served and the others are retried in the background (503
 for their models meanwhile, their state in /ready). On SIGINT/SIGTERM uvicorn stops listening, then
-the engines stop.
+the engines stop. With ``gateway.workers`` > 1 the gateway runs in that many worker processes on
+the same socket (:mod:`airlock.serving.workers`); the engines stay here, supervised once. With
+``gateway.tls_cert`` it speaks HTTPS (:mod:`airlock.serving.tls`; SIGHUP reloads the certificate).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
-import functools
 import logging
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import uvicorn
 
 from airlock.engines.registry import build_engines
 from airlock.engines.supervisor import Backoff, EngineEvent, Supervisor
@@ -30,6 +28,8 @@ from airlock.gateway.app import create_app
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.routing import Router
 from airlock.plan.apply import apply_plan
+from airlock.serving.http import GatewayServer, uvicorn_config
+from airlock.serving.tls import ServerTls, TlsFiles
 from airlock.settings import Settings
 from airlock.spec import GatewaySpec, Spec
 from airlock.store.resolve import spec_store
@@ -47,10 +47,13 @@ class ServeOptions:
     health_interval_s: float = 5.0
     force: bool = False  # start vLLM models even where `airlock plan` says they cannot start
     require_all: bool = False  # a model that fails its first start is an error even if others are ready
+    workers: int | None = None  # overrides spec.gateway.workers: gateway processes sharing the port
 
     def __post_init__(self) -> None:
         if self.port is not None:
             check_port(self.port, "--port")
+        if self.workers is not None and not 1 <= self.workers <= 256:
+            raise ConfigError(f"--workers {self.workers}: not a number of workers", hint="use 1 to 256")
         if self.host is not None:
             check_host(self.host, "--host")
 
@@ -62,6 +65,7 @@ class Listening:
     auth: bool
     stop: Callable[[], None]  # asks the server to stop (call it on the serving loop)
     waiting: list[str] = field(default_factory=list)  # models whose first start failed: retried meanwhile
+    workers: int = 1  # gateway processes serving the port
 
 
 #: The next step for an address that is not this machine's.
@@ -126,44 +130,6 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server with our own signal handling.
-
-    uvicorn re-raises a captured SIGTERM/SIGINT after it stops listening, which would kill the process
-    before the engines are stopped; here a signal only asks the server to exit, and ``serve`` then
-    stops the engines itself. ``on_started`` runs once it accepts connections, with these signal
-    handlers in place: a SIGTERM right after "ready" is printed stops the server cleanly.
-    """
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None] | None = None) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and not self.should_exit and self._on_started is not None:
-            self._on_started()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, self.ask_exit)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), not POSIX
-                pass
-        try:
-            yield
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
-
-    def ask_exit(self) -> None:
-        self.should_exit = True
-
-
 async def serve(
     options: ServeOptions,
     settings: Settings,
@@ -183,6 +149,11 @@ async def serve(
     host = spec.gateway.host if options.host is None else options.host
     port = spec.gateway.port if options.port is None else options.port
     check_host(host, "--host" if options.host is not None else "gateway.host")
+    gateway = spec.gateway
+    if options.workers is not None:
+        gateway = gateway.model_copy(update={"workers": options.workers})
+    files = TlsFiles.of(gateway)
+    tls = ServerTls(files) if files is not None else None  # a certificate that cannot load fails first
     # fail on a wrong address or a taken port before planning or spending a minute starting engines
     sock = bind(host, port)
     try:
@@ -203,12 +174,13 @@ async def serve(
         aliases = {m.name: list(m.aliases) for m in spec.models}
         await serve_engines(
             supervisor,
-            spec.gateway,
+            gateway,
             sock,
             keys=keys,
             aliases=aliases,
             on_listening=on_listening,
             require_all=options.require_all,
+            tls=tls,
         )
     finally:
         sock.close()
@@ -223,42 +195,77 @@ async def serve_engines(
     aliases: dict[str, list[str]] | None = None,
     on_listening: Callable[[Listening], None] | None = None,
     require_all: bool = True,
+    tls: ServerTls | None = None,
 ) -> None:
-    """Start the supervisor's engines, then serve the gateway on ``sock`` until asked to stop.
+    """Start the supervisor's engines, then serve the gateway on ``sock`` until asked to stop:
+    in this process, or in ``gateway.workers`` worker processes (:mod:`airlock.serving.workers`).
 
     ``require_all=False`` serves what is ready when some engines fail their first start (see
-    :meth:`Supervisor.start`).
+    :meth:`Supervisor.start`). ``tls``: the live TLS context (built from the gateway's files when
+    not given).
     """
+    if tls is None and (files := TlsFiles.of(gateway)) is not None:
+        tls = ServerTls(files)
     try:
         await supervisor.start(require_all=require_all)
         router = Router(list(supervisor.engines.values()), aliases=aliases)
-        app = create_app(gateway, router, keys)
-        config = uvicorn.Config(
-            app,
-            http="httptools",
-            loop="none",
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            timeout_keep_alive=30,
-            server_header=False,
-            proxy_headers=False,  # X-Forwarded-* are not trusted unless a proxy is configured in front
-        )
-        announce = None
-        if on_listening is not None:
+
+        def listening(stop: Callable[[], None]) -> Listening:
             host, port = sock.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             waiting = {rt.config.name for rt in supervisor.not_ready}
             names = [name for name, canonical in router.names() if canonical not in waiting]
-            listening = Listening(
-                url=f"http://{shown}:{port}",
+            return Listening(
+                url=f"{'https' if tls is not None else 'http'}://{shown}:{port}",
                 models=names,
                 auth=keys is not None,
-                stop=lambda: server.ask_exit(),
+                stop=stop,
                 waiting=[name for name in supervisor.engines if name in waiting],
+                workers=gateway.workers,
             )
-            announce = functools.partial(on_listening, listening)
-        server = _Server(config, on_started=announce)
+
+        if gateway.workers > 1:
+            await _serve_workers(supervisor, gateway, sock, keys, aliases or {}, listening, on_listening)
+            return
+        app = create_app(gateway, router, keys)
+        server = GatewayServer(uvicorn_config(app, tls), tls=tls)
+        if on_listening is not None:
+            report = on_listening
+            server.on_started = lambda: report(listening(server.ask_exit))
         await server.serve(sockets=[sock])
     finally:
         await supervisor.stop()
+
+
+async def _serve_workers(
+    supervisor: Supervisor,
+    gateway: GatewaySpec,
+    sock: socket.socket,
+    keys: KeyCache | None,
+    aliases: dict[str, list[str]],
+    listening: Callable[[Callable[[], None]], Listening],
+    on_listening: Callable[[Listening], None] | None,
+) -> None:
+    from airlock.serving.workers import WorkerPool
+
+    target = None if keys is None else str(keys.store.db.target)
+    pool = WorkerPool(gateway.workers, sock, supervisor, gateway, keys=target, aliases=aliases)
+    loop = asyncio.get_running_loop()
+    installed = []
+    handlers: dict[signal.Signals, Callable[[], None]] = {
+        signal.SIGINT: pool.stop,
+        signal.SIGTERM: pool.stop,
+        signal.SIGHUP: lambda: pool.signal_all(signal.SIGHUP),
+    }
+    for sig, handler in handlers.items():
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), not POSIX
+            pass
+    try:
+        report = on_listening
+        await pool.run(None if report is None else lambda: report(listening(pool.stop)))
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
