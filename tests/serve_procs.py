@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
 from airlock.engines.base import free_port
 from airlock.spec import GatewaySpec
@@ -93,3 +94,7 @@ def wait_for(what: str, check: object, timeout_s: float = 30.0) -> None:
     while not check():
         assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
         time.sleep(0.05)
+
+
+class StartGateway(Protocol):
+    def __call__(self, gateway: GatewaySpec, *, db: Path | None = None) -> GatewayProc: ...

@@ -8,18 +8,17 @@ from pathlib import Path
 import pytest
 
 from airlock.spec import GatewaySpec
-from serve_procs import GatewayProc
+from serve_procs import GatewayProc, StartGateway
 
 
 @pytest.fixture
-def gateway_proc(tmp_path: Path) -> Iterator[type[GatewayProc]]:
+def gateway_proc(tmp_path: Path) -> Iterator[StartGateway]:
     started: list[GatewayProc] = []
 
-    class Started(GatewayProc):
-        def __init__(self, gateway: GatewaySpec, workdir: Path = tmp_path, db: Path | None = None) -> None:
-            super().__init__(gateway, workdir, db)
-            started.append(self)
+    def start(gateway: GatewaySpec, *, db: Path | None = None) -> GatewayProc:
+        started.append(GatewayProc(gateway, tmp_path, db))
+        return started[-1]
 
-    yield Started
+    yield start
     for proc in started:
         proc.stop()

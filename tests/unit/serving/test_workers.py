@@ -18,7 +18,7 @@ from airlock.gateway.audit_verify import verify
 from airlock.serving.workers import worker_share
 from airlock.spec import GatewaySpec
 from gateway_procs import CHAT, burst, chat
-from serve_procs import GatewayProc, wait_for
+from serve_procs import StartGateway, wait_for
 
 
 def _requests_counted(url: str) -> float:
@@ -34,7 +34,7 @@ def _engine(url: str) -> dict[str, object]:
 
 
 def test_two_workers_share_keys_limits_metrics_and_the_audit_chain(
-    gateway_proc: type[GatewayProc], tmp_path: Path
+    gateway_proc: StartGateway, tmp_path: Path
 ) -> None:
     db = tmp_path / "keys.db"
     _, token = KeyStore(db).create("team", limits=KeyLimits(rpm=7))
@@ -88,7 +88,7 @@ def _state(pid: int) -> bytes:
         return b"Z"
 
 
-def test_a_worker_that_cannot_start_fails_the_serve(gateway_proc: type[GatewayProc], tmp_path: Path) -> None:
+def test_a_worker_that_cannot_start_fails_the_serve(gateway_proc: StartGateway, tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     with pytest.raises(AssertionError, match="the gateway did not start"):
