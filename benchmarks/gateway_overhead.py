@@ -1,14 +1,20 @@
 """How much airlock's gateway costs per request, against the same fast mock backend, in one run.
 
 Targets, all on loopback: the mock directly; a bare aiohttp pass-through proxy (no checks: the floor);
-airlock (`airlock serve` with a remote engine pointing at the mock: API key auth, validation, routing,
-Prometheus metrics all on); and a LiteLLM proxy (with a master key) where it is installed.
-Load: wrk (C, keep-alive), 1 and 32 concurrent connections, non-streamed and streamed chat requests.
+airlock with everything on (`airlock serve` with a remote engine pointing at the mock: a key scoped to
+the chat route and the model, with rpm/tpm/tpd/concurrency limits set high enough never to refuse, so
+every request is admitted and settled in the key database; the hash-chained audit log with the
+prompt's and answer's SHA-256; validation, routing, Prometheus metrics), in one process and with
+`--workers 2` ("airlock-2w"); and a LiteLLM proxy (with a master key) where it is installed.
+Load: wrk (C, keep-alive), 1 and 32 concurrent connections, non-streamed and streamed chat requests;
+then SSE events per second at 256 concurrent streams (the mock's 8 events and [DONE] per stream).
 
-    python benchmarks/gateway_overhead.py [--duration 10] [--concurrency 1,32] [--litellm auto|off|install]
+    python benchmarks/gateway_overhead.py [--duration 10] [--concurrency 1,32] [--sse-streams 256]
+                                         [--litellm auto|off|install]
 
 Prints a table and writes JSON (default benchmarks/results/gateway_overhead.json). Needs `wrk` (Debian).
-Every process shares this machine's cores: read the numbers as relative, not absolute.
+Every process shares this machine's cores: read the numbers as relative, not absolute; the load
+average (/proc/loadavg) is recorded beside each cell.
 """
 
 from __future__ import annotations
@@ -41,11 +47,26 @@ wrk.method = "POST"
 wrk.body = [[%(body)s]]
 wrk.headers["Content-Type"] = "application/json"
 %(auth)s
+threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+end
+%(events)s
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('WRKJSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "mean_us": %%f, "errors": %%d}\\n',
+  local ev = 0
+  for _, t in ipairs(threads) do ev = ev + (t:get("events") or 0) end
+  io.write(string.format('WRKJSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, "mean_us": %%f, "errors": %%d, "events": %%d}\\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.mean,
-    e.connect + e.read + e.write + e.status + e.timeout))
+    e.connect + e.read + e.write + e.status + e.timeout, ev))
+end
+"""
+# counts the SSE events of every answer (slower for wrk: only for the events-per-second cells)
+COUNT_EVENTS = """
+events = 0
+function response(status, headers, body)
+  local _, n = string.gsub(body, "data: ", "")
+  events = events + n
 end
 """
 
@@ -60,15 +81,30 @@ class Cell:
     p99_ms: float
     errors: int
     requests: int
+    events_per_s: float = 0.0
+    loadavg: str = ""
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run_wrk(
-    url: str, *, stream: bool, concurrency: int, duration: int, token: str | None, workdir: Path
+    url: str,
+    *,
+    stream: bool,
+    concurrency: int,
+    duration: int,
+    token: str | None,
+    workdir: Path,
+    events: bool = False,
 ) -> dict[str, float]:
     body = dict(BODY, stream=True) if stream else BODY
     auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
     script = workdir / "req.lua"
-    script.write_text(LUA % {"body": json.dumps(body), "auth": auth})
+    script.write_text(
+        LUA % {"body": json.dumps(body), "auth": auth, "events": COUNT_EVENTS if events else ""}
+    )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url + "/v1/chat/completions"],
         capture_output=True, text=True, check=True,
@@ -77,22 +113,33 @@ def run_wrk(
     return dict(json.loads(line[len("WRKJSON ") :]))
 
 
-def start_airlock(mock_url: str, workdir: Path) -> tuple[Proc, str, str]:
+#: Limits set on the benchmark's key: every request is admitted and settled in the key database,
+#: none is ever refused.
+HIGH_LIMITS = ["--rpm", "1000000000", "--tpm", "1000000000000", "--tpd", "1000000000000", "--concurrency", "100000"]  # fmt: skip
+
+
+def start_airlock(mock_url: str, workdir: Path, *, name: str, workers: int) -> tuple[Proc, str, str]:
+    """`airlock serve` with everything on, and a key scoped to chat and the mock, with limits."""
     home = workdir / "airlock-home"
     env = {"AIRLOCK_HOME": str(home), "PYTHONPATH": str(ROOT / "src")}
     token = subprocess.run(
-        [sys.executable, "-m", "airlock.cli.main", "keys", "create", "bench", "-q"],
+        [sys.executable, "-m", "airlock.cli.main", "keys", "create", f"bench-{name}", "-q",
+         "--scope", "chat", "--models", "mock", *HIGH_LIMITS],
         env={**os.environ, **env}, capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
-    spec = workdir / "airlock.yaml"
-    spec.write_text(f"models:\n  - name: mock\n    engine: {{kind: remote, url: '{mock_url}/v1'}}\n")
+    spec = workdir / f"{name}.yaml"
+    spec.write_text(
+        f"gateway:\n  audit_log: {workdir / name}-audit.jsonl\n  audit_text: sha256\n"
+        f"models:\n  - name: mock\n    engine: {{kind: remote, url: '{mock_url}/v1'}}\n"
+    )
     port = free_port()
     proc = Proc(
-        "airlock",
-        [sys.executable, "-m", "airlock.cli.main", "serve", "--config", str(spec), "--port", str(port)],
+        name,
+        [sys.executable, "-m", "airlock.cli.main", "serve", "--config", str(spec), "--port", str(port),
+         "--workers", str(workers)],
         workdir,
         env,
-    )
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     proc.wait_http(url + "/ready")
     return proc, url, token
@@ -144,24 +191,69 @@ def start_litellm(binary: Path, mock_url: str, workdir: Path) -> tuple[Proc, str
 
 
 def render(cells: list[Cell]) -> str:
+    """The table: each target against the mock (added p50) and against the bare pass-through (req/s
+    and p99 ratios)."""
     direct = {(c.stream, c.concurrency): c for c in cells if c.target == "direct"}
+    bare = {(c.stream, c.concurrency): c for c in cells if c.target == "passthrough"}
     lines = [
-        f"{'target':<13}{'mode':<8}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'added p50 ms':>14}{'errors':>8}"
+        f"{'target':<13}{'mode':<8}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>10}"
+        f"{'% bare':>8}{'p99/bare':>9}{'events/s':>10}{'errors':>7}  load"
     ]
     for c in cells:
-        base = direct[(c.stream, c.concurrency)]
-        added = "" if c.target == "direct" else f"{c.p50_ms - base.p50_ms:.3f}"
+        base, floor = direct.get((c.stream, c.concurrency)), bare.get((c.stream, c.concurrency))
+        added = f"{c.p50_ms - base.p50_ms:.3f}" if base is not None and c.target != "direct" else ""
+        share = (
+            f"{100 * c.rps / floor.rps:.0f}%"
+            if floor is not None and c.target not in ("direct", "passthrough")
+            else ""
+        )
+        tail = (
+            f"{c.p99_ms / floor.p99_ms:.2f}x"
+            if floor is not None and c.target not in ("direct", "passthrough")
+            else ""
+        )
         mode = "stream" if c.stream else "plain"
+        events = f"{c.events_per_s:.0f}" if c.events_per_s else ""
         lines.append(
-            f"{c.target:<13}{mode:<8}{c.concurrency:>8}{c.rps:>10.0f}{c.p50_ms:>9.3f}{c.p99_ms:>9.3f}{added:>14}{c.errors:>8}"
+            f"{c.target:<13}{mode:<8}{c.concurrency:>8}{c.rps:>9.0f}{c.p50_ms:>9.3f}{c.p99_ms:>9.3f}{added:>10}"
+            f"{share:>8}{tail:>9}{events:>10}{c.errors:>7}  {c.loadavg}"
         )
     return "\n".join(lines)
+
+
+def measure(
+    name: str, url: str, key: str | None, *, stream: bool, concurrency: int, duration: int,
+    workdir: Path, events: bool = False,
+) -> Cell:  # fmt: skip
+    def wrk(seconds: int) -> dict[str, float]:
+        return run_wrk(url, stream=stream, concurrency=concurrency, duration=seconds, token=key,
+                       workdir=workdir, events=events)  # fmt: skip
+
+    wrk(1)  # warm-up
+    load = loadavg()
+    r = wrk(duration)
+    seconds = r["duration_us"] / 1e6
+    cell = Cell(
+        name, stream, concurrency, r["requests"] / seconds, r["p50_us"] / 1000, r["p99_us"] / 1000,
+        int(r["errors"]), int(r["requests"]), r["events"] / seconds if events else 0.0, load,
+    )  # fmt: skip
+    what = f"{cell.events_per_s:8.0f} events/s" if events else f"{cell.rps:8.0f} req/s"
+    print(
+        f"  {name:<12} stream={stream!s:<5} c={concurrency:<3} {what}  p50 {cell.p50_ms:.3f} ms"
+        f"  p99 {cell.p99_ms:.3f} ms  (load {load})",
+        file=sys.stderr,
+    )
+    return cell
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--concurrency", default="1,32")
+    parser.add_argument("--sse-streams", type=int, default=256, help="concurrent streams (0: skip)")
+    parser.add_argument(
+        "--targets", default="", help="only these targets (comma-separated), e.g. passthrough,airlock"
+    )
     parser.add_argument(
         "--litellm", choices=["auto", "off", "install"], default="auto", help="auto: use it if installed"
     )
@@ -170,6 +262,7 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
     levels = [int(x) for x in args.concurrency.split(",")]
+    wanted = set(filter(None, args.targets.split(",")))
     with tempfile.TemporaryDirectory(prefix="airlock-bench-") as tmp:
         workdir = Path(tmp)
         procs: list[Proc] = []
@@ -187,64 +280,43 @@ def main() -> None:
             pport = free_port()
             bare = Proc(
                 "passthrough",
-                [
-                    sys.executable,
-                    str(ROOT / "benchmarks/passthrough_proxy.py"),
-                    "--port",
-                    str(pport),
-                    "--upstream",
-                    mock_url,
-                ],
+                [sys.executable, str(ROOT / "benchmarks/passthrough_proxy.py"), "--port", str(pport),
+                 "--upstream", mock_url],
                 workdir,
-            )
+            )  # fmt: skip
             procs.append(bare)
             bare.wait_http(f"http://127.0.0.1:{pport}/health")
             targets.append(("passthrough", f"http://127.0.0.1:{pport}", None))
-            airlock, aurl, token = start_airlock(mock_url, workdir)
-            procs.append(airlock)
-            targets.append(("airlock", aurl, token))
+            for name, workers in (("airlock", 1), ("airlock-2w", 2)):
+                if wanted and name not in wanted:
+                    continue
+                airlock, aurl, token = start_airlock(mock_url, workdir, name=name, workers=workers)
+                procs.append(airlock)
+                targets.append((name, aurl, token))
             binary = litellm_binary(args.litellm)
-            if binary is not None:
+            if binary is not None and (not wanted or "litellm" in wanted):
                 litellm, lurl, lkey = start_litellm(binary, mock_url, workdir)
                 procs.append(litellm)
                 targets.append(("litellm", lurl, lkey))
-            else:
+            elif binary is None:
                 print("LiteLLM not installed (run with --litellm install): skipped", file=sys.stderr)
+            targets = [t for t in targets if not wanted or t[0] in wanted or t[0] == "direct"]
             cells: list[Cell] = []
             for stream in (False, True):
                 for concurrency in levels:
                     for name, url, key in targets:
-                        run_wrk(
-                            url,
-                            stream=stream,
-                            concurrency=concurrency,
-                            duration=1,
-                            token=key,
-                            workdir=workdir,
-                        )  # warm-up
-                        r = run_wrk(
-                            url,
-                            stream=stream,
-                            concurrency=concurrency,
-                            duration=args.duration,
-                            token=key,
-                            workdir=workdir,
-                        )
-                        cell = Cell(
-                            name,
-                            stream,
-                            concurrency,
-                            r["requests"] / (r["duration_us"] / 1e6),
-                            r["p50_us"] / 1000,
-                            r["p99_us"] / 1000,
-                            int(r["errors"]),
-                            int(r["requests"]),
-                        )
-                        cells.append(cell)
-                        print(
-                            f"  {name:<12} stream={stream!s:<5} c={concurrency:<3} {cell.rps:8.0f} req/s  p50 {cell.p50_ms:.3f} ms",
-                            file=sys.stderr,
-                        )
+                        cells.append(
+                            measure(name, url, key, stream=stream, concurrency=concurrency,
+                                    duration=args.duration, workdir=workdir)
+                        )  # fmt: skip
+            if args.sse_streams:
+                for name, url, key in targets:
+                    if name in ("direct", "litellm"):
+                        continue
+                    cells.append(
+                        measure(name, url, key, stream=True, concurrency=args.sse_streams,
+                                duration=args.duration, workdir=workdir, events=True)
+                    )  # fmt: skip
         finally:
             for proc in reversed(procs):
                 proc.stop()
@@ -255,6 +327,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "duration_s": args.duration,
+        "loadavg_after": loadavg(),
     }
     args.out.write_text(json.dumps({"meta": meta, "cells": [asdict(c) for c in cells]}, indent=2))
     print(f"wrote {args.out}", file=sys.stderr)
