@@ -538,14 +538,25 @@ def compose_down(out: Path, docker: Docker, *, volumes: bool = False) -> None:
 
 
 def ensure_metrics_key(out: Path, docker: Docker) -> Path:
-    """A key for Prometheus, made once in the state volume and kept in monitoring/ (mode 0644 in a
-    folder only root enters: the container's user reads it through its bind mount)."""
+    """A key for Prometheus that opens /metrics only (scope ``metrics``), made once in the state volume
+    and kept in monitoring/ (mode 0644 in a folder only root enters: the container's user reads it
+    through its bind mount)."""
     path = out / PROMETHEUS_KEY_FILE
     if path.is_file() and path.read_text().strip():
         return path
-    done = docker.compose_run(
-        out, "run", "--rm", "--no-deps", "gateway", "keys", "create", "prometheus", "--quiet"
+    argv = (
+        "run",
+        "--rm",
+        "--no-deps",
+        "gateway",
+        "keys",
+        "create",
+        "prometheus",
+        "--scope",
+        "metrics",
+        "--quiet",
     )
+    done = docker.compose_run(out, *argv)
     token = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     if not token:
         raise DeployError("could not create Prometheus's key in the gateway", hint=_tail(done.stderr, 4))
