@@ -16,6 +16,7 @@ CLI starts.
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import re
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ import typer
 from rich.markup import escape
 
 from airlock.cli.output import err, out
-from airlock.errors import ConfigError
+from airlock.errors import ConfigError, KeyStoreError
 
 if TYPE_CHECKING:
     from airlock.gateway.apikeys import ApiKey, KeyStore, KeyUsage
@@ -64,6 +65,25 @@ def _store(config: Path | None = None) -> KeyStore:
     return KeyStore(Settings.from_env().keys_db)
 
 
+def _audit(config: Path | None, action: str, **fields: Any) -> None:
+    """The admin action into the spec's audit log, in the gateway's chain (nothing without a spec or
+    an ``audit_log``); a log that cannot be written is an error, never a silent pass."""
+    from airlock.gateway.audit import AuditConfig, append_admin
+    from airlock.spec import load_spec
+
+    spec_path = _spec_path(config)
+    audit = AuditConfig.of(load_spec(spec_path).gateway) if spec_path is not None else None
+    if audit is None:
+        return
+    try:
+        append_admin(audit, action, user=getpass.getuser(), **fields)
+    except OSError as exc:
+        raise KeyStoreError(
+            f"the audit log {audit.path} cannot be written ({exc.strerror or exc}): {action} is not recorded",
+            hint="fix the audit log's folder (space, permissions), then run the command again",
+        ) from exc
+
+
 def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "-"
 
@@ -99,7 +119,6 @@ def parse_scopes(value: str | None) -> list[str] | None:
     """``--scope chat,models`` as a list; None (no flag): the inference scopes."""
     if value is None:
         return None
-    from airlock.errors import KeyStoreError
     from airlock.gateway.apikeys import check_scopes
 
     names = [s.strip() for s in value.split(",") if s.strip()]
@@ -189,7 +208,8 @@ def create(
     if allowed is not None:
         check_against_spec(allowed, config)
     limits = KeyLimits(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
-    key, token = _store(config).create(
+    store = _store(config)
+    key, token = store.create(
         name,
         allowed,
         scopes=parse_scopes(scope),
@@ -198,6 +218,12 @@ def create(
         expires_at=parse_expiry(expires),
         limits=limits,
     )
+    try:
+        _audit(config, "key_create", key=key.name, key_id=key.key_id, scopes=list(key.granted),
+               models=key.models, expires_at=key.expires_at)  # fmt: skip
+    except KeyStoreError as exc:
+        store.revoke(key.name)  # an admin action the audit log cannot record does not stand
+        raise KeyStoreError(f"{exc.message}, so the new key {key.name!r} was revoked", hint=exc.hint) from exc
     if quiet:
         typer.echo(token)
         return
@@ -279,3 +305,4 @@ def revoke(name: Annotated[str, typer.Argument(help="The key's name.")], config:
     """Revoke a key; every running gateway refuses it from its next request."""
     key = _store(config).revoke(name)
     out.print(f"Revoked key [bold]{escape(key.name)}[/] ({key.key_id}).")
+    _audit(config, "key_revoke", key=key.name, key_id=key.key_id)

@@ -119,16 +119,8 @@ class Gateway:
         self.gates = EngineGates(metrics.registry, limit=spec.engine_concurrency, queue=spec.engine_queue)
         self.session: aiohttp.ClientSession | None = None
         self.identities = identities or {}
-        self.audit = (
-            AuditLog(
-                AuditConfig(
-                    spec.audit_log, max_bytes=int(spec.audit_max_bytes), keep=spec.audit_keep,
-                    text=spec.audit_text, flush_ms=spec.audit_flush_ms,
-                )
-            )
-            if spec.audit_log is not None
-            else None
-        )  # fmt: skip
+        audit = AuditConfig.of(spec)
+        self.audit = AuditLog(audit) if audit is not None else None
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=spec.request_timeout_s)
         self._routes: dict[tuple[str, str], tuple[Handler, bool]] = {
             ("GET", "/health"): (self._health, False),
@@ -409,7 +401,7 @@ class Gateway:
             )
         finally:  # a client that left after the last event was still served: its tokens count
             if outcome.first_byte_s is not None:
-                self.metrics.ttft.labels(route.name).observe(outcome.first_byte_s)
+                self.metrics.first_token(route.name, outcome.first_byte_s)
             self.metrics.tokens(route.name, request.key_label, outcome.usage)
             request.usage = outcome.usage
             if lease is not None and self.limits is not None:

@@ -56,6 +56,7 @@ from typing import Any, Literal
 import orjson
 
 from airlock.common.fileio import temp_name
+from airlock.spec import GatewaySpec
 
 log = logging.getLogger("airlock.gateway.audit")
 
@@ -75,6 +76,19 @@ class AuditConfig:
     flush_ms: int = 100
     batch_lines: int = 256
     max_pending: int = 10_000
+
+    @classmethod
+    def of(cls, spec: GatewaySpec) -> AuditConfig | None:
+        """The audit log a gateway spec asks for (None: no ``audit_log``)."""
+        if spec.audit_log is None:
+            return None
+        return cls(
+            spec.audit_log,
+            max_bytes=int(spec.audit_max_bytes),
+            keep=spec.audit_keep,
+            text=spec.audit_text,
+            flush_ms=spec.audit_flush_ms,
+        )
 
 
 @dataclass(frozen=True)

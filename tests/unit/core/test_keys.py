@@ -374,3 +374,28 @@ def test_cli_uses_the_spec_database(home: Path, capsys: pytest.CaptureFixture[st
     code, _, err = _airlock(capsys, "keys", "list")
     assert code == 4
     assert err.startswith("error: key database postgresql://nobody@127.0.0.1:9/none: cannot connect")
+
+
+def test_key_admin_actions_go_into_the_gateways_audit_chain(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airlock.gateway.audit_verify import verify
+
+    (home / "airlock.yaml").write_text(SPEC + "gateway:\n  audit_log: audit/audit.jsonl\n")
+    assert _airlock(capsys, "keys", "create", "ana", "--scope", "chat")[0] == 0
+    assert _airlock(capsys, "keys", "revoke", "ana")[0] == 0
+    lines = [json.loads(line) for line in (home / "audit" / "audit.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["action"], r["key"]) for r in lines] == [
+        ("admin", "key_create", "ana"),
+        ("admin", "key_revoke", "ana"),
+    ]
+    assert verify([home / "audit" / "audit.jsonl"]).ok
+
+    # the log cannot be written (a folder where the file should be; chmod does not stop root): the
+    # action does not stand
+    (home / "audit" / "audit.jsonl").rename(home / "audit" / "kept.jsonl")
+    (home / "audit" / "audit.jsonl").mkdir()
+    code, _, err = _airlock(capsys, "keys", "create", "ben")
+    assert code == 4 and "cannot be written" in err and "the new key 'ben' was revoked" in err
+    code, out, _ = _airlock(capsys, "keys", "list", "--json")
+    assert [row["name"] for row in json.loads(out) if row["name"] == "ben"] == []
