@@ -103,6 +103,7 @@ class GatewayMetrics:
         # its own dict of children instead (bounded: routes x known models x statuses x keys).
         self._children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._token_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._ttft_children: dict[str, Any] = {}
         self._gauges: dict[str, Any] = {}
 
     def render(self) -> bytes:
@@ -129,6 +130,13 @@ class GatewayMetrics:
         children[0].inc()
         if timed:
             children[1].observe(elapsed_s)
+
+    def first_token(self, model: str, seconds: float) -> None:
+        """A streamed answer's time to its first event."""
+        child = self._ttft_children.get(model)
+        if child is None:
+            child = self._ttft_children[model] = self.ttft.labels(model)
+        child.observe(seconds)
 
     def in_flight_for(self, route: str) -> Any:
         gauge = self._gauges.get(route)
