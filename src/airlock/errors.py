@@ -27,7 +27,8 @@
     │   ├── SourceError               a model, wheel or file to pack cannot be read or fetched (18)
     │   └── NoSpaceError              the disk filled while packing or installing (19)
     ├── StoreError                    the model store lacks something, or is locked or damaged (20)
-    └── ImageBuildError               a step of `airlock image build` failed (mmdebstrap, pip, umoci) (21)
+    ├── ImageBuildError               a step of `airlock image build` failed (mmdebstrap, pip, umoci) (21)
+    └── AuditChainError               the audit log's hash chain is broken: a line edited, removed or reordered (22)
 
 The CLI turns any AirlockError into one line on stderr and its exit code; a traceback is shown only
 with ``--debug``. Third-party exceptions are translated at the boundary with ``raise ... from exc``.
@@ -187,3 +188,9 @@ class ImageBuildError(AirlockError):
     """A step of ``airlock image build`` failed; the message names the step and its last output lines."""
 
     exit_code = 21
+
+
+class AuditChainError(AirlockError):
+    """The audit chain is broken: a line was edited, removed or reordered (``airlock audit verify``)."""
+
+    exit_code = 22

@@ -43,7 +43,7 @@ def verify(
 ) -> None:
     """Check the hash chain across the files; name the first edited, removed or reordered line."""
     from airlock.common.words import counted
-    from airlock.gateway.audit_verify import AuditChainError
+    from airlock.errors import AuditChainError
     from airlock.gateway.audit_verify import verify as verify_chain
 
     report = verify_chain(logs, head=head)
@@ -79,8 +79,7 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="Export even when the chain is broken.")] = False,
 ) -> None:
     """Print the log in chain order for a SIEM, one event per line."""
-    from airlock.errors import ConfigError
-    from airlock.gateway.audit_verify import AuditChainError
+    from airlock.errors import AuditChainError, ConfigError
     from airlock.gateway.audit_verify import export as export_lines
     from airlock.gateway.audit_verify import verify as verify_chain
 

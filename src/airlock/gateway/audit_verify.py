@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 
 from airlock import __version__
-from airlock.errors import AirlockError, ConfigError
+from airlock.errors import ConfigError
 from airlock.gateway.audit import GENESIS, head_path, unseal
 
 ExportFormat = Literal["syslog", "cef", "jsonl"]
@@ -36,12 +36,6 @@ ExportFormat = Literal["syslog", "cef", "jsonl"]
 SD_ID = "airlock@32473"
 #: files beside the log that are not part of the chain: the head (checked on its own) and the lock
 SIDECARS = (".head", ".lock")
-
-
-class AuditChainError(AirlockError):
-    """The audit chain is broken: a line was edited, removed or reordered (exit 21)."""
-
-    exit_code = 21
 
 
 @dataclass(frozen=True)

@@ -393,10 +393,10 @@ def test_cli_verify_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str
     lines = read_lines(path)
     path.write_bytes(b"".join(lines[:1] + lines[2:]))
     result = cli("audit", "verify", *map(str, files))
-    assert result.returncode == 21
+    assert result.returncode == 22
     assert f"the audit chain is broken at {path}:2: seq" in result.stderr
     assert "Traceback" not in result.stderr
-    assert cli("audit", "export", *map(str, files)).returncode == 21
+    assert cli("audit", "export", *map(str, files)).returncode == 22
     assert cli("audit", "export", "--force", *map(str, files)).returncode == 0
 
 
