@@ -154,3 +154,14 @@ def test_pack_killed_while_staging_resumes(tmp_path: Path, files_spec: Path, key
     fresh = do_pack(files_spec, tmp_path / "fresh", keys)
     assert result.bundle == fresh.bundle
     assert verify(VerifyOptions(VolumeSet([out], trust=[keys.public]))).ok
+
+
+@pytest.mark.parametrize("spare_core", [True, False])
+def test_staged_chunk_hashes_on_one_thread_or_two(tmp_path: Path, spare_core: bool) -> None:
+    data = _random(tmp_path / "big", 11 * MB + 123, seed=7)  # more buffers than the ring holds
+    stager = Stager(tmp_path / "staged", chunk_size=3 * MB, largest=20 * MB)
+    digest, copy = stager.copy(tmp_path / "big", spare_core=spare_core)
+    assert digest.size == len(data) and digest.sha256 == hashlib.sha256(data).hexdigest()
+    pieces = [data[i : i + 3 * MB] for i in range(0, len(data), 3 * MB)]
+    assert list(copy.chunks) == [hashlib.sha256(p).hexdigest() for p in pieces]
+    assert copy.path.read_bytes() == data

@@ -166,9 +166,12 @@ class Stager:
     def wants(self, size: int) -> bool:
         return size <= self.largest
 
-    def copy(self, origin: Path, *, on_bytes: OnBytes | None = None) -> tuple[FileDigest, Staged]:
+    def copy(
+        self, origin: Path, *, on_bytes: OnBytes | None = None, spare_core: bool = False
+    ) -> tuple[FileDigest, Staged]:
         """Copy ``origin`` to a temp name, fsynced; its size and SHA-256, and where it went (not yet
-        :meth:`keep` -- the caller first checks the source did not change).
+        :meth:`keep` -- the caller first checks the source did not change). With ``spare_core`` (a
+        core would be idle otherwise), the chunk hashes are computed on a second thread.
 
         Read errors are raised as they come (``OSError``, ``EOFError``); a failed write as
         :class:`_WriteFailed`.
@@ -179,10 +182,13 @@ class Stager:
             self._temps.add(tmp)
         size = origin.stat().st_size
         whole = hashlib.sha256()
-        # Larger than a chunk, its chunk hashes are computed on a second thread, beside the whole hash,
-        # a few buffers behind (so one file's two hashes use two cores without waiting on each other).
+        # Larger than a chunk, its chunk hashes too: on a spare core, on a second thread a few buffers
+        # behind the whole hash (the two hashes do not wait on each other); on a busy machine the hand-off
+        # costs more than it gains, so in this thread.
         pieces = _Pieces(self.chunk_size) if size > self.chunk_size else None
-        helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-hash") if pieces else None
+        helper = None
+        if pieces is not None and spare_core:
+            helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage-hash")
         behind: deque[Future[None]] = deque()
         pos = 0
         try:
@@ -195,6 +201,8 @@ class Stager:
             for data in read_ranges(origin, ring=_RING):
                 if helper is not None and pieces is not None:
                     behind.append(helper.submit(pieces.update, data))
+                elif pieces is not None:
+                    pieces.update(data)
                 whole.update(data)
                 with _writing(tmp):
                     self.disk.write(fd, data, pos)
@@ -300,13 +308,14 @@ def hash_files(
             pending.append(origin)
     meter = Meter(progress, "hash", sum(stamps[o].size for o in pending))
     stage = _distinct(pending, stamps, stager) if stager is not None else set()
+    spare = len(pending) < workers  # fewer files than threads: a file's two hashes can use two cores
 
     def one(origin: Path) -> tuple[Path, Hashed]:
         expected, name = todo[origin].expected_sha256, todo[origin].name
         staged: Staged | None = None
         try:
             if stager is not None and origin in stage:
-                (size, sha), staged = stager.copy(origin, on_bytes=meter)
+                (size, sha), staged = stager.copy(origin, on_bytes=meter, spare_core=spare)
             else:
                 size, sha = hash_file(origin, on_bytes=meter)
         except _WriteFailed as failed:
