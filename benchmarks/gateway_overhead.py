@@ -83,10 +83,30 @@ class Cell:
     requests: int
     events_per_s: float = 0.0
     loadavg: str = ""
+    cpu_us_per_req: float = 0.0  # the target's processes' CPU time (user + system) per request
 
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its children now (the workers of `serve --workers`).
+
+    On a machine whose cores are shared, req/s and latency move with the neighbours' load; CPU time
+    per request moves far less, so the table gives both."""
+    total = 0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def run_wrk(
@@ -197,7 +217,7 @@ def render(cells: list[Cell]) -> str:
     bare = {(c.stream, c.concurrency): c for c in cells if c.target == "passthrough"}
     lines = [
         f"{'target':<13}{'mode':<8}{'clients':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'added p50':>10}"
-        f"{'% bare':>8}{'p99/bare':>9}{'events/s':>10}{'errors':>7}  load"
+        f"{'% bare':>8}{'p99/bare':>9}{'events/s':>10}{'CPU us/req':>11}{'cap. % bare':>12}{'errors':>7}  load"
     ]
     for c in cells:
         base, floor = direct.get((c.stream, c.concurrency)), bare.get((c.stream, c.concurrency))
@@ -214,16 +234,22 @@ def render(cells: list[Cell]) -> str:
         )
         mode = "stream" if c.stream else "plain"
         events = f"{c.events_per_s:.0f}" if c.events_per_s else ""
+        # capacity: the req/s each would reach on the same CPU time, against the pass-through's
+        capacity = (
+            f"{100 * floor.cpu_us_per_req / c.cpu_us_per_req:.0f}%"
+            if floor is not None and c.cpu_us_per_req and c.target not in ("direct", "passthrough")
+            else ""
+        )
         lines.append(
             f"{c.target:<13}{mode:<8}{c.concurrency:>8}{c.rps:>9.0f}{c.p50_ms:>9.3f}{c.p99_ms:>9.3f}{added:>10}"
-            f"{share:>8}{tail:>9}{events:>10}{c.errors:>7}  {c.loadavg}"
+            f"{share:>8}{tail:>9}{events:>10}{c.cpu_us_per_req:>11.0f}{capacity:>12}{c.errors:>7}  {c.loadavg}"
         )
     return "\n".join(lines)
 
 
 def measure(
     name: str, url: str, key: str | None, *, stream: bool, concurrency: int, duration: int,
-    workdir: Path, events: bool = False,
+    workdir: Path, pid: int, events: bool = False,
 ) -> Cell:  # fmt: skip
     def wrk(seconds: int) -> dict[str, float]:
         return run_wrk(url, stream=stream, concurrency=concurrency, duration=seconds, token=key,
@@ -231,11 +257,14 @@ def measure(
 
     wrk(1)  # warm-up
     load = loadavg()
+    cpu_before = cpu_seconds(pid)
     r = wrk(duration)
+    cpu = cpu_seconds(pid) - cpu_before
     seconds = r["duration_us"] / 1e6
     cell = Cell(
         name, stream, concurrency, r["requests"] / seconds, r["p50_us"] / 1000, r["p99_us"] / 1000,
         int(r["errors"]), int(r["requests"]), r["events"] / seconds if events else 0.0, load,
+        cpu * 1e6 / max(1, r["requests"]),
     )  # fmt: skip
     what = f"{cell.events_per_s:8.0f} events/s" if events else f"{cell.rps:8.0f} req/s"
     print(
@@ -276,7 +305,7 @@ def main() -> None:
             procs.append(mock)
             mock_url = f"http://127.0.0.1:{port}"
             mock.wait_http(mock_url + "/health")
-            targets: list[tuple[str, str, str | None]] = [("direct", mock_url, None)]
+            targets: list[tuple[str, str, str | None, int]] = [("direct", mock_url, None, mock.popen.pid)]
             pport = free_port()
             bare = Proc(
                 "passthrough",
@@ -286,36 +315,36 @@ def main() -> None:
             )  # fmt: skip
             procs.append(bare)
             bare.wait_http(f"http://127.0.0.1:{pport}/health")
-            targets.append(("passthrough", f"http://127.0.0.1:{pport}", None))
+            targets.append(("passthrough", f"http://127.0.0.1:{pport}", None, bare.popen.pid))
             for name, workers in (("airlock", 1), ("airlock-2w", 2)):
                 if wanted and name not in wanted:
                     continue
                 airlock, aurl, token = start_airlock(mock_url, workdir, name=name, workers=workers)
                 procs.append(airlock)
-                targets.append((name, aurl, token))
+                targets.append((name, aurl, token, airlock.popen.pid))
             binary = litellm_binary(args.litellm)
             if binary is not None and (not wanted or "litellm" in wanted):
                 litellm, lurl, lkey = start_litellm(binary, mock_url, workdir)
                 procs.append(litellm)
-                targets.append(("litellm", lurl, lkey))
+                targets.append(("litellm", lurl, lkey, litellm.popen.pid))
             elif binary is None:
                 print("LiteLLM not installed (run with --litellm install): skipped", file=sys.stderr)
             targets = [t for t in targets if not wanted or t[0] in wanted or t[0] == "direct"]
             cells: list[Cell] = []
             for stream in (False, True):
                 for concurrency in levels:
-                    for name, url, key in targets:
+                    for name, url, key, pid in targets:
                         cells.append(
                             measure(name, url, key, stream=stream, concurrency=concurrency,
-                                    duration=args.duration, workdir=workdir)
+                                    duration=args.duration, workdir=workdir, pid=pid)
                         )  # fmt: skip
             if args.sse_streams:
-                for name, url, key in targets:
+                for name, url, key, pid in targets:
                     if name in ("direct", "litellm"):
                         continue
                     cells.append(
                         measure(name, url, key, stream=True, concurrency=args.sse_streams,
-                                duration=args.duration, workdir=workdir, events=True)
+                                duration=args.duration, workdir=workdir, pid=pid, events=True)
                     )  # fmt: skip
         finally:
             for proc in reversed(procs):
