@@ -13,10 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from airlock.errors import ConfigError
 from airlock.gateway.apikeys import KeyLimits, KeyStore
 from airlock.gateway.audit_verify import verify
+from airlock.serving.stack import ServeOptions
 from airlock.serving.workers import worker_share
-from airlock.spec import GatewaySpec
+from airlock.spec import GatewaySpec, parse_spec
 from gateway_procs import CHAT, burst, chat
 from serve_procs import StartGateway, wait_for
 
@@ -98,3 +100,14 @@ def test_a_worker_that_cannot_start_fails_the_serve(gateway_proc: StartGateway, 
 @pytest.mark.parametrize(("value", "workers", "share"), [(256, 2, 128), (5, 2, 3), (1, 4, 1), (0, 3, 0)])
 def test_per_engine_limits_are_split_between_workers(value: int, workers: int, share: int) -> None:
     assert worker_share(value, workers) == share
+
+
+@pytest.mark.parametrize("workers", [0, 257])
+def test_the_workers_flag_is_checked_before_anything_starts(workers: int) -> None:
+    spec = parse_spec(
+        {"models": [{"name": "r", "engine": {"kind": "remote", "url": "http://127.0.0.1:9/v1"}}]}
+    )
+    with pytest.raises(ConfigError) as info:
+        ServeOptions(spec=spec, workers=workers)
+    assert info.value.message == f"--workers {workers}: not a number of workers"
+    assert info.value.exit_code == 2
