@@ -50,7 +50,7 @@ from airlock.deploy.compose import (
     render_compose,
 )
 from airlock.deploy.model import ENGINE_KEY_ENV, STORE_MOUNT, DeployError, EngineService, build_deployment
-from airlock.deploy.multinode import RaySplit, flag_value, gpu_wait, ray_command, ray_split
+from airlock.deploy.multinode import RaySplit, gpu_wait, ray_command, ray_split
 
 HEAD_DIR = "head"
 WORKER_DIR = "worker"
@@ -116,14 +116,23 @@ def _node_env_lines(address_var: str) -> list[str]:
     ]
 
 
+def _on_port(engine: EngineService, port: int) -> list[str]:
+    """The engine's vLLM arguments with the Ray executor, listening on ``port`` of the head host."""
+    argv = [a for a in ray_command(engine) if not a.startswith("--port=")]
+    if "--port" in argv:
+        argv[argv.index("--port") + 1] = str(port)
+    else:
+        argv += ["--port", str(port)]
+    return argv
+
+
 def head_script(engine: EngineService, split: RaySplit, options: RayOptions) -> str:
     """The head container's shell: Ray's head in the background, every host's GPUs awaited, then vLLM
     (``exec``: when it exits the container restarts, and Ray with it)."""
     gcs = RAY_PORTS["--port"]
-    argv = list(ray_command(engine))
-    if flag_value(engine.command, "--port") is not None:
-        argv[argv.index("--port") + 1] = str(options.engine_port)
-    vllm = shlex.join(("python3", "-m", "vllm.entrypoints.openai.api_server", *argv))
+    vllm = shlex.join(
+        ("python3", "-m", "vllm.entrypoints.openai.api_server", *_on_port(engine, options.engine_port))
+    )
     return "\n".join(
         [
             "set -eu",

@@ -230,3 +230,23 @@ def test_two_engines_over_ray_need_two_head_hosts(
     )
     with pytest.raises(DeployError, match="a head host runs one Ray cluster"):
         _render(spec, settings, tmp_path / "site", gpus_per_node=1)
+
+
+def test_vllm_listens_on_the_engine_port_chosen_for_the_head_host(
+    write_spec: SpecWriter, settings: Settings, store: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "site"
+    _render(
+        _llama(write_spec, store, tp=2, pp=2),
+        settings,
+        out,
+        gpus_per_node=2,
+        head_address="10.0.0.1",
+        engine_port=8100,
+    )
+    service = _validated(out / "head")["services"]["engine-llama"]
+    vllm = service["command"][0].splitlines()[-1]
+    assert vllm.count("--port") == 1 and "--port 8100" in vllm
+    assert service["healthcheck"]["test"][-1] == "http://127.0.0.1:8100/health"
+    spec = yaml.safe_load((out / "head" / "gateway" / "airlock.yaml").read_text())
+    assert spec["models"][0]["engine"]["url"] == "http://host.docker.internal:8100/v1"
