@@ -7,10 +7,11 @@ that lacks them is visibly unfinished). Every stage can be interrupted and re-ru
 hashes are cached and blobs already written are re-hashed and kept (see :mod:`writer`).
 
 Each byte is read once: a file hashed for the first time is copied into the first volume's blob folder
-in the same read (:class:`~.hashing.Stager`), and the writer renames it into place. Not staged, and
-so read a second time to be written: a file that shares its size with another (it may be a
-duplicate), one larger than a volume (it is split), and every file with ``--compress`` or ``--base``
-(most of them may never be written).
+in the same read (:class:`~.hashing.Stager`), and the writer renames it into place; a file whose hash
+is cached (a re-run) is read once, by the writer. Not staged, and so read a second time to be
+written: a file that may be a duplicate of another (the same size and the same first and last
+64 KiB), one larger than a volume (it is split), and every file with ``--compress`` or ``--base``
+(most of them may never be written raw).
 
 Example::
 
