@@ -330,6 +330,7 @@ class EngineGates:
             "Requests waiting for a free slot at their engine",
             ["engine"],
             registry=registry,
+            multiprocess_mode="livesum",  # with --workers: one sum over the live workers, not one per pid
         )
         self.rejected = Counter(
             "airlock_engine_queue_full", "Requests refused because the engine's queue was full", ["engine"],
