@@ -19,12 +19,14 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from airlock.engines.registry import build_engines
 from airlock.engines.supervisor import Backoff, EngineEvent, Supervisor
 from airlock.errors import ConfigError
 from airlock.gateway.apikeys import KeyStore
 from airlock.gateway.app import create_app
+from airlock.gateway.audit import ModelIdentity, model_identities
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.routing import Router
 from airlock.plan.apply import apply_plan
@@ -33,6 +35,7 @@ from airlock.serving.tls import ServerTls, TlsFiles
 from airlock.settings import Settings
 from airlock.spec import GatewaySpec, Spec
 from airlock.store.resolve import spec_store
+from airlock.store.store import Store
 
 log = logging.getLogger("airlock.serving.stack")
 
@@ -181,9 +184,27 @@ async def serve(
             on_listening=on_listening,
             require_all=options.require_all,
             tls=tls,
+            identities=audit_identities(spec, spec_store(spec, settings)),
         )
     finally:
         sock.close()
+
+
+def audit_identities(spec: Spec, store: Path | None) -> dict[str, ModelIdentity]:
+    """Each served model's weights as the audit names them (the digest over its files, its commit and
+    bundle), from the store's record of what was installed; none for models the store lacks."""
+    if store is None or spec.gateway.audit_log is None:
+        return {}
+    db = Store(store).load_db()
+    chosen = []
+    for model in spec.models:
+        if model.hf is None:
+            continue
+        hf = model.hf
+        found = [m for m in db.models if m.repo == hf.repo and hf.revision in (m.commit, m.revision)]
+        if found:
+            chosen.append(max(found, key=lambda m: m.installed).model_copy(update={"name": model.name}))
+    return model_identities(chosen)
 
 
 async def serve_engines(
@@ -196,6 +217,7 @@ async def serve_engines(
     on_listening: Callable[[Listening], None] | None = None,
     require_all: bool = True,
     tls: ServerTls | None = None,
+    identities: dict[str, ModelIdentity] | None = None,
 ) -> None:
     """Start the supervisor's engines, then serve the gateway on ``sock`` until asked to stop:
     in this process, or in ``gateway.workers`` worker processes (:mod:`airlock.serving.workers`).
@@ -225,9 +247,11 @@ async def serve_engines(
             )
 
         if gateway.workers > 1:
-            await _serve_workers(supervisor, gateway, sock, keys, aliases or {}, listening, on_listening)
+            await _serve_workers(
+                supervisor, gateway, sock, keys, aliases or {}, identities or {}, listening, on_listening
+            )
             return
-        app = create_app(gateway, router, keys)
+        app = create_app(gateway, router, keys, identities=identities)
         server = GatewayServer(uvicorn_config(app, tls), tls=tls)
         if on_listening is not None:
             report = on_listening
@@ -243,13 +267,16 @@ async def _serve_workers(
     sock: socket.socket,
     keys: KeyCache | None,
     aliases: dict[str, list[str]],
+    identities: dict[str, ModelIdentity],
     listening: Callable[[Callable[[], None]], Listening],
     on_listening: Callable[[Listening], None] | None,
 ) -> None:
     from airlock.serving.workers import WorkerPool
 
     target = None if keys is None else str(keys.store.db.target)
-    pool = WorkerPool(gateway.workers, sock, supervisor, gateway, keys=target, aliases=aliases)
+    pool = WorkerPool(
+        gateway.workers, sock, supervisor, gateway, keys=target, aliases=aliases, identities=identities
+    )
     loop = asyncio.get_running_loop()
     installed = []
     handlers: dict[signal.Signals, Callable[[], None]] = {

@@ -48,6 +48,7 @@ from pydantic import BaseModel
 from airlock.engines.base import EngineConfig, Launch
 from airlock.engines.supervisor import EngineRuntime, EngineState, Supervisor
 from airlock.errors import AirlockError
+from airlock.gateway.audit import ModelIdentity
 from airlock.spec import GatewaySpec
 
 log = logging.getLogger("airlock.serving.workers")
@@ -108,6 +109,7 @@ class Boot(BaseModel):
     aliases: dict[str, list[str]]
     keys: str | None  # the key database (a path or a postgresql:// URL); None: --no-auth
     states: dict[str, EngineStateWire]
+    identities: dict[str, ModelIdentity] = {}  # the served models' weights, for the audit
 
 
 class Update(BaseModel):
@@ -167,8 +169,10 @@ class WorkerPool:
         *,
         keys: str | None,
         aliases: dict[str, list[str]],
+        identities: dict[str, ModelIdentity] | None = None,
     ) -> None:
         self.count = count
+        self.identities = identities or {}
         self.sock = sock
         self.runtimes = list(supervisor.engines.values())
         self.gateway = gateway
@@ -197,6 +201,7 @@ class WorkerPool:
                 aliases=self.aliases,
                 keys=self.keys,
                 states=self._states,
+                identities=self.identities,
             )
             .model_dump_json()
             .encode()
@@ -363,7 +368,9 @@ async def worker_main() -> None:
         sys.stdout.flush()
 
     server = GatewayServer(
-        uvicorn_config(create_app(gateway, router, keys), tls), tls=tls, on_started=started
+        uvicorn_config(create_app(gateway, router, keys, identities=boot.identities), tls),
+        tls=tls,
+        on_started=started,
     )
     follower = loop.create_task(_follow(reader, runtimes, server.ask_exit))
     try:
