@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from typing import Any
 import pytest
 import yaml
 
+from airlock.deploy.compose import Docker, ensure_metrics_key
 from airlock.errors import AirlockError
 from airlock.image_build import ImageBuildOptions, build_image
 from airlock.registry.docker_load import docker_load
@@ -229,6 +231,12 @@ def test_up_chat_change_and_down(docker_host: str, loaded: str, store: Path, wor
     assert answered["status"] == 200, answered
     reply = json.loads(answered["body"])
     assert reply["model"] == "smollm2" and reply["usage"]["completion_tokens"] > 0, reply
+    # Prometheus's key (--monitoring): /metrics only
+    metrics_key = ensure_metrics_key(out, Docker(host=docker_host)).read_text().strip()
+    assert stat.S_IMODE((out / "monitoring").stat().st_mode) == 0o700
+    scraped = _request(docker_host, f"{base}/metrics", token=metrics_key)
+    assert scraped["status"] == 200 and "airlock_requests_total" in scraped["body"], scraped
+    assert _request(docker_host, f"{base}/v1/chat/completions", token=metrics_key, body=chat)["status"] == 403
     # a spec change: the engine is replaced, the gateway stays (same container)
     _spec(workdir / "site", store, port, parallel=3)
     again = _airlock(docker_host, "deploy", "compose", str(spec), "--out", str(out), "--up")

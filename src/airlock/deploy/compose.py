@@ -560,6 +560,7 @@ def ensure_metrics_key(out: Path, docker: Docker) -> Path:
     token = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     if not token:
         raise DeployError("could not create Prometheus's key in the gateway", hint=_tail(done.stderr, 4))
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.parent.chmod(0o700)
     write_atomic(path, token.encode() + b"\n", mode=0o644)
     return path
