@@ -213,9 +213,16 @@ def node(ns: str, script: str, env: dict[str, str], log: Path) -> Iterator[Node]
         proc.wait(timeout=60)
 
 
-def in_ns(ns: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def in_ns(
+    ns: str, *argv: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout, check=False
+        ["ip", "netns", "exec", ns, *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env,
     )
 
 
@@ -348,6 +355,16 @@ def test_pp2_over_two_ray_nodes_answers_through_the_gateway(
             assert re.search(rf"ip={re.escape(WORKER_IP)}\).*Worker_PP1", log), head.tail()
             # and the stages hand activations over the network (Gloo on ray0), not shared memory
             assert "CPU SHM communicator disabled for group pp" in log, head.tail()
+            # Ray's token: the cluster answers a client that has it, and refuses one that does not
+            status = [str(vllm_python.parent / "ray"), "status", "--address", f"{HEAD_IP}:6379"]
+            plain = {"PATH": head_env["PATH"], "HOME": head_env["HOME"], "RAY_USAGE_STATS_ENABLED": "0"}
+            token = {**plain, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": RAY_TOKEN}
+            allowed = in_ns(head_ns, *status, env=token, timeout=300)
+            assert allowed.returncode == 0 and "2.0/2.0 GPU" in allowed.stdout, (
+                allowed.stdout + allowed.stderr
+            )
+            refused = in_ns(head_ns, *status, env={**token, "RAY_AUTH_TOKEN": "not-the-token"}, timeout=300)
+            assert refused.returncode != 0 and "InvalidAuthToken" in refused.stderr, refused.stdout
 
             spec = tmp_path / "gateway.yaml"
             spec.write_text(yaml.safe_dump({
