@@ -4,6 +4,8 @@ tests), and the CLI run in-process with its output captured (:class:`Cli`)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -187,3 +189,19 @@ class Cli:
             code = int(exc.code or 0)
         out, err = self.capsys.readouterr()
         return Done(code, out, err)
+
+
+def missing(what: str) -> None:
+    """A tool or input a test needs is absent: fail in CI (which installs everything), skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI installs it: scripts/install-system-deps.sh, make setup)")
+    pytest.skip(what)
+
+
+def need(binary: str) -> str:
+    """The path of ``binary``; missing, the test fails in CI and is skipped elsewhere."""
+    found = shutil.which(binary)
+    if found is None:
+        missing(f"{binary} is not installed")
+        raise AssertionError  # not reached: missing() fails or skips
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -14,9 +15,13 @@ import pytest
 import airlock.testing.write_tiny_llama as tiny_writer
 from airlock.engines.llamacpp import locate_llama_server
 from airlock.engines.vllm import locate_vllm_python
+from airlock.errors import AirlockError
+from airlock.image_build import BuiltImage, ImageBuildOptions, build_image
+from airlock.serving.default_model import locate_default_model
 from airlock.settings import Settings
 from airlock.spec import LlamaCppEngineSpec, VllmEngineSpec
 from airlock.testing.dockerd import running_dockerd
+from harness import missing, need
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -68,9 +73,54 @@ def docker_host() -> Iterator[str]:
     """One real dockerd for the session, in its own network namespace (loopback only: no pull can
     leave the machine); its DOCKER_HOST. `make test` installs docker.io, so a missing one fails."""
     for binary in ("dockerd", "docker", "unshare"):
-        if shutil.which(binary) is None:
-            if os.environ.get("CI"):
-                pytest.fail(f"{binary} is not installed (scripts/install-system-deps.sh installs docker.io)")
-            pytest.skip(f"{binary} is not installed")
+        need(binary)
     with running_dockerd() as host:
         yield host
+
+
+# airlock's own image, built once per session for the tests that need it (image build, deploy compose)
+IMAGE_TAG = "test"
+IMAGE_EPOCH = 1_700_000_000
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def image_workdir() -> Iterator[Path]:
+    """The session's folder for image layouts and the frozen source. Not pytest's tmp_path: pytest
+    sessions started meanwhile on the same machine remove old numbered tmp folders, and builds are long."""
+    with tempfile.TemporaryDirectory(prefix="airlock-image-test-") as name:
+        yield Path(name)
+
+
+@pytest.fixture(scope="session")
+def image_options(settings: Settings, llama_server: Path, image_workdir: Path) -> ImageBuildOptions:
+    """How the session builds airlock's image: from a copy of the checkout frozen at the start, so
+    every build of the session takes the same source even while the working tree changes."""
+    for tool in ("mmdebstrap", "umoci", "skopeo", "unshare", "chroot"):
+        need(tool)
+    if os.geteuid() != 0:
+        missing("building the image needs root")
+    try:
+        model = locate_default_model(settings)
+    except AirlockError as exc:
+        missing(str(exc))
+    source = image_workdir / "source"
+    shutil.copytree(
+        REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    )
+    for path in (REPO / "pyproject.toml", REPO / "README.md", *REPO.glob("LICENSE*")):
+        shutil.copy2(path, source / path.name)
+    return ImageBuildOptions(
+        out=image_workdir / "layout",
+        model=model,
+        llama_server=llama_server,
+        source=source,
+        cache=settings.cache / "image-build",
+        tag=IMAGE_TAG,
+        source_date_epoch=IMAGE_EPOCH,
+    )
+
+
+@pytest.fixture(scope="session")
+def airlock_image(image_options: ImageBuildOptions) -> BuiltImage:
+    return build_image(image_options)

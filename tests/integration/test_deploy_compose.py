@@ -30,26 +30,20 @@ import pytest
 import yaml
 
 from airlock.deploy.compose import Docker, ensure_metrics_key
-from airlock.errors import AirlockError
-from airlock.image_build import ImageBuildOptions, build_image
+from airlock.image_build import BuiltImage
 from airlock.registry.docker_load import docker_load
 from airlock.registry.oci import OciLayout
 from airlock.serving.default_model import DEFAULT_MODEL_FILE, locate_default_model
 from airlock.settings import Settings
 from airlock.store.db import ImageTarget, StoreDb, StoredImage
 from airlock.store.store import Store
+from harness import need
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 TAG = "airlock:deploy-test"
 AIRLOCK = [sys.executable, "-m", "airlock.cli.main"]
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI installs it: scripts/install-system-deps.sh, make setup)")
-    pytest.skip(what)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,31 +60,15 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def image(settings: Settings, llama_server: Path, workdir: Path) -> Image:
-    """airlock's own image: built by build_image from a frozen copy of the checkout (or reused)."""
+def image(request: pytest.FixtureRequest) -> Image:
+    """airlock's own image: the session's build (the integration conftest), or AIRLOCK_DEPLOY_TEST_IMAGE."""
     given = os.environ.get("AIRLOCK_DEPLOY_TEST_IMAGE")
     if given:
         layout = OciLayout.open(Path(given))
         (desc,) = layout.refs().values()
     else:
-        for tool in ("mmdebstrap", "umoci", "skopeo", "unshare", "chroot", "docker-compose"):
-            if shutil.which(tool) is None:
-                _missing(f"{tool} is not installed")
-        if os.geteuid() != 0:
-            _missing("building the image needs root")
-        try:
-            model = locate_default_model(settings)
-        except AirlockError as exc:
-            _missing(str(exc))
-        source = workdir / "source"
-        shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        for path in (REPO / "pyproject.toml", REPO / "README.md", *REPO.glob("LICENSE*")):
-            shutil.copy2(path, source / path.name)
-        options = ImageBuildOptions(
-            out=workdir / "layout", model=model, llama_server=llama_server, source=source,
-            cache=settings.cache / "image-build", tag="deploy-test", source_date_epoch=1_700_000_000,
-        )  # fmt: skip
-        built = build_image(options)
+        need("docker-compose")
+        built: BuiltImage = request.getfixturevalue("airlock_image")  # built once per session
         return Image(built.layout, built.manifest_digest, built.config_digest)
     manifest = json.loads(layout.read_blob(desc.digest))
     return Image(Path(given), desc.digest, manifest["config"]["digest"])

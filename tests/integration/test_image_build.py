@@ -14,87 +14,36 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from airlock.errors import AirlockError
 from airlock.image_build import BuiltImage, ImageBuildOptions, build_image
 from airlock.registry.docker_load import docker_load
 from airlock.registry.oci import OciLayout
-from airlock.serving.default_model import locate_default_model
-from airlock.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-EPOCH = 1_700_000_000
-TAG = "test"
 LAYERS = ["debian", "python", "model", "llama.cpp", "airlock"]
 
 
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (CI installs it: scripts/install-system-deps.sh, make setup)")
-    pytest.skip(what)
-
-
-def _options(settings: Settings, llama_server: Path, out: Path) -> ImageBuildOptions:
-    for tool in ("mmdebstrap", "umoci", "skopeo", "unshare", "chroot"):
-        if shutil.which(tool) is None:
-            _missing(f"{tool} is not installed")
-    if os.geteuid() != 0:
-        _missing("building the image needs root")
-    try:
-        model = locate_default_model(settings)
-    except AirlockError as exc:
-        _missing(str(exc))
-    return ImageBuildOptions(
-        out=out,
-        model=model,
-        llama_server=llama_server,
-        source=REPO,
-        cache=settings.cache / "image-build",
-        tag=TAG,
-        source_date_epoch=EPOCH,
-    )
-
-
-def _frozen_source(into: Path) -> Path:
-    """The checkout's files that make airlock's wheel, copied once: both builds of the session take
-    the same source even while the working tree changes under them."""
-    shutil.copytree(
-        REPO / "src", into / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    )
-    for path in (REPO / "pyproject.toml", REPO / "README.md", *REPO.glob("LICENSE*")):
-        shutil.copy2(path, into / path.name)
-    return into
+@pytest.fixture(scope="session")
+def workdir(image_workdir: Path) -> Path:
+    return image_workdir
 
 
 @pytest.fixture(scope="session")
-def workdir() -> Iterator[Path]:
-    """The session's folder for layouts and the frozen source. Not pytest's tmp_path: pytest sessions
-    started meanwhile on the same machine remove old numbered tmp folders, and these builds are long."""
-    with tempfile.TemporaryDirectory(prefix="airlock-image-test-") as name:
-        yield Path(name)
+def options(image_options: ImageBuildOptions) -> ImageBuildOptions:
+    return image_options
 
 
 @pytest.fixture(scope="session")
-def options(settings: Settings, llama_server: Path, workdir: Path) -> ImageBuildOptions:
-    made = _options(settings, llama_server, workdir / "layout")
-    return dataclasses.replace(made, source=_frozen_source(workdir / "source"))
-
-
-@pytest.fixture(scope="session")
-def built(options: ImageBuildOptions) -> BuiltImage:
-    return build_image(options)
+def built(airlock_image: BuiltImage) -> BuiltImage:
+    return airlock_image
 
 
 def _json(*argv: str) -> dict[str, object]:
@@ -104,7 +53,7 @@ def _json(*argv: str) -> dict[str, object]:
 
 
 def test_skopeo_and_umoci_read_the_layout(built: BuiltImage, options: ImageBuildOptions) -> None:
-    reference = f"oci:{built.layout}:{TAG}"
+    reference = f"oci:{built.layout}:{options.tag}"
     inspected = _json("skopeo", "inspect", reference)
     assert inspected["Digest"] == built.manifest_digest
     assert inspected["Labels"] == built.labels
@@ -118,7 +67,7 @@ def test_skopeo_and_umoci_read_the_layout(built: BuiltImage, options: ImageBuild
     assert config["User"] == "10001:10001"
     assert config["Volumes"] == {"/var/lib/airlock": {}}
     assert "AIRLOCK_HOME=/var/lib/airlock" in config["Env"]
-    stat = _json("umoci", "stat", "--image", f"{built.layout}:{TAG}", "--json")
+    stat = _json("umoci", "stat", "--image", f"{built.layout}:{options.tag}", "--json")
     entries = stat["history"]
     assert isinstance(entries, list)
     history = [entry["created_by"] for entry in entries]

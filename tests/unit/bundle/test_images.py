@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from airlock.store.store import Store
 from airlock.testing.registry import RunningRegistry, free_port
 from airlock.testing.tiny_images import write_image, write_index, write_oci_archive
 from bundle_helpers import do_pack, write_spec
+from harness import need
 
 BASE = {"etc/os-release": b"ID=tiny\n", "bin/tool": b"\x7fELF" + bytes(range(256)) * 64}
 CUDA_ENV = {"CUDA_VERSION": "12.8.1", "NVIDIA_REQUIRE_CUDA": "cuda>=12.8 brand=tesla,driver>=535"}
@@ -37,19 +36,9 @@ def image_cache(tmp_path: Path) -> Path:
     return tmp_path / "image-cache"
 
 
-def _need(binary: str) -> str:
-    """A tool the test needs: missing, it fails in CI (which installs it) and is skipped elsewhere."""
-    found = shutil.which(binary)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{binary} is not installed (scripts/install-system-deps.sh installs it)")
-        pytest.skip(f"{binary} is not installed")
-    return found
-
-
 @pytest.fixture
 def skopeo_bin() -> str:
-    return _need("skopeo")
+    return need("skopeo")
 
 
 def _two_versions(root: Path) -> tuple[Path, str, str]:
@@ -147,7 +136,7 @@ def test_a_truncated_archive_and_a_damaged_layer_are_named(
 @pytest.fixture(scope="module")
 def public_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningRegistry]:
     """A registry on 127.0.0.1 standing in for the public one (plain http), for this module."""
-    _need("docker-registry")
+    need("docker-registry")
     with RunningRegistry(tmp_path_factory.mktemp("public-registry")) as registry:
         yield registry
 

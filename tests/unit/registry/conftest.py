@@ -3,8 +3,6 @@ per session. A missing tool fails in CI (which installs them all) and skips else
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +10,7 @@ import pytest
 
 from airlock.registry.push import RegistryTarget
 from airlock.testing.registry import RunningRegistry
-
-
-def need(binary: str) -> str:
-    """The path of ``binary``; a test that needs a missing one fails in CI and is skipped elsewhere."""
-    found = shutil.which(binary)
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{binary} is not installed (scripts/install-system-deps.sh installs it)")
-        pytest.skip(f"{binary} is not installed")
-    return found
+from harness import need
 
 
 @pytest.fixture(scope="session")
