@@ -8,6 +8,7 @@
 #                       check the OCI layouts they write with both
 #   docker-registry     the CNCF distribution registry: the tests' public and internal registries
 #   docker.io           dockerd: install --docker and airlock's own image, tested for real
+#   docker-compose      deploy compose: 1.29 validates the rendered files and brings the CPU path up
 #   mmdebstrap          a Debian root file system for `airlock image build` (no base image is pulled)
 #   postgresql          the gateway's shared state (gateway.database), tested against a real server
 set -euo pipefail
@@ -23,6 +24,7 @@ command -v umoci >/dev/null || need+=(umoci)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v unshare >/dev/null || need+=(util-linux)  # unshare, nsenter: daemons in a loopback-only namespace
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then

@@ -28,7 +28,8 @@
     │   └── NoSpaceError              the disk filled while packing or installing (19)
     ├── StoreError                    the model store lacks something, or is locked or damaged (20)
     ├── ImageBuildError               a step of `airlock image build` failed (mmdebstrap, pip, umoci) (21)
-    └── AuditChainError               the audit log's hash chain is broken: a line edited, removed or reordered (22)
+    ├── AuditChainError               the audit log's hash chain is broken: a line edited, removed or reordered (22)
+    └── DeployError                   a deployment cannot be rendered or started: an image missing, a daemon down (23)
 
 The CLI turns any AirlockError into one line on stderr and its exit code; a traceback is shown only
 with ``--debug``. Third-party exceptions are translated at the boundary with ``raise ... from exc``.
@@ -194,3 +195,9 @@ class AuditChainError(AirlockError):
     """The audit chain is broken: a line was edited, removed or reordered (``airlock audit verify``)."""
 
     exit_code = 22
+
+
+class DeployError(AirlockError):
+    """A deployment cannot be rendered or started: an image missing, a daemon down, a port taken."""
+
+    exit_code = 23

@@ -243,7 +243,7 @@ def test_an_engine_that_fails_shows_its_log_tail_and_the_fix(
     out = workdir / "broken-deploy"
     up = _airlock(docker_host, "deploy", "compose", str(spec), "--out", str(out), "--up")
     try:
-        assert up.returncode == 22, up.stderr
+        assert up.returncode == 23, up.stderr
         assert "engine-smollm2:" in up.stderr and "--no-such-flag" in up.stderr, up.stderr
         assert "Traceback" not in up.stderr
     finally:
@@ -267,7 +267,7 @@ def test_a_port_taken_in_the_daemons_namespace(
         spec = _spec(workdir / "taken", store, port)
         out = workdir / "taken-deploy"
         up = _airlock(docker_host, "deploy", "compose", str(spec), "--out", str(out), "--up")
-        assert up.returncode == 22, up.stderr
+        assert up.returncode == 23, up.stderr
         assert "address already in use" in up.stderr.lower() or "already allocated" in up.stderr, up.stderr
         assert "another process holds that port" in up.stderr
     finally:
@@ -295,7 +295,7 @@ def test_an_image_not_loaded_is_never_pulled(
     up = _airlock(
         docker_host, "deploy", "compose", str(spec), "--out", str(workdir / "absent-deploy"), "--up"
     )
-    assert up.returncode == 22, up.stderr
+    assert up.returncode == 23, up.stderr
     assert "image airlock:absent is not in the docker daemon (it would be pulled)" in up.stderr
     assert "airlock install DIR --docker" in up.stderr
 
@@ -318,7 +318,7 @@ def test_a_tag_that_points_at_another_image_is_refused(
     up = _airlock(
         docker_host, "deploy", "compose", str(spec), "--out", str(workdir / "impostor-deploy"), "--up"
     )
-    assert up.returncode == 22, up.stderr
+    assert up.returncode == 23, up.stderr
     assert f"the daemon's {TAG} is sha256:" in up.stderr and "not the sha256:" + "0" * 64 in up.stderr
     assert _compose(docker_host, workdir / "impostor-deploy", "ps", "-q").stdout.strip() == ""
 
@@ -327,5 +327,5 @@ def test_a_daemon_that_is_not_running(store: Path, workdir: Path) -> None:
     spec = _spec(workdir / "nodaemon", store, 18998)
     gone = f"unix://{workdir}/no-daemon.sock"
     up = _airlock(gone, "deploy", "compose", str(spec), "--out", str(workdir / "nodaemon-deploy"), "--up")
-    assert up.returncode == 22, up.stderr
+    assert up.returncode == 23, up.stderr
     assert f"the docker daemon at {gone} is not running" in up.stderr and "Traceback" not in up.stderr

@@ -5,7 +5,6 @@ every image found in the store); ``compose.py`` renders and runs it with docker-
 """
 
 from airlock.deploy.model import (
-    DeployError,
     Deployment,
     DeployOptions,
     EngineService,
@@ -15,7 +14,6 @@ from airlock.deploy.model import (
 )
 
 __all__ = [
-    "DeployError",
     "DeployOptions",
     "Deployment",
     "EngineService",

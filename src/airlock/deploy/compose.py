@@ -46,7 +46,6 @@ import yaml
 from airlock.common.fileio import write_atomic
 from airlock.deploy.model import (
     ENGINE_KEY_ENV,
-    DeployError,
     Deployment,
     DeployOptions,
     EngineService,
@@ -55,6 +54,7 @@ from airlock.deploy.model import (
     store_db,
 )
 from airlock.engines.base import OFFLINE_ENV
+from airlock.errors import DeployError
 
 COMPOSE_FILE = "docker-compose.yml"
 ENV_FILE = ".env"

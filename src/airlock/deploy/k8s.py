@@ -54,8 +54,8 @@ from airlock.deploy.k8s_ray import (
     ray_cluster,
     ray_split,
 )
-from airlock.deploy.model import RUN_UID, STORE_MOUNT, DeployError, Deployment, EngineService, Mount
-from airlock.errors import ConfigError
+from airlock.deploy.model import RUN_UID, STORE_MOUNT, Deployment, EngineService, Mount
+from airlock.errors import ConfigError, DeployError
 
 Obj = dict[str, Any]
 

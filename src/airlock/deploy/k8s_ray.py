@@ -22,7 +22,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from airlock.deploy.model import DeployError, EngineService
+from airlock.deploy.model import EngineService
+from airlock.errors import DeployError
 
 #: vLLM's executor flag, and the value that runs its workers as Ray actors.
 EXECUTOR_FLAG = "--distributed-executor-backend"

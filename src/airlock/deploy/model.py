@@ -29,7 +29,7 @@ from typing import Literal
 import yaml
 
 from airlock.engines.base import OFFLINE_ENV
-from airlock.errors import AirlockError, ConfigError, StoreError
+from airlock.errors import AirlockError, ConfigError, DeployError, StoreError
 from airlock.settings import Settings
 from airlock.spec import LlamaCppEngineSpec, ModelSpec, RemoteEngineSpec, Spec, VllmEngineSpec, load_spec
 from airlock.store.db import StoreDb, StoredImage
@@ -52,12 +52,6 @@ ENGINE_KEY_ENV = "AIRLOCK_ENGINE_KEY"
 AIRLOCK_REPOSITORY = "airlock"
 #: llama.cpp's shared memory needs are small: docker's default.
 LLAMACPP_SHM = 64 * 1024 * 1024
-
-
-class DeployError(AirlockError):
-    """A deployment cannot be rendered or started: an image missing, a daemon down, a port taken."""
-
-    exit_code = 22
 
 
 @dataclass(frozen=True)

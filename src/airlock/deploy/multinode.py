@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from airlock.deploy.model import DeployError, EngineService
+from airlock.deploy.model import EngineService
+from airlock.errors import DeployError
 
 #: vLLM's executor flag, and the value that runs its workers as Ray actors.
 EXECUTOR_FLAG = "--distributed-executor-backend"

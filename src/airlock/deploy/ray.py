@@ -49,8 +49,9 @@ from airlock.deploy.compose import (
     read_env,
     render_compose,
 )
-from airlock.deploy.model import ENGINE_KEY_ENV, STORE_MOUNT, DeployError, EngineService, build_deployment
+from airlock.deploy.model import ENGINE_KEY_ENV, STORE_MOUNT, EngineService, build_deployment
 from airlock.deploy.multinode import RaySplit, gpu_wait, ray_command, ray_split
+from airlock.errors import DeployError
 
 HEAD_DIR = "head"
 WORKER_DIR = "worker"

@@ -27,7 +27,8 @@ from airlock.deploy.compose import (
     read_env,
     render_compose,
 )
-from airlock.deploy.model import DeployError, DeployOptions
+from airlock.deploy.model import DeployOptions
+from airlock.errors import DeployError
 from airlock.gateway.metrics import GatewayMetrics
 from airlock.settings import Settings
 
@@ -268,7 +269,7 @@ def test_cli_image_not_in_the_store(write_spec: SpecWriter, tmp_path: Path) -> N
         "--gateway-image",
         "airlock:9",
     )
-    assert result.returncode == 22, result.stderr
+    assert result.returncode == 23, result.stderr
     assert "image airlock:9 is not in the store" in result.stderr and "airlock install" in result.stderr
     assert "Traceback" not in result.stderr
 

@@ -31,7 +31,6 @@ from airlock.deploy.k8s import (
 )
 from airlock.deploy.model import (
     RUN_UID,
-    DeployError,
     Deployment,
     DeployOptions,
     EngineService,
@@ -39,7 +38,7 @@ from airlock.deploy.model import (
     Mount,
     build_deployment,
 )
-from airlock.errors import ConfigError
+from airlock.errors import ConfigError, DeployError
 from airlock.settings import Settings
 from airlock.store.db import StoreDb
 from airlock.store.store import Store

@@ -9,8 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from airlock.cli.deploy import app as deploy_app
-from airlock.deploy.model import DeployError
-from airlock.errors import ConfigError
+from airlock.errors import ConfigError, DeployError
 from airlock.store.db import StoreDb
 from airlock.store.store import Store
 
@@ -80,5 +79,5 @@ def test_bad_flags_are_config_errors(
 
 def test_an_image_known_only_by_tag_is_refused(write_spec: SpecWriter, tmp_path: Path) -> None:
     result = CliRunner().invoke(deploy_app, ["k8s", str(write_spec()), "--out", str(tmp_path / "k8s")])
-    assert isinstance(result.exception, DeployError) and result.exception.exit_code == 22
+    assert isinstance(result.exception, DeployError) and result.exception.exit_code == 23
     assert "not pinned by digest" in result.exception.message

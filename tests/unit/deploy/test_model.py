@@ -9,12 +9,11 @@ import yaml
 
 from airlock.deploy.model import (
     LLAMA_SERVER_IN_IMAGE,
-    DeployError,
     DeployOptions,
     build_deployment,
     service_name,
 )
-from airlock.errors import CannotStartError, ConfigError
+from airlock.errors import CannotStartError, ConfigError, DeployError
 from airlock.settings import Settings
 from airlock.spec import parse_spec
 

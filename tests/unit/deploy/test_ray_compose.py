@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from airlock.deploy.compose import ComposeOptions, read_env
-from airlock.deploy.model import DeployError, DeployOptions
+from airlock.deploy.model import DeployOptions
 from airlock.deploy.ray import (
     HEAD_ADDRESS_ENV,
     NODE_ADDRESS_ENV,
@@ -28,6 +28,7 @@ from airlock.deploy.ray import (
     render_ray_compose,
     worker_script,
 )
+from airlock.errors import DeployError
 from airlock.settings import Settings
 
 from .conftest import SpecWriter
