@@ -46,15 +46,9 @@ from typing import Any, Literal
 import yaml
 
 from airlock.common.fileio import write_atomic
-from airlock.deploy.k8s_ray import (
-    CLUSTER_LABEL,
-    NODE_TYPE_LABEL,
-    RaySplit,
-    cluster_name,
-    ray_cluster,
-    ray_split,
-)
+from airlock.deploy.k8s_ray import CLUSTER_LABEL, NODE_TYPE_LABEL, cluster_name, ray_cluster
 from airlock.deploy.model import RUN_UID, STORE_MOUNT, Deployment, EngineService, Mount
+from airlock.deploy.multinode import RaySplit, ray_split
 from airlock.errors import ConfigError, DeployError
 
 Obj = dict[str, Any]

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from airlock.deploy.k8s import NEWEST_K8S, OLDEST_K8S, K8sOptions, write_k8s
-from airlock.deploy.k8s_ray import OVERWRITE_CMD, RaySplit, flag_value, gpu_wait, head_script, ray_split
+from airlock.deploy.k8s_ray import OVERWRITE_CMD, head_script
+from airlock.deploy.multinode import RaySplit, flag_value, gpu_wait, ray_split
 from airlock.errors import DeployError
 
 from .test_k8s import KEY, containers, deployment, find, objects, render, vllm_engine
