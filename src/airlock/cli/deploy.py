@@ -113,18 +113,38 @@ def compose_cmd(
         str | None,
         typer.Option("--docker-host", help="The daemon (default: DOCKER_HOST, else the local one)."),
     ] = None,
+    gpus_per_node: Annotated[
+        int | None,
+        typer.Option(
+            "--gpus-per-node",
+            min=1,
+            help="GPUs of one host: an engine needing more runs on Ray over hosts (DIR/head, DIR/worker).",
+        ),
+    ] = None,
+    head_address: Annotated[
+        str | None,
+        typer.Option(
+            "--head-address", help="With --gpus-per-node: the Ray head host's address between hosts."
+        ),
+    ] = None,
 ) -> None:
     """Render docker-compose.yml + .env for the spec: images by digest from the store, the store read-only,
     plan's engine arguments, healthchecks, GPUs, the gateway as the only published port."""
+    from dataclasses import replace
+
     from airlock.deploy.compose import ComposeOptions, Docker, compose_down, compose_up, render_compose
+    from airlock.deploy.ray import HEAD_DIR, RayOptions, render_ray_compose
 
     if up and down:
         raise ConfigError("--up and --down together", hint="give one")
     docker = Docker(host=docker_host)
+    if head_address is not None and gpus_per_node is None:
+        raise ConfigError("--head-address goes with --gpus-per-node", hint="give both, or neither")
     if down:
-        compose_down(out_dir, docker)
+        here = out_dir / HEAD_DIR if (out_dir / HEAD_DIR / "docker-compose.yml").is_file() else out_dir
+        compose_down(here, docker)
         err.print(
-            f"[bold]down[/]: stopped {escape(str(out_dir / 'docker-compose.yml'))} (the state volume stays)"
+            f"[bold]down[/]: stopped {escape(str(here / 'docker-compose.yml'))} (the state volume stays)"
         )
         return
     options = ComposeOptions(
@@ -134,10 +154,18 @@ def compose_cmd(
         prometheus_image=prometheus_image,
         grafana_image=grafana_image,
     )
-    rendered = render_compose(options)
+    if gpus_per_node is None:
+        rendered = render_compose(options)
+    else:
+        spread = render_ray_compose(
+            options, RayOptions(gpus_per_node=gpus_per_node, head_address=head_address)
+        )
+        rendered = replace(spread.head, notes=spread.notes)
+        if spread.worker_file is not None:
+            err.print(f"  on each other host: {escape(str(spread.worker_file))}")
     _render(rendered)
     if up:
-        result = compose_up(out_dir, docker, monitoring=monitoring, on_state=_follow_lines())
+        result = compose_up(rendered.out, docker, monitoring=monitoring, on_state=_follow_lines())
         _up_done(result)
         err.print(
             "keys: docker-compose -f "

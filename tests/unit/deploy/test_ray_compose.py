@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,42 @@ def test_vllm_listens_on_the_engine_port_chosen_for_the_head_host(
     assert service["healthcheck"]["test"][-1] == "http://127.0.0.1:8100/health"
     spec = yaml.safe_load((out / "head" / "gateway" / "airlock.yaml").read_text())
     assert spec["models"][0]["engine"]["url"] == "http://host.docker.internal:8100/v1"
+
+
+def _airlock(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real command line: one line per error, its exit code."""
+    env = {**os.environ, "AIRLOCK_HOME": str(tmp_path / "home"), "AIRLOCK_CACHE": str(tmp_path / "cache")}
+    return subprocess.run(
+        [sys.executable, "-m", "airlock.cli.main", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_cli_renders_head_and_worker_and_prints_the_heads_file(
+    write_spec: SpecWriter, store: Path, tmp_path: Path
+) -> None:
+    spec, out = _llama(write_spec, store, tp=2, pp=2), tmp_path / "site"
+    done = _airlock(
+        tmp_path,
+        "deploy",
+        "compose",
+        str(spec),
+        "--out",
+        str(out),
+        "--gpus-per-node",
+        "2",
+        "--head-address",
+        "10.0.0.1",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out / "head" / "docker-compose.yml")
+    assert (
+        str(out / "worker" / "docker-compose.yml") in done.stderr
+        and "runs on Ray over 2 hosts" in done.stderr
+    )
+    assert read_env(out / "worker" / ".env")[HEAD_ADDRESS_ENV] == "10.0.0.1"
+    alone = _airlock(
+        tmp_path, "deploy", "compose", str(spec), "--out", str(out), "--head-address", "10.0.0.1"
+    )
+    assert alone.returncode == 2 and "--head-address goes with --gpus-per-node" in alone.stderr
+    assert "Traceback" not in alone.stderr
