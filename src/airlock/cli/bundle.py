@@ -52,18 +52,6 @@ JsonOpt = Annotated[
 WorkersOpt = Annotated[int, typer.Option("--workers", min=1, help="Threads hashing and copying.")]
 
 
-def parse_size(value: str) -> int:
-    from pydantic import ByteSize, TypeAdapter, ValidationError
-
-    try:
-        size = int(TypeAdapter(ByteSize).validate_python(value))
-    except ValidationError as exc:
-        raise ConfigError(f"--volume-size {value!r}: not a size (e.g. 4G, 25G, 1T, 700MiB)") from exc
-    if size <= 0:
-        raise ConfigError(f"--volume-size {value!r}: must be more than 0")
-    return size
-
-
 def keygen(
     out_path: Annotated[
         Path | None,
@@ -177,12 +165,13 @@ def pack_cmd(
     from airlock.bundle.staging.pack import PackOptions, pack
     from airlock.cli.bundle_render import RichProgress, image_line, rate
     from airlock.common.fileio import human
+    from airlock.common.types import parse_size
     from airlock.common.words import counted
 
     settings = Settings.from_env()
     if compress not in ("none", "zstd", "auto"):
         raise ConfigError(f"--compress {compress!r}: choose none, zstd or auto")
-    size = parse_size(volume_size) if volume_size else None
+    size = parse_size("--volume-size", volume_size) if volume_size else None
     key = _signing_key(sign_key, no_sign, settings)
     started = time.monotonic()
     with RichProgress(err) as progress:

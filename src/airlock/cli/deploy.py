@@ -225,10 +225,10 @@ def k8s_cmd(
 ) -> None:
     """Render Kubernetes manifests for the spec (kustomize-ready): engines with GPUs and probes, the
     store on a claim, the gateway, a NetworkPolicy denying egress, keys in a Secret, images by digest."""
+    from airlock.common.types import parse_size
     from airlock.deploy.k8s import (
         K8sOptions,
         parse_labels,
-        parse_size,
         parse_toleration,
         workload_images,
         write_k8s,

@@ -329,7 +329,7 @@ def _crossing(
 ) -> Crossing:
     """What pack would carry for ``spec`` (the planned models, files, images, wheels), on how many
     volumes, copied how fast; with ``base``, only what it lacks."""
-    from airlock.cli.bundle import parse_size
+    from airlock.common.types import parse_size
     from airlock.plan.crossing import CrossingOptions, crossing, measure_write_speed
 
     speed, source = None, ""
@@ -338,7 +338,7 @@ def _crossing(
     elif media is not None:
         speed, source = measure_write_speed(media), f"measured on {media}"
     options = CrossingOptions(
-        volume_size=parse_size(volume_size) if volume_size else None, parity_percent=parity,
+        volume_size=parse_size("--volume-size", volume_size) if volume_size else None, parity_percent=parity,
         media_bytes_per_s=speed, speed_source=source, base=_read_base(base) if base else None,
     )  # fmt: skip
     return crossing(_carried(spec, {t.name: t for t in targets}), options)
@@ -346,16 +346,9 @@ def _crossing(
 
 def _parse_speed(value: str) -> int:
     """``200MB/s`` (or ``200MB``, ``1.5GiB/s``) as bytes per second."""
-    from pydantic import ByteSize, TypeAdapter, ValidationError
+    from airlock.common.types import parse_size
 
-    text = value.strip().removesuffix("/s")
-    try:
-        speed = int(TypeAdapter(ByteSize).validate_python(text))
-    except ValidationError as exc:
-        raise ConfigError(f"--media-speed {value!r}: not a speed (e.g. 200MB/s, 1GiB/s)") from exc
-    if speed <= 0:
-        raise ConfigError(f"--media-speed {value!r}: must be more than 0")
-    return speed
+    return parse_size("--media-speed", value.strip().removesuffix("/s"), examples="200MB/s, 1GiB/s")
 
 
 def _read_base(path: Path) -> Base:

@@ -65,3 +65,19 @@ def check_relative_path(value: str) -> str:
 RelPath = Annotated[str, AfterValidator(check_relative_path)]
 Sha256 = Annotated[str, Field(pattern=SHA256_RE.pattern)]
 Size = Annotated[int, Field(ge=0)]
+
+
+def parse_size(flag: str, text: str, *, examples: str = "4G, 25G, 1T, 700MiB") -> int:
+    """A size as people write it (``25G``, ``700MiB``, ``1.5TiB``) for the option ``flag``: more than 0,
+    else a ConfigError naming the flag and showing ``examples``."""
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    from airlock.errors import ConfigError
+
+    try:
+        size = int(TypeAdapter(ByteSize).validate_python(text))
+    except ValidationError as exc:
+        raise ConfigError(f"{flag} {text!r}: not a size (e.g. {examples})") from exc
+    if size <= 0:
+        raise ConfigError(f"{flag} {text!r}: must be more than 0")
+    return size

@@ -135,19 +135,6 @@ def parse_toleration(text: str) -> Toleration:
     return Toleration(key=key, value=value if eq else None, effect=effect or None)  # type: ignore[arg-type]
 
 
-def parse_size(flag: str, text: str) -> int:
-    """A size as people write it (``500GiB``, ``2T``), for ``flag``."""
-    from pydantic import ByteSize, TypeAdapter, ValidationError
-
-    try:
-        size = int(TypeAdapter(ByteSize).validate_python(text))
-    except ValidationError as exc:
-        raise ConfigError(f"{flag} {text!r}: not a size (e.g. 500GiB, 2TiB)") from exc
-    if size <= 0:
-        raise ConfigError(f"{flag} {text!r}: must be more than 0")
-    return size
-
-
 def parse_labels(pairs: Iterable[str]) -> dict[str, str]:
     """``key=value`` pairs (a node selector), each key and value checked as Kubernetes labels."""
     out: dict[str, str] = {}
