@@ -26,6 +26,7 @@ command -v dockerd >/dev/null || need+=(docker.io)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v unshare >/dev/null || need+=(util-linux)  # unshare, nsenter: daemons in a loopback-only namespace
+command -v ip >/dev/null || need+=(iproute2)  # ip netns, veth: the Ray test's two hosts
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
