@@ -37,7 +37,7 @@ from airlock.registry.oci import (
     select_platform,
     sha256_digest,
 )
-from airlock.registry.push import ACCEPT, RegistryTarget, _Session
+from airlock.registry.push import ACCEPT, RegistrySession, RegistryTarget
 
 if TYPE_CHECKING:
     import httpx
@@ -81,7 +81,7 @@ class _Chunks(io.RawIOBase):
         return n
 
 
-def _manifest(session: _Session, reference: str) -> tuple[bytes, str]:
+def _manifest(session: RegistrySession, reference: str) -> tuple[bytes, str]:
     repo = session.repository
     response = session.request(
         "GET",
@@ -107,13 +107,13 @@ def _manifest(session: _Session, reference: str) -> tuple[bytes, str]:
     return data, media_type
 
 
-def _fetch_blob(session: _Session, layout: OciLayout, blob: Descriptor, meter: Meter) -> None:
+def _fetch_blob(session: RegistrySession, layout: OciLayout, blob: Descriptor, meter: Meter) -> None:
     import httpx
 
     repo = session.repository
     doing = f"fetching blob {blob.digest} of {repo}"
     url = f"/v2/{repo}/blobs/{blob.digest}"
-    headers = {"Authorization": session._auth} if session._auth else {}
+    headers = session.auth_headers()
     try:
         with session.client.stream("GET", url, headers=headers) as response:
             if response.status_code in (301, 302, 303, 307, 308) and "Location" in response.headers:
@@ -127,7 +127,12 @@ def _fetch_blob(session: _Session, layout: OciLayout, blob: Descriptor, meter: M
 
 
 def _store(
-    session: _Session, layout: OciLayout, blob: Descriptor, response: httpx.Response, meter: Meter, doing: str
+    session: RegistrySession,
+    layout: OciLayout,
+    blob: Descriptor,
+    response: httpx.Response,
+    meter: Meter,
+    doing: str,
 ) -> None:
     if response.status_code != 200:
         response.read()
@@ -154,7 +159,7 @@ def pull_image(
     workers: int = 4,
 ) -> PullResult:
     """Fetch ``repository:reference`` (a tag or a digest) for ``platform`` into ``layout``."""
-    session = _Session(target, repository, workers=workers, actions="pull")
+    session = RegistrySession(target, repository, workers=workers, actions="pull")
     try:
         try:
             session.prime()
@@ -163,7 +168,9 @@ def pull_image(
                 raise
             # tls_verify off: an https registry with a certificate we skip, else plain http
             session.close()
-            session = _Session(replace(target, plain_http=True), repository, workers=workers, actions="pull")
+            session = RegistrySession(
+                replace(target, plain_http=True), repository, workers=workers, actions="pull"
+            )
             session.prime()
         data, media_type = _manifest(session, reference)
         index_digest = None

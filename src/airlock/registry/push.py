@@ -134,7 +134,7 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
-class _Session:
+class RegistrySession:
     """One httpx client with the target's TLS settings and whatever auth the registry asks for."""
 
     def __init__(
@@ -171,6 +171,10 @@ class _Session:
 
     def close(self) -> None:
         self.client.close()
+
+    def auth_headers(self) -> dict[str, str]:
+        """The Authorization header the registry last asked for (none before a login)."""
+        return {"Authorization": self._auth} if self._auth else {}
 
     # -- errors, named for the user
     def unreachable(self, exc: Exception, doing: str) -> AirlockError:
@@ -299,7 +303,7 @@ def _check_repository(repository: str, tag: str | None) -> None:
         raise ConfigError(f"{tag!r} is not a valid tag", hint="letters, digits, '_', '.', '-'; at most 128")
 
 
-def _has_blob(session: _Session, digest: str) -> bool:
+def _has_blob(session: RegistrySession, digest: str) -> bool:
     response = session.request(
         "HEAD", f"/v2/{session.repository}/blobs/{digest}", doing=f"checking blob {digest}"
     )
@@ -338,7 +342,7 @@ def _checked_chunks(blob: BlobSource, meter: Meter, sent: list[int]) -> Iterator
             chunk = following
 
 
-def _upload(session: _Session, blob: BlobSource, meter: Meter, sent: list[int]) -> None:
+def _upload(session: RegistrySession, blob: BlobSource, meter: Meter, sent: list[int]) -> None:
     """POST an upload, then PUT the blob's bytes in one streamed request; once more if the registry
     asked for fresh auth (a token that expired during a long push)."""
     import httpx
@@ -375,7 +379,7 @@ def _upload(session: _Session, blob: BlobSource, meter: Meter, sent: list[int]) 
             raise session.refused(done, f"blob {blob.digest} of {repo}")
 
 
-def _cancel(session: _Session, location: httpx.URL) -> None:
+def _cancel(session: RegistrySession, location: httpx.URL) -> None:
     with contextlib.suppress(AirlockError):
         session.request("DELETE", str(location), doing="cancelling an upload")
 
@@ -398,7 +402,7 @@ def push_image(
     for blob in blobs:
         check_digest(blob.digest)
     digest = sha256_digest(manifest)
-    session = _Session(target, repository, workers=workers)
+    session = RegistrySession(target, repository, workers=workers)
     try:
         session.prime()
         unique = list({b.digest: b for b in blobs}.values())
@@ -448,7 +452,7 @@ def image_exists(target: RegistryTarget, repository: str, digest: str) -> bool:
     """Whether the registry serves manifest ``digest`` in ``repository``."""
     _check_repository(repository, None)
     check_digest(digest)
-    session = _Session(target, repository, workers=1)
+    session = RegistrySession(target, repository, workers=1)
     try:
         session.prime()
         response = session.request(
