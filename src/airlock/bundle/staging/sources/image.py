@@ -272,7 +272,8 @@ def _from_layout(
         )
     chosen, index_digest = _chosen(layout, desc, platform)
     manifest = layout.manifest(chosen.digest, chosen.media_type)
-    assert isinstance(manifest, ImageManifest)
+    if not isinstance(manifest, ImageManifest):
+        raise BundleError(f"{path}: {chosen.digest} is an index inside an index, which is not supported")
     needed = [chosen.digest, manifest.config.digest, *(x.digest for x in manifest.layers)]
     if index_digest is not None:
         needed.append(index_digest)
