@@ -276,3 +276,25 @@ def test_compressed_layers_are_not_compressed_again(tmp_path: Path, keys: KeyPai
     assert encodings[artifact.image.config_digest[7:]] == "zstd"  # the JSON config is compressed
     report = verify(VerifyOptions(VolumeSet([result.out], trust=[keys.public])))
     assert report.ok, report.problems
+
+
+def test_a_docker_archive_is_read_through_skopeo(
+    tmp_path: Path, keys: KeyPair, image_cache: Path, skopeo_bin: str
+) -> None:
+    """`docker save` output: skopeo converts it (its layers uncompressed), so the digest is this copy's."""
+    layout, _, _ = _two_versions(tmp_path)
+    archive = tmp_path / "App Saved.tar"
+    subprocess.run(
+        [skopeo_bin, "copy", "--quiet", f"oci:{layout}:app:1", f"docker-archive:{archive}:app:1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    spec = write_spec(tmp_path / "airlock.yaml", {"images": [f"docker-archive:{archive.name}"]})
+    result = do_pack(spec, tmp_path / "bundle", keys, image_cache=image_cache)
+    (artifact,) = result.manifest.artifacts
+    assert artifact.image is not None and artifact.source.detail == "docker-archive"
+    assert (artifact.image.repository, artifact.image.tag, artifact.image.platform) == (
+        "app-saved", None, "linux/amd64"
+    )  # fmt: skip
+    assert len(artifact.image.layers) == 2
+    report = verify(VerifyOptions(VolumeSet([result.out], trust=[keys.public])))
+    assert report.ok, report.problems

@@ -158,7 +158,14 @@ def collect_image(spec: ImageSpec, options: ImageOptions) -> Collected:
         source = Source(type="image", detail=transport, path=str(path))
     else:
         manifest_desc, index_digest = _via_skopeo(transport, where, platform, options)
-        repository, tag = where, None
+        if transport == "docker-daemon":
+            ref = parse_registry_ref(where)
+            repository, tag = ref.name, ref.tag
+        else:  # a docker-archive: named after its file, as a repository name may be written
+            repository, tag = (
+                re.sub(r"[^a-z0-9._-]+", "-", Path(where).stem.lower()).strip("-._") or "image",
+                None,
+            )
         source = Source(type="image", detail=transport, path=where)
     return _collected(spec.ref, repository, tag, manifest_desc, index_digest, platform, cache, source)
 
