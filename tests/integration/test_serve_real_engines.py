@@ -50,7 +50,9 @@ def _kill_and_expect_503(gw: GatewayThread, client: openai.OpenAI, name: str) ->
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[KeyStore, str]:
     store = KeyStore(tmp_path_factory.mktemp("keys") / "keys.db")
-    return store, store.create("integration")[1]
+    return store, store.create(
+        "integration", scopes=["chat", "completions", "embeddings", "models", "metrics"]
+    )[1]
 
 
 # -- llama-server -------------------------------------------------------------------------------
