@@ -21,6 +21,26 @@ import uvicorn
 from airlock.serving.tls import ServerTls
 
 
+@contextlib.contextmanager
+def signal_handlers(
+    loop: asyncio.AbstractEventLoop, handlers: dict[signal.Signals, Callable[[], object]]
+) -> Iterator[None]:
+    """``handlers`` on ``loop`` while the block runs, removed after; where the loop cannot take them
+    (not the main thread, as in tests; not POSIX) it goes on without."""
+    installed = []
+    for sig, handler in handlers.items():
+        try:
+            loop.add_signal_handler(sig, handler)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 def uvicorn_config(app: Callable[..., object], tls: ServerTls | None) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -73,18 +93,8 @@ class GatewayServer(uvicorn.Server):
         }
         if self._tls is not None:
             handlers[signal.SIGHUP] = self._tls.reload
-        installed = []
-        for sig, handler in handlers.items():
-            try:
-                loop.add_signal_handler(sig, handler)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), not POSIX
-                pass
-        try:
+        with signal_handlers(loop, handlers):
             yield
-        finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
 
     def ask_exit(self) -> None:
         self.should_exit = True

@@ -30,7 +30,7 @@ from airlock.gateway.audit import ModelIdentity, model_identities
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.routing import Router
 from airlock.plan.apply import apply_plan
-from airlock.serving.http import GatewayServer, uvicorn_config
+from airlock.serving.http import GatewayServer, signal_handlers, uvicorn_config
 from airlock.serving.tls import ServerTls, TlsFiles
 from airlock.settings import Settings
 from airlock.spec import GatewaySpec, Spec
@@ -277,22 +277,11 @@ async def _serve_workers(
     pool = WorkerPool(
         gateway.workers, sock, supervisor, gateway, keys=target, aliases=aliases, identities=identities
     )
-    loop = asyncio.get_running_loop()
-    installed = []
-    handlers: dict[signal.Signals, Callable[[], None]] = {
+    handlers: dict[signal.Signals, Callable[[], object]] = {
         signal.SIGINT: pool.stop,
         signal.SIGTERM: pool.stop,
         signal.SIGHUP: lambda: pool.signal_all(signal.SIGHUP),
     }
-    for sig, handler in handlers.items():
-        try:
-            loop.add_signal_handler(sig, handler)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests), not POSIX
-            pass
-    try:
+    with signal_handlers(asyncio.get_running_loop(), handlers):
         report = on_listening
         await pool.run(None if report is None else lambda: report(listening(pool.stop)))
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
