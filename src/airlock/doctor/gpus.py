@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from airlock.doctor.host import Host
 from airlock.doctor.model import Check
+from airlock.plan.hardware import capability_text
 from airlock.spec import Spec, VllmEngineSpec
 
 CSV_FIELDS = "index,name,uuid,memory.total,compute_cap,driver_version,mig.mode.current"
@@ -47,9 +48,7 @@ class Gpu:
 
     @property
     def cc_text(self) -> str:
-        return (
-            f"{self.compute_capability[0]}.{self.compute_capability[1]}" if self.compute_capability else "?"
-        )
+        return capability_text(self.compute_capability)
 
 
 @dataclass(frozen=True)

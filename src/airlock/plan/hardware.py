@@ -23,6 +23,11 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}  # fmt: skip
 
 
+def capability_text(cc: tuple[int, int] | None) -> str:
+    """A compute capability as people write it: ``9.0``, or ``?`` when it is not known."""
+    return f"{cc[0]}.{cc[1]}" if cc else "?"
+
+
 @dataclass(frozen=True)
 class Hardware:
     name: str
@@ -35,9 +40,7 @@ class Hardware:
 
     @property
     def cc_text(self) -> str:
-        return (
-            f"{self.compute_capability[0]}.{self.compute_capability[1]}" if self.compute_capability else "?"
-        )
+        return capability_text(self.compute_capability)
 
 
 @dataclass(frozen=True)
