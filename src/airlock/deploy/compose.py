@@ -110,9 +110,11 @@ class Rendered:
         return self.out / COMPOSE_FILE
 
 
-def render_compose(options: ComposeOptions) -> Rendered:
-    """Write docker-compose.yml, .env, the gateway's spec (and monitoring's files) into ``options.out``."""
-    deployment = build_deployment(options.deploy)
+def render_compose(options: ComposeOptions, deployment: Deployment | None = None) -> Rendered:
+    """Write docker-compose.yml, .env, the gateway's spec (and monitoring's files) into ``options.out``;
+    ``deployment``: one already built from ``options.deploy`` (else it is built here)."""
+    if deployment is None:
+        deployment = build_deployment(options.deploy)
     out = options.out
     out.mkdir(parents=True, exist_ok=True)
     env = _env_values(out / ENV_FILE, deployment, monitoring=options.monitoring)

@@ -233,7 +233,7 @@ def render_ray_compose(options: ComposeOptions, ray: RayOptions) -> RayRendered:
     deployment = build_deployment(options.deploy)
     splits = [(e, s) for e in deployment.engines if (s := ray_split(e, ray.gpus_per_node)) is not None]
     if not splits:
-        rendered = render_compose(options)
+        rendered = render_compose(options, deployment)
         note = f"every engine fits on a host of {ray.gpus_per_node} GPUs: one compose file, no Ray"
         return RayRendered(options.out, rendered, None, None, None, (*rendered.notes, note))
     if len(splits) > 1:
@@ -245,7 +245,7 @@ def render_ray_compose(options: ComposeOptions, ray: RayOptions) -> RayRendered:
     engine, split = splits[0]
     head_dir, worker_dir = options.out / HEAD_DIR, options.out / WORKER_DIR
     old = read_env(head_dir / ENV_FILE)  # the head's Ray token survives a render (the workers have it)
-    head = render_compose(replace(options, out=head_dir))
+    head = render_compose(replace(options, out=head_dir), deployment)
     engine = next(e for e in head.deployment.engines if e.name == engine.name)
     token = (
         old.get(RAY_TOKEN_ENV)
