@@ -37,6 +37,7 @@ from airlock.serving.default_model import DEFAULT_MODEL_FILE, locate_default_mod
 from airlock.settings import Settings
 from airlock.store.db import ImageTarget, StoreDb, StoredImage
 from airlock.store.store import Store
+from airlock.testing.dockerd import daemon_pid, docker, in_daemon_netns, request_in_daemon_netns
 from harness import need
 
 pytestmark = pytest.mark.integration
@@ -74,12 +75,6 @@ def image(request: pytest.FixtureRequest) -> Image:
     return Image(Path(given), desc.digest, manifest["config"]["digest"])
 
 
-def _docker(host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "-H", host, *args], capture_output=True, text=True, check=check, timeout=300
-    )
-
-
 @pytest.fixture(scope="session")
 def loaded(image: Image, docker_host: str) -> str:
     docker_load(OciLayout.open(image.layout), [(image.manifest_digest, TAG)], docker_host=docker_host)
@@ -111,43 +106,7 @@ def store(image: Image, settings: Settings, workdir: Path) -> Path:
 def _free_port_in(host: str) -> int:
     """A port free in the daemon's network namespace (where the gateway's port is published)."""
     code = "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"
-    return int(_in_daemon_netns(host, [sys.executable, "-c", code]).stdout)
-
-
-def _daemon_pid(host: str) -> str:
-    return (Path(host.removeprefix("unix://")).parent / "docker.pid").read_text().strip()
-
-
-def _in_daemon_netns(host: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["nsenter", f"--net=/proc/{_daemon_pid(host)}/ns/net", *argv],
-        capture_output=True, text=True, check=True, timeout=300,
-    )  # fmt: skip
-
-
-_CLIENT = """
-import json, sys, urllib.error, urllib.request
-url, token, body = sys.argv[1], sys.argv[2], sys.argv[3]
-headers = {"Content-Type": "application/json"}
-if token:
-    headers["Authorization"] = "Bearer " + token
-request = urllib.request.Request(url, data=body.encode() or None, headers=headers)
-try:
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        print(json.dumps({"status": answer.status, "body": answer.read().decode()}))
-except urllib.error.HTTPError as exc:
-    print(json.dumps({"status": exc.code, "body": exc.read().decode()}))
-except OSError as exc:
-    print(json.dumps({"status": 0, "body": str(exc)}))
-"""
-
-
-def _request(host: str, url: str, *, token: str = "", body: dict[str, Any] | None = None) -> dict[str, Any]:
-    done = _in_daemon_netns(
-        host, [sys.executable, "-c", _CLIENT, url, token, json.dumps(body) if body else ""]
-    )
-    found: dict[str, Any] = json.loads(done.stdout)
-    return found
+    return int(in_daemon_netns(host, [sys.executable, "-c", code]).stdout)
 
 
 def _airlock(host: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -187,13 +146,13 @@ def test_up_chat_change_and_down(docker_host: str, loaded: str, store: Path, wor
     first = _ids(docker_host, out)
     assert all(first.values()), first
     # the engine: airlock's image running llama-server with the store read-only, on the internal network
-    inspected = json.loads(_docker(docker_host, "inspect", first["engine-smollm2"]).stdout)[0]
-    assert inspected["Image"] == json.loads(_docker(docker_host, "image", "inspect", loaded).stdout)[0]["Id"]
+    inspected = json.loads(docker(docker_host, "inspect", first["engine-smollm2"]).stdout)[0]
+    assert inspected["Image"] == json.loads(docker(docker_host, "image", "inspect", loaded).stdout)[0]["Id"]
     mounts = {m["Destination"]: m for m in inspected["Mounts"]}
     assert mounts["/store"]["RW"] is False
     assert inspected["Config"]["Entrypoint"] == ["/opt/airlock/llama.cpp/bin/llama-server"]
     assert inspected["HostConfig"]["PortBindings"] in ({}, None), "only the gateway publishes a port"
-    networks = json.loads(_docker(docker_host, "network", "inspect", "site_engines").stdout)[0]
+    networks = json.loads(docker(docker_host, "network", "inspect", "site_engines").stdout)[0]
     assert networks["Internal"] is True
     # a key made in the gateway's state volume; a chat answered through the gateway, 401 without it
     made = _compose(
@@ -204,17 +163,22 @@ def test_up_chat_change_and_down(docker_host: str, loaded: str, store: Path, wor
     base = f"http://127.0.0.1:{port}"
     chat = {"model": "default", "messages": [{"role": "user", "content": "What is the capital of France?"}],
             "max_tokens": 16, "temperature": 0}  # fmt: skip
-    assert _request(docker_host, f"{base}/v1/chat/completions", body=chat)["status"] == 401
-    answered = _request(docker_host, f"{base}/v1/chat/completions", token=token, body=chat)
+    assert request_in_daemon_netns(docker_host, f"{base}/v1/chat/completions", body=chat)["status"] == 401
+    answered = request_in_daemon_netns(docker_host, f"{base}/v1/chat/completions", token=token, body=chat)
     assert answered["status"] == 200, answered
     reply = json.loads(answered["body"])
     assert reply["model"] == "smollm2" and reply["usage"]["completion_tokens"] > 0, reply
     # Prometheus's key (--monitoring): /metrics only
     metrics_key = ensure_metrics_key(out, Docker(host=docker_host)).read_text().strip()
     assert stat.S_IMODE((out / "monitoring").stat().st_mode) == 0o700
-    scraped = _request(docker_host, f"{base}/metrics", token=metrics_key)
+    scraped = request_in_daemon_netns(docker_host, f"{base}/metrics", token=metrics_key)
     assert scraped["status"] == 200 and "airlock_requests_total" in scraped["body"], scraped
-    assert _request(docker_host, f"{base}/v1/chat/completions", token=metrics_key, body=chat)["status"] == 403
+    assert (
+        request_in_daemon_netns(docker_host, f"{base}/v1/chat/completions", token=metrics_key, body=chat)[
+            "status"
+        ]
+        == 403
+    )
     # a spec change: the engine is replaced, the gateway stays (same container)
     _spec(workdir / "site", store, port, parallel=3)
     again = _airlock(docker_host, "deploy", "compose", str(spec), "--out", str(out), "--up")
@@ -222,9 +186,9 @@ def test_up_chat_change_and_down(docker_host: str, loaded: str, store: Path, wor
     assert "started or replaced: engine-smollm2" in again.stderr
     second = _ids(docker_host, out)
     assert second["gateway"] == first["gateway"] and second["engine-smollm2"] != first["engine-smollm2"]
-    command = json.loads(_docker(docker_host, "inspect", second["engine-smollm2"]).stdout)[0]["Args"]
+    command = json.loads(docker(docker_host, "inspect", second["engine-smollm2"]).stdout)[0]["Args"]
     assert command[command.index("--parallel") + 1] == "3"
-    answered = _request(docker_host, f"{base}/v1/chat/completions", token=token, body=chat)
+    answered = request_in_daemon_netns(docker_host, f"{base}/v1/chat/completions", token=token, body=chat)
     assert answered["status"] == 200, answered
     # nothing changed: nothing replaced
     same = _airlock(docker_host, "deploy", "compose", str(spec), "--out", str(out), "--up")
@@ -233,7 +197,7 @@ def test_up_chat_change_and_down(docker_host: str, loaded: str, store: Path, wor
     down = _airlock(docker_host, "deploy", "compose", str(spec), "--out", str(out), "--down")
     assert down.returncode == 0, down.stderr
     assert _compose(docker_host, out, "ps", "-q").stdout.strip() == ""
-    assert "site_state" in _docker(docker_host, "volume", "ls", "-q").stdout
+    assert "site_state" in docker(docker_host, "volume", "ls", "-q").stdout
 
 
 def test_an_engine_that_fails_shows_its_log_tail_and_the_fix(
@@ -256,7 +220,7 @@ def test_a_port_taken_in_the_daemons_namespace(
     """The port is free here (the check before up passes) but taken where docker publishes it: compose's
     own failure, named with the fix."""
     holder = subprocess.Popen(
-        ["nsenter", f"--net=/proc/{_daemon_pid(docker_host)}/ns/net", sys.executable, "-c",
+        ["nsenter", f"--net=/proc/{daemon_pid(docker_host)}/ns/net", sys.executable, "-c",
          "import socket, sys, time; s=socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
          "print(s.getsockname()[1], flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True,

@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from airlock.image_build import BuiltImage, ImageBuildOptions, build_image
 from airlock.registry.docker_load import docker_load
 from airlock.registry.oci import OciLayout
+from airlock.testing.dockerd import docker, request_in_daemon_netns
 
 pytestmark = pytest.mark.integration
 
@@ -103,77 +103,40 @@ IMAGE = "airlock:test"
 VOLUME = "airlock-image-test-state"
 CONTAINER = "airlock-image-test"
 
-# run in the dockerd's network namespace: the container (--network host) listens there, on loopback
-_CLIENT = """
-import json, sys, urllib.error, urllib.request
-url, token, body = sys.argv[1], sys.argv[2], sys.argv[3]
-headers = {"Content-Type": "application/json"}
-if token:
-    headers["Authorization"] = "Bearer " + token
-request = urllib.request.Request(url, data=body.encode() or None, headers=headers)
-try:
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        print(json.dumps({"status": answer.status, "body": answer.read().decode()}))
-except urllib.error.HTTPError as exc:
-    print(json.dumps({"status": exc.code, "body": exc.read().decode()}))
-except OSError as exc:
-    print(json.dumps({"status": 0, "body": str(exc)}))
-"""
-
-
-def _docker(host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker", "-H", host, *args], capture_output=True, text=True, check=check, timeout=300
-    )
-
-
-def _in_daemon_netns(
-    host: str, url: str, *, token: str = "", body: dict[str, object] | None = None
-) -> dict[str, object]:
-    """An HTTP request from inside the dockerd's network namespace (its pid file sits by its socket)."""
-    pid = (Path(host.removeprefix("unix://")).parent / "docker.pid").read_text().strip()
-    done = subprocess.run(
-        ["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", _CLIENT, url, token,
-         json.dumps(body) if body is not None else ""],
-        capture_output=True, text=True, check=True, timeout=180,
-    )  # fmt: skip
-    found: dict[str, object] = json.loads(done.stdout)
-    return found
-
 
 @pytest.fixture
 def loaded(built: BuiltImage, docker_host: str) -> Iterator[str]:
     docker_load(OciLayout.open(built.layout), [(built.manifest_digest, IMAGE)], docker_host=docker_host)
     yield IMAGE
-    _docker(docker_host, "rm", "-f", CONTAINER, check=False)
-    _docker(docker_host, "volume", "rm", "-f", VOLUME, check=False)
-    _docker(docker_host, "rmi", "-f", IMAGE, check=False)
+    docker(docker_host, "rm", "-f", CONTAINER, check=False)
+    docker(docker_host, "volume", "rm", "-f", VOLUME, check=False)
+    docker(docker_host, "rmi", "-f", IMAGE, check=False)
 
 
 def test_the_image_serves_the_default_model_in_docker(
     loaded: str, docker_host: str, built: BuiltImage
 ) -> None:
-    inspected = json.loads(_docker(docker_host, "image", "inspect", loaded).stdout)[0]
+    inspected = json.loads(docker(docker_host, "image", "inspect", loaded).stdout)[0]
     assert inspected["Id"] == built.config_digest
     # the operator's first step (docs/image.md): a key, made in the state volume
-    made = _docker(docker_host, "run", "--rm", "--network", "none", "-v", f"{VOLUME}:/var/lib/airlock",
+    made = docker(docker_host, "run", "--rm", "--network", "none", "-v", f"{VOLUME}:/var/lib/airlock",
                    loaded, "keys", "create", "tester", "--quiet")  # fmt: skip
     token = made.stdout.strip()
     assert token.startswith("al-"), made
-    owner = _docker(docker_host, "run", "--rm", "--network", "none", "-v", f"{VOLUME}:/var/lib/airlock",
+    owner = docker(docker_host, "run", "--rm", "--network", "none", "-v", f"{VOLUME}:/var/lib/airlock",
                     "--entrypoint", "stat", loaded, "-c", "%u %a", "/var/lib/airlock/keys.db")  # fmt: skip
     assert owner.stdout.split()[0] == "10001", "the state belongs to the unprivileged user"
     # then the image's own command: airlock serve on 0.0.0.0:8080, no airlock.yaml, keys required
-    _docker(docker_host, "run", "-d", "--name", CONTAINER, "--network", "host",
+    docker(docker_host, "run", "-d", "--name", CONTAINER, "--network", "host",
             "-v", f"{VOLUME}:/var/lib/airlock", loaded)  # fmt: skip
     base = "http://127.0.0.1:8080"
     deadline = time.monotonic() + 240  # a guard against a hang, not a measure
     while True:
-        ready = _in_daemon_netns(docker_host, f"{base}/ready")
+        ready = request_in_daemon_netns(docker_host, f"{base}/ready")
         if ready["status"] == 200:
             break
-        state = json.loads(_docker(docker_host, "inspect", CONTAINER).stdout)[0]["State"]
-        logs = _docker(docker_host, "logs", CONTAINER, check=False)
+        state = json.loads(docker(docker_host, "inspect", CONTAINER).stdout)[0]["State"]
+        logs = docker(docker_host, "logs", CONTAINER, check=False)
         assert state["Running"], f"the container stopped ({state['ExitCode']}):\n{logs.stdout}{logs.stderr}"
         assert time.monotonic() < deadline, f"not ready: {ready}\n{logs.stdout}{logs.stderr}"
         time.sleep(0.5)
@@ -183,14 +146,14 @@ def test_the_image_serves_the_default_model_in_docker(
         "max_tokens": 24,
         "temperature": 0,
     }
-    refused = _in_daemon_netns(docker_host, f"{base}/v1/chat/completions", body=chat)
+    refused = request_in_daemon_netns(docker_host, f"{base}/v1/chat/completions", body=chat)
     assert refused["status"] == 401, refused
-    answered = _in_daemon_netns(docker_host, f"{base}/v1/chat/completions", token=token, body=chat)
+    answered = request_in_daemon_netns(docker_host, f"{base}/v1/chat/completions", token=token, body=chat)
     assert answered["status"] == 200, answered
     reply = json.loads(str(answered["body"]))
     content = reply["choices"][0]["message"]["content"]
     assert isinstance(content, str) and content.strip(), reply
     assert reply["usage"]["completion_tokens"] > 0, reply
-    said = _docker(docker_host, "logs", CONTAINER).stderr
+    said = docker(docker_host, "logs", CONTAINER).stderr
     assert "ready: http://0.0.0.0:8080/v1" in said
     assert "smollm2-135m-instruct" in said

@@ -14,13 +14,16 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -90,3 +93,54 @@ def _unmount_under(root: Path) -> None:
         points = [line.split()[4] for line in info if line.split()[4].startswith(prefix)]
     for point in sorted(points, key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+
+def docker(host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``docker -H host ARGS``, its output captured as text."""
+    return subprocess.run(
+        ["docker", "-H", host, *args], capture_output=True, text=True, check=check, timeout=300
+    )
+
+
+def daemon_pid(host: str) -> str:
+    """The pid of the dockerd at ``host`` (its pid file sits by its socket)."""
+    return (Path(host.removeprefix("unix://")).parent / "docker.pid").read_text().strip()
+
+
+def in_daemon_netns(host: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in the network namespace of the dockerd at ``host``: where its containers with
+    ``--network host`` listen, on loopback."""
+    return subprocess.run(
+        ["nsenter", f"--net=/proc/{daemon_pid(host)}/ns/net", *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+
+
+_CLIENT = """
+import json, sys, urllib.error, urllib.request
+url, token, body = sys.argv[1], sys.argv[2], sys.argv[3]
+headers = {"Content-Type": "application/json"}
+if token:
+    headers["Authorization"] = "Bearer " + token
+request = urllib.request.Request(url, data=body.encode() or None, headers=headers)
+try:
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        print(json.dumps({"status": answer.status, "body": answer.read().decode()}))
+except urllib.error.HTTPError as exc:
+    print(json.dumps({"status": exc.code, "body": exc.read().decode()}))
+except OSError as exc:
+    print(json.dumps({"status": 0, "body": str(exc)}))
+"""
+
+
+def request_in_daemon_netns(
+    host: str, url: str, *, token: str = "", body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """An HTTP request made from inside the daemon's network namespace: ``{"status", "body"}``
+    (status 0 when the connection failed)."""
+    argv = [sys.executable, "-c", _CLIENT, url, token, json.dumps(body) if body is not None else ""]
+    found: dict[str, Any] = json.loads(in_daemon_netns(host, argv).stdout)
+    return found
