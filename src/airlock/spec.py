@@ -107,6 +107,9 @@ class GatewaySpec(FrozenModel):
     tls_client_ca: Path | None = Field(
         None, description="mutual TLS: only clients with a certificate signed by this PEM CA connect"
     )
+    console_session_ttl_s: float = Field(
+        8 * 3600.0, gt=0, le=7 * 86400, description="an operator console login lasts this long (seconds)"
+    )
 
     _paths = field_validator("audit_log", "tls_cert", "tls_key", "tls_client_ca")(_resolve)
 

@@ -12,6 +12,7 @@ Routes (nothing else reaches users, whatever the engines expose)::
     POST /v1/chat/completions     \\
     POST /v1/completions           > validated, routed by "model", streamed through when asked
     POST /v1/embeddings           /
+    GET  /console, /console/*     the operator console: a login with an admin key (docs/console.md)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from airlock.gateway.asgi import (
 )
 from airlock.gateway.audit import AuditConfig, AuditLog, ModelIdentity, identity_fields, text_digest
 from airlock.gateway.auth import KeyCache
+from airlock.gateway.console import Console, ConsoleConfig
 from airlock.gateway.errors import APIError
 from airlock.gateway.limits import EngineGates, Limiter
 from airlock.gateway.metrics import GatewayMetrics
@@ -110,6 +112,7 @@ class Gateway:
         keys: KeyCache | None,
         metrics: GatewayMetrics,
         identities: dict[str, ModelIdentity] | None = None,
+        console: ConsoleConfig | None = None,
     ) -> None:
         self.spec = spec
         self.router = router
@@ -121,6 +124,8 @@ class Gateway:
         self.identities = identities or {}
         audit = AuditConfig.of(spec)
         self.audit = AuditLog(audit) if audit is not None else None
+        self.console = Console(spec, router, keys, metrics, self.audit, gates=self.gates,
+                               identities=self.identities, config=console)  # fmt: skip
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=spec.request_timeout_s)
         self._routes: dict[tuple[str, str], tuple[Handler, bool]] = {
             ("GET", "/health"): (self._health, False),
@@ -158,6 +163,7 @@ class Gateway:
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         if self.audit is not None:
             await self.audit.start()
+        await self.console.start()
         openapi_document(self.spec)  # built once (pydantic's schemas take ~0.1 s), not on a request
         if self.limits is not None:
             await self.limits.start()  # opens the key store: one that cannot be opened fails the start
@@ -166,6 +172,7 @@ class Gateway:
             log.debug("authentication is OFF: anyone who reaches this port can use every model")
 
     async def shutdown(self) -> None:
+        await self.console.stop()
         if self.limits is not None:
             await self.limits.close()
         if self.audit is not None:
@@ -175,6 +182,9 @@ class Gateway:
             self.session = None
 
     async def _http(self, scope: Scope, receive: Receive, raw_send: Send) -> None:
+        if scope["path"] == "/console" or scope["path"].startswith("/console/"):
+            await self.console(scope, receive, raw_send)  # its own auth; audits its actions, not its reads
+            return
         request = _Request(raw_send)
         send = request.send
         method, path = scope["method"], scope["path"]
@@ -443,6 +453,7 @@ def create_app(
     metrics: GatewayMetrics | None = None,
     *,
     identities: dict[str, ModelIdentity] | None = None,
+    console: ConsoleConfig | None = None,
 ) -> Gateway:
     """Build the gateway. ``keys=None`` turns authentication off (only with an explicit ``--no-auth``).
 
@@ -452,4 +463,4 @@ def create_app(
         metrics = GatewayMetrics(
             lambda: [(rt.config.name, rt.config.kind, rt.ready, rt.restarts) for rt in router.runtimes]
         )
-    return Gateway(spec, router, keys, metrics, identities)
+    return Gateway(spec, router, keys, metrics, identities, console)

@@ -28,6 +28,7 @@ from airlock.gateway.apikeys import KeyStore
 from airlock.gateway.app import create_app
 from airlock.gateway.audit import ModelIdentity, model_identities
 from airlock.gateway.auth import KeyCache
+from airlock.gateway.console import ConsoleConfig
 from airlock.gateway.routing import Router
 from airlock.plan.apply import apply_plan
 from airlock.serving.http import GatewayServer, signal_handlers, uvicorn_config
@@ -185,6 +186,7 @@ async def serve(
             require_all=options.require_all,
             tls=tls,
             identities=audit_identities(spec, spec_store(spec, settings)),
+            console=ConsoleConfig(store=spec_store(spec, settings)),
         )
     finally:
         sock.close()
@@ -218,6 +220,7 @@ async def serve_engines(
     require_all: bool = True,
     tls: ServerTls | None = None,
     identities: dict[str, ModelIdentity] | None = None,
+    console: ConsoleConfig | None = None,
 ) -> None:
     """Start the supervisor's engines, then serve the gateway on ``sock`` until asked to stop:
     in this process, or in ``gateway.workers`` worker processes (:mod:`airlock.serving.workers`).
@@ -251,7 +254,7 @@ async def serve_engines(
                 supervisor, gateway, sock, keys, aliases or {}, identities or {}, listening, on_listening
             )
             return
-        app = create_app(gateway, router, keys, identities=identities)
+        app = create_app(gateway, router, keys, identities=identities, console=console)
         server = GatewayServer(uvicorn_config(app, tls), tls=tls)
         if on_listening is not None:
             report = on_listening
