@@ -102,6 +102,18 @@ class GatewaySpec(FrozenModel):
     workers: int = Field(
         1, ge=1, le=256, description="gateway processes sharing the port (as --workers); engines run once"
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="seconds a client has to send a request's header; then it is closed"
+    )
+    max_header_bytes: ByteSize = Field(
+        ByteSize(32 * 1024), ge=1024, description="a larger request line and headers get 431"
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="client connections per gateway process; at the cap the oldest idle one is "
+        "closed (default: from the descriptor limit, at most 4096)",
+    )
     tls_cert: Path | None = Field(None, description="serve HTTPS with this PEM certificate (chain)")
     tls_key: Path | None = Field(None, description="the certificate's PEM private key")
     tls_client_ca: Path | None = Field(

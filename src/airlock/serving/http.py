@@ -1,7 +1,9 @@
 """uvicorn as airlock runs it, in one process or in each worker: the same settings, our own signals.
 
 SIGINT/SIGTERM ask the server to stop listening and finish what it serves (the caller stops the
-engines after); SIGHUP re-reads the TLS certificate (:mod:`airlock.serving.tls`). Once the server
+engines after); SIGHUP re-reads the TLS certificate (:mod:`airlock.serving.tls`). Connections are
+served by :mod:`airlock.serving.protocol` (uvicorn's httptools protocol with a header timeout, a
+header size cap and a cap on open connections, from ``gateway``'s keys). Once the server
 accepts connections, ``gc.freeze()`` moves everything built at startup (the spec, pydantic's
 schemas, the key table) out of the collector's reach, so that a full collection during a request
 walks only what requests made.
@@ -14,11 +16,21 @@ import contextlib
 import gc
 import signal
 import socket
+import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 
+from airlock.serving.protocol import (
+    ConnectionLimits,
+    GuardedHttpProtocol,
+    default_max_connections,
+    guarded_protocol,
+    raise_fd_limit,
+)
 from airlock.serving.tls import ServerTls
+from airlock.spec import GatewaySpec
 
 
 @contextlib.contextmanager
@@ -41,10 +53,21 @@ def signal_handlers(
             loop.remove_signal_handler(sig)
 
 
-def uvicorn_config(app: Callable[..., object], tls: ServerTls | None) -> uvicorn.Config:
+def connection_limits(gateway: GatewaySpec) -> ConnectionLimits:
+    """``gateway``'s limits for this process; without ``max_connections``, one from the descriptor
+    limit (raised to the hard limit first)."""
+    fds = raise_fd_limit()
+    return ConnectionLimits(
+        header_timeout_s=gateway.header_timeout_s,
+        max_header_bytes=int(gateway.max_header_bytes),
+        max_connections=gateway.max_connections or default_max_connections(fds),
+    )
+
+
+def uvicorn_config(app: Callable[..., object], tls: ServerTls | None, gateway: GatewaySpec) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        http="httptools",
+        http=guarded_protocol(connection_limits(gateway)),
         loop="none",
         lifespan="on",
         log_level="warning",
@@ -77,12 +100,43 @@ class GatewayServer(uvicorn.Server):
         self.on_started = on_started
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        if sockets is None:
+            await super().startup(sockets)
+        else:
+            await self._startup_on(sockets)
         if self.started and not self.should_exit:
             gc.collect()
             gc.freeze()
             if self.on_started is not None:
                 self.on_started()
+
+    async def _startup_on(self, sockets: list[socket.socket]) -> None:
+        """uvicorn's ``startup`` for sockets already bound (how airlock always serves), with one change:
+        with TLS, the handshake must be done within the header timeout, not the event loop's 60 s, so
+        that a connection that never sends its ClientHello is closed as soon as one that never sends
+        its header (the protocol's guards only start after the handshake)."""
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            sys.exit(3)  # uvicorn's STARTUP_FAILURE
+        config = self.config
+        protocol_class = config.http_protocol_class
+
+        def create_protocol(_loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Protocol:
+            return protocol_class(  # type: ignore[call-arg]
+                config=config, server_state=self.server_state, app_state=self.lifespan.state, _loop=_loop
+            )
+
+        tls: dict[str, Any] = {}
+        if config.ssl is not None:
+            tls["ssl"] = config.ssl
+            if isinstance(protocol_class, type) and issubclass(protocol_class, GuardedHttpProtocol):
+                tls["ssl_handshake_timeout"] = protocol_class.guard.limits.header_timeout_s
+        loop = asyncio.get_running_loop()
+        self.servers = [
+            await loop.create_server(create_protocol, sock=sock, backlog=config.backlog, **tls)
+            for sock in sockets
+        ]
+        self.started = True
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -255,7 +255,7 @@ async def serve_engines(
             )
             return
         app = create_app(gateway, router, keys, identities=identities, console=console)
-        server = GatewayServer(uvicorn_config(app, tls), tls=tls)
+        server = GatewayServer(uvicorn_config(app, tls, gateway), tls=tls)
         if on_listening is not None:
             report = on_listening
             server.on_started = lambda: report(listening(server.ask_exit))

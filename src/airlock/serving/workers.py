@@ -368,7 +368,7 @@ async def worker_main() -> None:
         sys.stdout.flush()
 
     server = GatewayServer(
-        uvicorn_config(create_app(gateway, router, keys, identities=boot.identities), tls),
+        uvicorn_config(create_app(gateway, router, keys, identities=boot.identities), tls, gateway),
         tls=tls,
         on_started=started,
     )

@@ -1,0 +1,275 @@
+"""uvicorn's httptools protocol with the guards a public port needs: a header timeout, a header size
+cap and a cap on open connections.
+
+uvicorn holds a connection that sends half a request header open for ever and accepts a header of any
+size; so a client that opens connections and never finishes them exhausts the process's descriptors.
+:class:`GuardedHttpProtocol` adds, per gateway process:
+
+- **header timeout** (``gateway.header_timeout_s``): a request's header must be complete this long
+  after the connection opens (first request) or after its first byte (later requests on a kept-alive
+  connection; the idle time between requests is bounded by uvicorn's keep-alive timeout). Otherwise
+  the connection is closed, with a 408 if part of a request had come.
+- **header size** (``gateway.max_header_bytes``): a request line and headers larger than this get 431
+  and the connection is closed. Counted on the raw bytes while the header is unfinished (so one
+  endless header line is cut off too) and exactly (request target + names + values) once it is
+  complete.
+- **connections** (``gateway.max_connections``): at the cap, a new connection closes the oldest one
+  that has no request in flight (still waiting for its header, or idle between kept-alive requests:
+  what nginx calls reusable connections); if every connection has a request in flight, the new one
+  is closed at once. Either way the listening socket keeps being drained and the descriptors in use
+  stay bounded, while a client that sends its request at once still gets served.
+
+The default cap is half the descriptors the process may open (the soft ``RLIMIT_NOFILE``, first
+raised to the hard limit, as Go's runtime does), less a reserve for the engines, the key database
+and the logs, and at most :data:`DEFAULT_MAX_CONNECTIONS`: each request in flight also holds a
+connection to its engine.
+
+With TLS, the event loop calls ``connection_made`` only once the handshake is done: a connection is
+counted and timed from then on. Before that it is not counted; ``GatewayServer`` sets the event loop's
+handshake timeout (60 s by default) to the header timeout, so that it is bounded as long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httptools
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+log = logging.getLogger("airlock.serving")
+
+#: the most client connections one gateway process holds by default
+DEFAULT_MAX_CONNECTIONS = 4096
+#: descriptors kept for what is not a client connection: the listening socket, engines' pipes, the key
+#: database, the audit and engine logs, metrics files
+RESERVED_FDS = 64
+#: how long a refused request's remaining bytes are read and dropped before the connection is closed
+LINGER_S = 2.0
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout_s: float
+    max_header_bytes: int
+    max_connections: int
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one (as far as the kernel lets us); the new soft
+    limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def default_max_connections(fd_limit: int) -> int:
+    return max(8, min(DEFAULT_MAX_CONNECTIONS, (fd_limit - RESERVED_FDS) // 2))
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class ConnectionGuard:
+    """What the connections of one server share: how many are open, and which have no request in
+    flight, oldest first (a dict keeps insertion order; moving one to the end is pop + insert)."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self.open = 0
+        self.idle: dict[GuardedHttpProtocol, None] = {}
+        self.shed = 0  # connections closed to make room (for tests and logs)
+        self.refused = 0
+
+    def make_room(self) -> bool:
+        """Below the cap, or made room by closing the oldest idle connection."""
+        if self.open < self.limits.max_connections:
+            return True
+        if not self.idle:
+            self.refused += 1
+            return False
+        victim = next(iter(self.idle))
+        victim.close_idle()
+        self.shed += 1
+        return True
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's :class:`HttpToolsProtocol` with the guards of this module's docstring; one subclass
+    per server, made by :func:`guarded_protocol`, carries that server's :class:`ConnectionGuard`."""
+
+    guard: ClassVar[ConnectionGuard]
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._counted = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._reading_header = True
+        self._header_bytes = 0  # raw bytes of the unfinished header
+        self._too_large = False
+        self._discarding = False
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        guard = self.guard
+        if not guard.make_room():
+            self.transport = transport
+            transport.close()  # every connection has a request in flight: this one waits no more
+            return
+        guard.open += 1
+        self._counted = True
+        guard.idle[self] = None
+        super().connection_made(transport)
+        self._header_timer = self.loop.call_later(guard.limits.header_timeout_s, self._header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        if self.flow is None:  # refused in connection_made: uvicorn never saw it
+            return
+        super().connection_lost(exc)
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.guard.open -= 1
+        self.guard.idle.pop(self, None)
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def close_idle(self) -> None:
+        """Closed to make room for a new connection (no request of ours is in flight)."""
+        self._release()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's data_received, with the header counted and a 431 for one too large
+        if self._discarding:
+            return
+        self._unset_keepalive_if_required()
+        if self._reading_header:
+            self._header_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._too_large:
+                self._refuse_header_too_large()
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+            return
+        if self._reading_header and self._header_bytes > self.guard.limits.max_header_bytes:
+            self._refuse_header_too_large()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:  # a later request on a kept-alive connection
+            self._header_timer = self.loop.call_later(
+                self.guard.limits.header_timeout_s, self._header_timeout
+            )
+
+    def on_headers_complete(self) -> None:
+        size = len(self.url)
+        for name, value in self.headers:
+            size += len(name) + len(value)
+        if size > self.guard.limits.max_header_bytes:
+            self._too_large = True
+            raise _TooLarge  # stops the parser; data_received answers 431
+        self._reading_header = False
+        self._header_bytes = 0
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self.guard.idle.pop(self, None)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_header = True
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._counted and not self.pipeline and not self.transport.is_closing():
+            self.guard.idle[self] = None  # kept alive, waiting for the next request
+
+    # -- refusing --------------------------------------------------------------------------------
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self._header_bytes:
+            self._answer(408, "the request header did not arrive in time", "request_timeout")
+        else:
+            self.transport.close()
+
+    def _refuse_header_too_large(self) -> None:
+        limit = self.guard.limits.max_header_bytes
+        self._answer(
+            431,
+            f"the request line and headers are larger than this gateway's limit of {limit} bytes",
+            "request_header_fields_too_large",
+        )
+
+    def _answer(self, status: int, message: str, code: str) -> None:
+        """An OpenAI-style error, then the connection closed (the rest of the request is not read)."""
+        body = orjson.dumps(
+            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+        )
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[status],
+                    b"content-type: application/json\r\n",
+                    b"content-length: %d\r\n" % len(body),
+                    b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        if not self.transport.can_write_eof():  # TLS
+            self._header_timer = None
+            self.transport.close()
+            return
+        # a lingering close: the client may still be sending what we refuse; closing with its bytes
+        # unread would reset the connection, and the client might never read our answer
+        self.transport.write_eof()
+        self._discarding = True
+        self.guard.idle[self] = None  # the first to go if room is needed
+        self._header_timer = self.loop.call_later(LINGER_S, self.transport.close)
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
+    """A protocol class for one server, with its own count of connections."""
+    return type("GatewayHttpProtocol", (GuardedHttpProtocol,), {"guard": ConnectionGuard(limits)})
