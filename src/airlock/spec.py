@@ -69,6 +69,12 @@ class GatewaySpec(FrozenModel):
     max_tokens_limit: int = Field(131072, ge=1)
     max_n: int = Field(16, ge=1)
     request_timeout_s: float = Field(600.0, gt=0)
+    stream_send_timeout_s: float = Field(
+        30.0, gt=0, description="a streamed answer whose client reads nothing for this long is dropped"
+    )
+    shutdown_grace_s: int = Field(
+        30, ge=0, description="on SIGTERM, how long requests in flight may take to finish"
+    )
     metrics_auth: bool = True
     audit_log: Path | None = Field(None, description="append one JSON line per request to this file")
     audit_max_bytes: ByteSize = Field(

@@ -37,6 +37,7 @@ from airlock.gateway.asgi import (
     Receive,
     Scope,
     Send,
+    connection_abort,
     header,
     read_body,
     send_bytes,
@@ -50,7 +51,7 @@ from airlock.gateway.errors import APIError
 from airlock.gateway.limits import EngineGates, Limiter
 from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.openapi import openapi_document
-from airlock.gateway.proxy import Outcome, forward
+from airlock.gateway.proxy import Outcome, StreamSend, forward
 from airlock.gateway.routing import Route, Router
 from airlock.gateway.validation import check_model_kind, parse_json_object, validate_request
 from airlock.spec import GatewaySpec
@@ -64,6 +65,7 @@ _GENERATION = {
     "/v1/embeddings": "embeddings",
 }
 _STREAMABLE = ("chat", "completions")
+_DRAINING = ("the gateway is shutting down; retry shortly", {"Retry-After": "5", "Connection": "close"})
 NO_KEY = "-"
 
 
@@ -121,6 +123,7 @@ class Gateway:
         self.limits = Limiter(keys, metrics.registry) if keys is not None else None
         self.gates = EngineGates(metrics.registry, limit=spec.engine_concurrency, queue=spec.engine_queue)
         self.session: aiohttp.ClientSession | None = None
+        self.draining = False  # shutting down: requests in flight finish, new ones get 503
         self.identities = identities or {}
         audit = AuditConfig.of(spec)
         self.audit = AuditLog(audit) if audit is not None else None
@@ -171,6 +174,10 @@ class Gateway:
             # `airlock serve` says so on its own line; a log line here would repeat it in log format
             log.debug("authentication is OFF: anyone who reaches this port can use every model")
 
+    def drain(self) -> None:
+        """The server is stopping: from now on model requests and /ready answer 503."""
+        self.draining = True
+
     async def shutdown(self) -> None:
         await self.console.stop()
         if self.limits is not None:
@@ -199,6 +206,8 @@ class Gateway:
             if entry is None:
                 raise self._no_route(method, path)
             handler, needs_key = entry
+            if self.draining and path.startswith("/v1/"):
+                raise APIError(503, _DRAINING[0], code="shutting_down", headers=_DRAINING[1])
             if needs_key and self.keys is not None:
                 request.key = await self.keys.authenticate(header(scope, b"authorization"), path)
             if self.audit is not None and not self.audit.healthy and path.startswith("/v1/"):
@@ -209,6 +218,13 @@ class Gateway:
             await self._send_error(send, request, err)
         except ClientDisconnected:
             status = 499  # nginx's code for "client closed request"
+        except asyncio.CancelledError:
+            if not self.draining:
+                raise
+            status = 503  # cut at the end of the shutdown grace; a stream was told so in-band
+            await self._send_error(
+                send, request, APIError(503, _DRAINING[0], code="shutting_down", headers=_DRAINING[1])
+            )
         except Exception:
             log.exception("request %s %s failed (request id %s)", method, path, request.request_id)
             await self._send_error(
@@ -288,8 +304,10 @@ class Gateway:
             rt.config.name: {"state": rt.state.value, "kind": rt.config.kind, "restarts": rt.restarts}
             for rt in self.router.runtimes
         }
-        ready = all(e["state"] == "ready" for e in engines.values())
+        ready = all(e["state"] == "ready" for e in engines.values()) and not self.draining
         body: dict[str, Any] = {"ready": ready, "engines": engines}
+        if self.draining:
+            body["draining"] = True
         if self.audit is not None:
             body["audit"] = "ok" if self.audit.healthy else self.audit.reason
             ready = ready and (self.audit.healthy or self.spec.audit_fail_open)
@@ -391,6 +409,9 @@ class Gateway:
             raise RuntimeError("the gateway was not started (ASGI lifespan)")
         lease = await self.limits.admit(request.key, kind, data) if self.limits and request.key else None
         outcome = Outcome()
+        bound = (
+            StreamSend(self.spec.stream_send_timeout_s, connection_abort(request._send)) if stream else None
+        )
         try:
             await until_disconnect(
                 receive,
@@ -407,11 +428,14 @@ class Gateway:
                     started=request.started,
                     timeout=self._timeout,
                     outcome=outcome,
+                    stream_send=bound,
                 ),
             )
         finally:  # a client that left after the last event was still served: its tokens count
             if outcome.first_byte_s is not None:
                 self.metrics.first_token(route.name, outcome.first_byte_s)
+            if outcome.stalled:
+                self.metrics.send_timeouts.labels(route.name).inc()
             self.metrics.tokens(route.name, request.key_label, outcome.usage)
             request.usage = outcome.usage
             if lease is not None and self.limits is not None:

@@ -87,6 +87,40 @@ class ClientDisconnected(Exception):
     """The client went away before the response was complete."""
 
 
+class ClientStalled(ClientDisconnected):
+    """The client read nothing for the send timeout; its connection was reset."""
+
+
+def connection_abort(send: Send) -> Callable[[], None] | None:
+    """A way to reset the connection under ``send`` at once, without flushing what it buffered.
+
+    uvicorn's ``send`` is a method of its request cycle, which holds the connection's transport;
+    closing it (all ASGI offers) would wait for a client that reads nothing to read the buffer, and
+    hold its socket until then. None where the server is not uvicorn (tests on the bare app).
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    abort = getattr(transport, "abort", None)
+    return abort if callable(abort) else None
+
+
+async def send_within(
+    send: Send, message: Message, timeout_s: float, abort: Callable[[], None] | None
+) -> None:
+    """``send``, or if the client's buffers stay full for ``timeout_s``: reset it, raise ClientStalled.
+
+    uvicorn's ``send`` waits while the connection's write buffer is above its high-water mark, that
+    is for as long as a client that stopped reading lets it; that wait is the one bounded here.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await send(message)
+    except TimeoutError:
+        if abort is not None:
+            abort()
+            await asyncio.sleep(0)  # let the server see the connection gone before the app returns
+        raise ClientStalled(f"the client read nothing for {timeout_s:g} s") from None
+
+
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], gone: list[bool]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass

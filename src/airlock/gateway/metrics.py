@@ -8,6 +8,7 @@ Series (all prefixed ``airlock_``):
     prompt_tokens_total{model,key}                  counter, from the engine's usage
     completion_tokens_total{model,key}              counter, from the engine's usage
     requests_in_flight{route}                       gauge
+    stream_send_timeouts_total{model}               counter, streams dropped: the client stopped reading
     engine_up{engine,kind}                          gauge, 1 when ready (read at scrape time)
     engine_restarts_total{engine,kind}              counter (read at scrape time)
     build_info{version}                             gauge, 1
@@ -90,6 +91,12 @@ class GatewayMetrics:
         self.prompt_tokens = Counter("airlock_prompt_tokens", "Prompt tokens", ["model", "key"], registry=r)
         self.completion_tokens = Counter(
             "airlock_completion_tokens", "Completion tokens", ["model", "key"], registry=r
+        )
+        self.send_timeouts = Counter(
+            "airlock_stream_send_timeouts",
+            "Streams dropped because their client read nothing for gateway.stream_send_timeout_s",
+            ["model"],
+            registry=r,
         )
         self.in_flight = Gauge(
             "airlock_requests_in_flight", "Requests being served", ["route"], registry=r,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
-from airlock.gateway.asgi import JSON, Send, send_bytes
+from airlock.gateway.asgi import JSON, ClientStalled, Message, Send, send_bytes, send_within
 from airlock.gateway.errors import APIError, error_body
 from airlock.gateway.sse import UsageScanner
 
@@ -28,6 +31,16 @@ class Outcome:
     status: int = 0
     usage: dict[str, Any] | None = None
     first_byte_s: float | None = None  # seconds from the request's start to the first streamed bytes
+    stalled: bool = False  # the client read nothing for the send timeout: the stream was dropped
+
+
+@dataclass(frozen=True)
+class StreamSend:
+    """How a stream is written to its client: each write may wait ``timeout_s`` for the client to read
+    (then ``abort`` resets the connection; None where the server offers none)."""
+
+    timeout_s: float
+    abort: Callable[[], None] | None = None
 
 
 def upstream_error(status: int, body: bytes) -> bytes:
@@ -56,8 +69,12 @@ async def forward(
     started: float,
     timeout: aiohttp.ClientTimeout,
     outcome: Outcome,
+    stream_send: StreamSend | None = None,
 ) -> None:
-    """Forward and answer; ``outcome`` records the status, usage and time to first byte as they come."""
+    """Forward and answer; ``outcome`` records the status, usage and time to first byte as they come.
+
+    A streamed answer whose client stops reading for ``stream_send.timeout_s`` is dropped: the client's
+    connection is reset, the engine's request closed (its slot freed), and ClientStalled raised."""
     try:
         resp = await _post(session, url, payload, headers, timeout)
         async with resp:
@@ -71,7 +88,10 @@ async def forward(
                 outcome.usage = _usage(body) if content_type.startswith(JSON) else None
                 await send_bytes(send, 200, body, content_type)
                 return
-            await _stream(resp, send, drop_usage_only=drop_usage_only, started=started, outcome=outcome)
+            await _stream(
+                resp, send, drop_usage_only=drop_usage_only, started=started, outcome=outcome,
+                stream_send=stream_send,
+            )  # fmt: skip
     except aiohttp.ClientConnectionError as exc:
         raise APIError(503, f"the engine is not reachable ({type(exc).__name__}); try again shortly",
                        headers={"Retry-After": "2"}) from exc  # fmt: skip
@@ -119,8 +139,16 @@ def _usage(body: bytes) -> dict[str, Any] | None:
 
 
 async def _stream(
-    resp: aiohttp.ClientResponse, send: Send, *, drop_usage_only: bool, started: float, outcome: Outcome
+    resp: aiohttp.ClientResponse,
+    send: Send,
+    *,
+    drop_usage_only: bool,
+    started: float,
+    outcome: Outcome,
+    stream_send: StreamSend | None,
 ) -> None:
+    if stream_send is not None:
+        send = _bounded(send, stream_send, outcome)
     outcome.status = 200
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     scanner = UsageScanner(drop_usage_only=drop_usage_only)
@@ -140,4 +168,29 @@ async def _stream(
         outcome.status = 502
         await send({"type": "http.response.body", "body": scanner.flush() + event, "more_body": False})
         return
+    except asyncio.CancelledError:
+        # The server stops past gateway.shutdown_grace_s (or the client left, and this goes nowhere):
+        # end the stream in-band, bounded, before the cancellation goes on.
+        message = "the gateway is shutting down; the answer was cut short"
+        event = b"data: " + error_body(503, message, code="shutting_down") + b"\n\n"
+        outcome.status = 503
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await send(
+                    {"type": "http.response.body", "body": scanner.flush() + event, "more_body": False}
+                )
+        raise
     await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
+
+
+def _bounded(send: Send, bound: StreamSend, outcome: Outcome) -> Send:
+    """``send`` whose every write waits at most ``bound.timeout_s`` for the client to read."""
+
+    async def bounded(message: Message) -> None:
+        try:
+            await send_within(send, message, bound.timeout_s, bound.abort)
+        except ClientStalled:
+            outcome.stalled = True
+            raise
+
+    return bounded

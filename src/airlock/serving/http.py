@@ -73,6 +73,7 @@ def uvicorn_config(app: Callable[..., object], tls: ServerTls | None, gateway: G
         log_level="warning",
         access_log=False,
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=gateway.shutdown_grace_s,  # then what still runs is cancelled
         server_header=False,
         proxy_headers=False,  # X-Forwarded-* are not trusted unless a proxy is configured in front
         ssl_context_factory=(lambda _config, _default: tls.context) if tls is not None else None,
@@ -151,4 +152,10 @@ class GatewayServer(uvicorn.Server):
             yield
 
     def ask_exit(self) -> None:
+        """Stop: the listener closes (new connections are refused), requests in flight get
+        ``gateway.shutdown_grace_s`` to finish; an app with ``drain()`` is told first, so that a
+        request reaching it meanwhile is refused with 503."""
+        drain = getattr(self.config.app, "drain", None)
+        if callable(drain):
+            drain()
         self.should_exit = True

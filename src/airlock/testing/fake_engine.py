@@ -7,6 +7,7 @@ words. Special prompts steer it:
     "please fail 400"    -> 400 with an OpenAI error body
     "please fail 500"    -> 500 with a plain-text body
     "please hang"        -> streams forever (until the client goes away)
+    "please drip"        -> streams at most one token every 0.2 s (a slow stream; with "please hang" too)
     "please linger"      -> keeps a stream open for 30 s after its last event ([DONE])
     "please wait"        -> answers a plain request after 3 s
     "please crash"       -> the process exits at once (to test supervision)
@@ -28,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+DRIP_S = 0.2  # a "please drip" stream's pace: 16 tokens in 3.2 s
 REPLY = "the quick brown fox jumps over the lazy dog and keeps on running far away"
 
 
@@ -147,8 +149,9 @@ class FakeEngine:
                 }
             )
         return await self._stream(
-            request, body, words, usage, chat, hang="please hang" in prompt, linger="please linger" in prompt
-        )
+            request, body, words, usage, chat, hang="please hang" in prompt, linger="please linger" in prompt,
+            delay=max(self.token_delay, DRIP_S) if "please drip" in prompt else self.token_delay,
+        )  # fmt: skip
 
     async def _stream(
         self,
@@ -159,6 +162,7 @@ class FakeEngine:
         chat: bool,
         hang: bool,
         linger: bool = False,
+        delay: float = 0.0,
     ) -> web.StreamResponse:
         self.stats["streams"] += 1
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -182,7 +186,7 @@ class FakeEngine:
                     "choices": [{"index": 0, **piece, "finish_reason": None}],
                 }
                 await resp.write(_event(chunk))
-                await asyncio.sleep(self.token_delay)
+                await asyncio.sleep(delay)
                 i += 1
             final = {
                 "id": "fake-1",

@@ -1,0 +1,111 @@
+"""SIGTERM under load: the listener closes at once (new connections are refused), a request that still
+reaches the gateway gets 503 with Retry-After, the streams in flight finish (within
+``gateway.shutdown_grace_s``), then the engines stop and the process exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from airlock.gateway.app import create_app
+from airlock.gateway.routing import Router
+from airlock.spec import GatewaySpec
+from airlock.testing.fake_engine import REPLY
+from fault_procs import Streamed, engine_pid, stream
+from gateway_procs import CHAT, chat
+from serve_procs import GatewayProc
+
+
+async def _after_sigterm(url: str) -> list[int | str]:
+    """New requests, each on a fresh connection, until one is refused: the statuses, then "refused"."""
+    seen: list[int | str] = []
+    for _ in range(200):  # a bound on the loop: the listener closes within uvicorn's 0.1 s tick
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                r = await client.post(url + CHAT, json=chat("hi"))
+        except httpx.ConnectError:
+            seen.append("refused")
+            return seen
+        seen.append(r.status_code)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert r.json()["error"]["code"] == "shutting_down"
+        await asyncio.sleep(0.02)
+    return seen
+
+
+def test_sigterm_lets_20_streams_finish_refuses_new_requests_and_exits_0(tmp_path: Path) -> None:
+    gw = GatewayProc(GatewaySpec(shutdown_grace_s=30, metrics_auth=False), tmp_path, None)
+    engine = engine_pid(gw)
+    try:
+
+        async def scenario() -> tuple[list[Any], list[int | str]]:
+            limits = httpx.Limits(max_connections=20)
+            async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+                started = [asyncio.Event() for _ in range(20)]
+                tasks = [
+                    asyncio.create_task(stream(client, gw.url, "please drip", 16, started=event))
+                    for event in started
+                ]
+                await asyncio.gather(*(event.wait() for event in started))
+                gw.signal(signal.SIGTERM)
+                refused = await _after_sigterm(gw.url)
+                return list(await asyncio.gather(*tasks)), refused
+
+        streams, after = asyncio.run(scenario())
+        assert after[-1] == "refused"
+        every = (200, True, len(REPLY.split()) + 2)  # each token, the final chunk, [DONE]
+        assert [(s.status, s.done, len(s.events)) for s in streams] == [every] * 20
+        assert gw.proc.wait(60) == 0
+        assert gw.proc.stdout is not None and gw.proc.stdout.read().strip() == "STOPPED"
+        assert not Path(f"/proc/{engine}").exists()  # the engine was stopped (and reaped) after the drain
+    finally:
+        gw.stop()
+
+
+def test_a_stream_longer_than_the_grace_is_cut_and_the_process_still_exits_0(tmp_path: Path) -> None:
+    gw = GatewayProc(GatewaySpec(shutdown_grace_s=1, metrics_auth=False), tmp_path, None)
+    try:
+
+        async def scenario() -> Streamed:
+            async with httpx.AsyncClient(timeout=60) as client:
+                started = asyncio.Event()
+                task = asyncio.create_task(stream(client, gw.url, "please hang please drip", started=started))
+                await started.wait()
+                gw.signal(signal.SIGTERM)
+                return await task
+
+        cut = asyncio.run(scenario())
+        assert cut.status == 200 and not cut.done
+        assert cut.error is not None and cut.error["error"]["code"] == "shutting_down"  # told in-band
+        assert gw.proc.wait(60) == 0
+    finally:
+        gw.stop()
+
+
+def test_a_draining_gateway_answers_503_with_retry_after_and_is_not_ready() -> None:
+    app = create_app(GatewaySpec(), Router([]), None)
+    app.drain()
+
+    async def call(method: str, path: str) -> tuple[int, dict[bytes, bytes], Any]:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": orjson.dumps(chat("hi")), "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": method, "path": path, "headers": [], "client": ("127.0.0.1", 1)}
+        await app(scope, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"]), orjson.loads(sent[1]["body"])
+
+    status, headers, body = asyncio.run(call("POST", CHAT))
+    assert (status, headers[b"retry-after"], headers[b"connection"]) == (503, b"5", b"close")
+    assert body["error"]["code"] == "shutting_down"
+    status, _, body = asyncio.run(call("GET", "/ready"))
+    assert (status, body["ready"], body["draining"]) == (503, False, True)
