@@ -4,9 +4,11 @@ Order: check and bind the listening address (a wrong --host or --port fails befo
 starts), build engine configs from the spec, start them all and wait until each is ready or has
 failed, then listen. A failed first start is an error when ``require_all`` is set or when no model
 is ready; otherwise the ready models are served and the others are retried in the background (503
-for their models meanwhile, their state in /ready). On SIGINT/SIGTERM uvicorn stops listening, then
-the engines stop. With ``gateway.workers`` > 1 the gateway runs in that many worker processes on
-the same socket (:mod:`airlock.serving.workers`); the engines stay here, supervised once. With
+for their models meanwhile, their state in /ready). On SIGINT/SIGTERM uvicorn stops listening (new
+connections are refused; with workers the parent closes its copy of the socket too), lets requests
+in flight finish within ``gateway.shutdown_grace_s``, then the engines stop. With
+``gateway.workers`` > 1 the gateway runs in that many worker processes on the same socket
+(:mod:`airlock.serving.workers`); the engines stay here, supervised once. With
 ``gateway.tls_cert`` it speaks HTTPS (:mod:`airlock.serving.tls`; SIGHUP reloads the certificate).
 """
 
@@ -280,11 +282,18 @@ async def _serve_workers(
     pool = WorkerPool(
         gateway.workers, sock, supervisor, gateway, keys=target, aliases=aliases, identities=identities
     )
+
+    def stop() -> None:
+        # The workers' copies of the socket close as each begins to drain; this one too, or new
+        # connections would wait in its accept queue, unanswered, until the engines had stopped.
+        pool.stop()
+        sock.close()
+
     handlers: dict[signal.Signals, Callable[[], object]] = {
-        signal.SIGINT: pool.stop,
-        signal.SIGTERM: pool.stop,
+        signal.SIGINT: stop,
+        signal.SIGTERM: stop,
         signal.SIGHUP: lambda: pool.signal_all(signal.SIGHUP),
     }
     with signal_handlers(asyncio.get_running_loop(), handlers):
         report = on_listening
-        await pool.run(None if report is None else lambda: report(listening(pool.stop)))
+        await pool.run(None if report is None else lambda: report(listening(stop)))

@@ -67,6 +67,38 @@ def test_sigterm_lets_20_streams_finish_refuses_new_requests_and_exits_0(tmp_pat
         gw.stop()
 
 
+def test_with_workers_new_connections_are_refused_while_a_stream_finishes(tmp_path: Path) -> None:
+    # the parent holds the listening socket too: open, it would queue new connections unanswered
+    gw = GatewayProc(GatewaySpec(workers=2, metrics_auth=False), tmp_path, None)
+    try:
+
+        async def scenario() -> tuple[Streamed, bool]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                started = asyncio.Event()
+                task = asyncio.create_task(stream(client, gw.url, "please drip", 16, started=started))
+                await started.wait()
+                gw.signal(signal.SIGTERM)
+                refused = False
+                for _ in range(200):  # bounded: until the last copy of the listener is closed
+                    try:
+                        async with httpx.AsyncClient(timeout=30) as fresh:
+                            await fresh.post(gw.url + CHAT, json=chat("hi"))
+                    except httpx.ConnectError:
+                        refused = not task.done()  # refused while the stream was still being served
+                        break
+                    except httpx.TransportError:
+                        pass  # accepted just as a worker closed its listener: reset
+                    await asyncio.sleep(0.02)
+                return await task, refused
+
+        streamed, refused = asyncio.run(scenario())
+        assert refused
+        assert streamed.done
+        assert gw.proc.wait(60) == 0
+    finally:
+        gw.stop()
+
+
 def test_a_stream_longer_than_the_grace_is_cut_and_the_process_still_exits_0(tmp_path: Path) -> None:
     gw = GatewayProc(GatewaySpec(shutdown_grace_s=1, metrics_auth=False), tmp_path, None)
     try:
