@@ -29,7 +29,8 @@
     ├── StoreError                    the model store lacks something, or is locked or damaged (20)
     ├── ImageBuildError               a step of `airlock image build` failed (mmdebstrap, pip, umoci) (21)
     ├── AuditChainError               the audit log's hash chain is broken: a line edited, removed or reordered (22)
-    └── DeployError                   a deployment cannot be rendered or started: an image missing, a daemon down (23)
+    ├── DeployError                   a deployment cannot be rendered or started: an image missing, a daemon down (23)
+    └── AcceptanceError               `airlock accept check` ran and a check failed (40; the signed report says which)
 
 The CLI turns any AirlockError into one line on stderr and its exit code; a traceback is shown only
 with ``--debug``. Third-party exceptions are translated at the boundary with ``raise ... from exc``.
@@ -201,3 +202,10 @@ class DeployError(AirlockError):
     """A deployment cannot be rendered or started: an image missing, a daemon down, a port taken."""
 
     exit_code = 23
+
+
+class AcceptanceError(AirlockError):
+    """``airlock accept check`` ran and a check failed: an answer differs, a model is slow or silent,
+    the audit chain is broken, or something tried to reach the outside (the signed report says which)."""
+
+    exit_code = 40
