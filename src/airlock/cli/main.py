@@ -34,6 +34,7 @@ from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from airlock import __version__
+from airlock.cli import accept as accept_cli
 from airlock.cli import audit as audit_cli
 from airlock.cli import bench as bench_cli
 from airlock.cli import bundle as bundle_cli
@@ -220,6 +221,7 @@ app.add_typer(audit_cli.app, name="audit")
 app.add_typer(spec_cli.app, name="spec")
 app.add_typer(image_cli.app, name="image")
 app.add_typer(deploy_cli.app, name="deploy")
+app.add_typer(accept_cli.app, name="accept")
 app.command("serve")(serve_cli.serve)
 app.command("plan")(plan_cli.plan_cli)
 app.command("pack")(bundle_cli.pack_cmd)
