@@ -11,6 +11,7 @@
 #   docker-compose      deploy compose: 1.29 validates the rendered files and brings the CPU path up
 #   mmdebstrap          a Debian root file system for `airlock image build` (no base image is pulled)
 #   postgresql          the gateway's shared state (gateway.database), tested against a real server
+#   chromium, chromium-driver  the operator console's browser test (headless, in a loopback-only namespace)
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -28,6 +29,8 @@ command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v unshare >/dev/null || need+=(util-linux)  # unshare, nsenter: daemons in a loopback-only namespace
 command -v ip >/dev/null || need+=(iproute2)  # ip netns, veth: the Ray test's two hosts
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if ((${#need[@]})); then
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive

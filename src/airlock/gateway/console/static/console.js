@@ -146,7 +146,7 @@
           error.appendChild(el("summary", e.last_error));
           error.appendChild(el("pre", e.log_tail || "(the log is empty)"));
         }
-        return row([e.name, e.kind + (e.version ? " (" + e.version + ")" : ""), el("span", e.state, "state " + e.state),
+        return row([e.name, e.kind + (e.version && e.version !== e.kind ? " (" + e.version + ")" : ""), el("span", e.state, "state " + e.state),
           duration(e.uptime_s), e.restarts, e.digest ? el("code", e.digest.slice(0, 23) + "…") : null, error]);
       }), "no engines");
     },
@@ -304,8 +304,10 @@
     const caption = el("figcaption", spec.title);
     caption.id = "chart-" + spec.id;
     const plot = svg("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-labelledby": caption.id });
+    // the x axis spans what the ring holds: at least a minute, at most five
     const t1 = points.length ? points[points.length - 1].t : 0;
-    const t0 = t1 - 300;
+    const span = points.length ? Math.min(300, Math.max(60, t1 - points[0].t)) : 300;
+    const t0 = t1 - span;
     let max = 0;
     for (const p of points) for (const name of models) {
       const m = p.models[name];
@@ -313,7 +315,7 @@
       for (const v of [spec.value(m), spec.second ? spec.second(m) : null]) if (v !== null && v !== undefined) max = Math.max(max, v);
     }
     max = max > 0 ? max * 1.1 : 1;
-    const x = (t) => L + ((t - t0) / 300) * (W - L - R);
+    const x = (t) => L + ((t - t0) / span) * (W - L - R);
     const y = (v) => T + (1 - v / max) * (H - T - B);
     for (const f of [0, 0.5, 1]) {
       plot.appendChild(svg("line", { x1: L, x2: W - R, y1: y(max * f), y2: y(max * f), class: "grid" }));
@@ -322,7 +324,7 @@
       plot.appendChild(tick);
     }
     const ago = svg("text", { x: L, y: H - 6, class: "tick" });
-    ago.textContent = "5 min ago";
+    ago.textContent = span >= 120 ? Math.round(span / 60) + " min ago" : Math.round(span) + " s ago";
     plot.appendChild(ago);
     const nowText = svg("text", { x: W - R, y: H - 6, class: "tick", "text-anchor": "end" });
     nowText.textContent = "now";
