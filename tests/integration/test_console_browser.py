@@ -185,6 +185,13 @@ def _flow(tmp: Path, shots: Path) -> None:
 
             driver.get(url + "/console")
             wait("the login form", lambda: visible("login-view"))
+            timing = driver.execute_script(
+                "const n = performance.getEntriesByType('navigation')[0];"
+                "const p = Object.fromEntries(performance.getEntriesByType('paint').map(e => [e.name, e.startTime]));"
+                "return {response_end_ms: n.responseEnd, dom_content_loaded_ms: n.domContentLoadedEventEnd,"
+                " first_contentful_paint_ms: p['first-contentful-paint'] ?? null};"
+            )  # a number for the docs, not a bound: printed to console-timing.json beside the screenshots
+            (shots / "console-timing.json").write_text(json.dumps(timing, indent=1))
             # a key without the admin scope never opens the console
             find(By.ID, "login-key").send_keys(user)
             find(By.CSS_SELECTOR, "#login-form button").click()
