@@ -121,9 +121,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._counted = False
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._reading_header = True
-        self._header_bytes = 0  # raw bytes of the unfinished header
+        self._timer: asyncio.TimerHandle | None = None
+        #: when the header now awaited began (the connection, or a kept-alive request's first byte);
+        #: None while none is awaited: a request in flight, or idle between kept-alive requests
+        self._header_since: float | None = None
+        self._header_bytes = 0  # raw bytes of the unfinished header, before the chunk being parsed
+        self._chunk = 0  # the size of the chunk being parsed
         self._too_large = False
         self._discarding = False
 
@@ -139,7 +142,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._counted = True
         guard.idle[self] = None
         super().connection_made(transport)
-        self._header_timer = self.loop.call_later(guard.limits.header_timeout_s, self._header_timeout)
+        self._header_since = self.loop.time()
+        # one timer per connection, re-armed by itself: nothing to arm or cancel per request
+        self._timer = self.loop.call_later(guard.limits.header_timeout_s, self._check_header)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
@@ -152,9 +157,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._counted = False
             self.guard.open -= 1
         self.guard.idle.pop(self, None)
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def close_idle(self) -> None:
         """Closed to make room for a new connection (no request of ours is in flight)."""
@@ -169,8 +174,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._discarding:
             return
         self._unset_keepalive_if_required()
-        if self._reading_header:
-            self._header_bytes += len(data)
+        self._chunk = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -187,34 +191,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.logger.warning(msg)
             self.send_400_response(msg)
             return
-        if self._reading_header and self._header_bytes > self.guard.limits.max_header_bytes:
-            self._refuse_header_too_large()
+        if self._header_since is not None:  # the header is unfinished: all of this chunk was header
+            self._header_bytes += len(data)
+            if self._header_bytes > self.guard.limits.max_header_bytes:
+                self._refuse_header_too_large()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._header_timer is None:  # a later request on a kept-alive connection
-            self._header_timer = self.loop.call_later(
-                self.guard.limits.header_timeout_s, self._header_timeout
-            )
+        if self._header_since is None:  # a later request on a kept-alive connection
+            self._header_since = self.loop.time()
 
     def on_headers_complete(self) -> None:
-        size = len(self.url)
-        for name, value in self.headers:
-            size += len(name) + len(value)
-        if size > self.guard.limits.max_header_bytes:
-            self._too_large = True
-            raise _TooLarge  # stops the parser; data_received answers 431
-        self._reading_header = False
+        limit = self.guard.limits.max_header_bytes
+        if self._header_bytes + self._chunk > limit:  # else the header cannot be larger: not counted
+            size = len(self.url)
+            for name, value in self.headers:
+                size += len(name) + len(value)
+            if size > limit:
+                self._too_large = True
+                raise _TooLarge  # stops the parser; data_received answers 431
+        self._header_since = None
         self._header_bytes = 0
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
         self.guard.idle.pop(self, None)
         super().on_headers_complete()
-
-    def on_message_complete(self) -> None:
-        super().on_message_complete()
-        self._reading_header = True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -223,14 +222,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- refusing --------------------------------------------------------------------------------
 
-    def _header_timeout(self) -> None:
-        self._header_timer = None
+    def _check_header(self) -> None:
+        self._timer = None
         if self.transport.is_closing():
             return
-        if self._header_bytes:
-            self._answer(408, "the request header did not arrive in time", "request_timeout")
-        else:
-            self.transport.close()
+        timeout = self.guard.limits.header_timeout_s
+        if self._header_since is not None:
+            left = self._header_since + timeout - self.loop.time()
+            if left <= 0:
+                if self._header_bytes:
+                    self._answer(408, "the request header did not arrive in time", "request_timeout")
+                else:
+                    self.transport.close()
+                return
+            timeout = left
+        self._timer = self.loop.call_later(timeout, self._check_header)
 
     def _refuse_header_too_large(self) -> None:
         limit = self.guard.limits.max_header_bytes
@@ -256,10 +262,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 ]
             )
         )
-        if self._header_timer is not None:
-            self._header_timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if not self.transport.can_write_eof():  # TLS
-            self._header_timer = None
             self.transport.close()
             return
         # a lingering close: the client may still be sending what we refuse; closing with its bytes
@@ -267,7 +273,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport.write_eof()
         self._discarding = True
         self.guard.idle[self] = None  # the first to go if room is needed
-        self._header_timer = self.loop.call_later(LINGER_S, self.transport.close)
+        self._timer = self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpProtocol]:
