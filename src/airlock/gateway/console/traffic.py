@@ -7,9 +7,10 @@ interpolated within a bucket as Prometheus's ``histogram_quantile`` does. With `
 worker keeps its own ring from the metrics of all of them (prometheus multiprocess files).
 
 **Cost.** A sample reads four series families; with 3,000 request series (20 models x 50 keys x 3
-statuses) that takes ~25 ms on a loaded 2-core machine (``collect()`` builds every sample), so it runs in a
-thread, once a second while someone watches the live view (a traffic read in the last five
-minutes) and once every ``idle_s`` otherwise; each point is the average over its own interval.
+statuses) it took ~40 ms on a loaded 2-core machine, about what one ``/metrics`` scrape spends
+collecting (``benchmarks/console_sampler.py``). So it runs in a thread, once a second while someone
+watches the live view (a traffic read in the last five minutes) and once every ``idle_s`` otherwise;
+each point is the average over its own interval.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from airlock.engines.process import log_tail
+from airlock.errors import AirlockError
 from airlock.gateway.apikeys import ApiKey, KeyStore, KeyUsage
 from airlock.gateway.audit import ModelIdentity, rotated_files
 from airlock.gateway.audit_verify import verify
@@ -209,7 +210,7 @@ def store_digests(root: Path | None) -> dict[str, ModelIdentity]:
 
     try:
         db = Store(root).load_db()
-    except Exception:  # a missing or unreadable store: the engines view shows no digest
+    except (AirlockError, OSError):  # an unreadable or damaged store: the engines view shows no digest
         return {}
     newest: dict[str, Any] = {}
     for m in db.models:
