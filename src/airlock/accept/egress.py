@@ -38,6 +38,8 @@ SINK_DEVICE = "al-sink"
 OUT_V4 = "10.255.255.1/32"
 OUT_V6 = "fdff:ffff::1/128"
 ETH_P_ALL = 0x0003
+#: systemd-resolved's varlink/stub sockets (nss-resolve) and nscd's: hidden inside the mount namespace.
+HIDDEN_RESOLVERS = ("/run/systemd/resolve", "/run/nscd", "/var/run/nscd")
 _PROTOS = {6: "tcp", 17: "udp", 1: "icmp"}
 
 
@@ -95,6 +97,14 @@ def prepare_namespace(workdir: Path) -> None:
     )
     if done.returncode != 0:
         raise ConfigError(f"cannot bind-mount a resolv.conf over /etc/resolv.conf: {done.stderr.strip()}")
+    # Local resolver daemons answer over Unix sockets, which a network namespace does not cut, and would
+    # look names up from the host's namespace: hide their sockets, so lookups fall back to resolv.conf.
+    for folder in HIDDEN_RESOLVERS:
+        if Path(folder).is_dir():
+            hidden = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "none", folder],
+                                    capture_output=True, text=True, check=False)  # fmt: skip
+            if hidden.returncode != 0:
+                raise ConfigError(f"cannot hide the resolver sockets in {folder}: {hidden.stderr.strip()}")
 
 
 def parse_frame(frame: bytes) -> tuple[str, str, int, int] | None:
