@@ -298,3 +298,24 @@ def test_unknown_console_paths_are_404(tmp_path: Path, path: str) -> None:
         assert (await c.get(path)).status_code == 404
 
     run(site, scenario)
+
+
+def test_no_change_the_audit_log_cannot_record(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+
+    async def scenario(c: httpx.AsyncClient) -> None:
+        csrf = (await login(c, site.admin)).json()["csrf"]
+        assert site.app.audit is not None
+        site.app.audit.problem = "No space left on device"  # as the writer sets it when a batch fails
+        made = await c.post("/console/api/keys", json={"name": "bob"}, headers={"X-CSRF-Token": csrf})
+        assert made.status_code == 503 and made.json()["error"]["code"] == "audit_unavailable"
+        revoke = await c.post(
+            "/console/api/keys/revoke", json={"name": "alice"}, headers={"X-CSRF-Token": csrf}
+        )
+        assert revoke.status_code == 503
+        c.cookies.clear()
+        assert (await login(c, site.admin)).status_code == 503
+        assert [k.name for k in site.keys.list()] == ["ops", "alice"]
+        assert (await c.get("/console")).status_code == 200, "the page itself still loads"
+
+    run(site, scenario)
