@@ -109,7 +109,10 @@ class GatewaySpec(FrozenModel):
         1, ge=1, le=256, description="gateway processes sharing the port (as --workers); engines run once"
     )
     header_timeout_s: float = Field(
-        10.0, gt=0, description="seconds a client has to send a request's header; then it is closed"
+        10.0,
+        gt=0,
+        description="seconds a client has to send a request's header (and the longest silence within "
+        "its body); then it is closed",
     )
     max_header_bytes: ByteSize = Field(
         ByteSize(32 * 1024), ge=1024, description="a larger request line and headers get 431"

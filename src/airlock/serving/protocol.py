@@ -8,7 +8,8 @@ size; so a client that opens connections and never finishes them exhausts the pr
 - **header timeout** (``gateway.header_timeout_s``): a request's header must be complete this long
   after the connection opens (first request) or after its first byte (later requests on a kept-alive
   connection; the idle time between requests is bounded by uvicorn's keep-alive timeout). Otherwise
-  the connection is closed, with a 408 if part of a request had come.
+  the connection is closed, with a 408 if part of a request had come. The same bounds the silence
+  while the app waits for a request's body: a body that stops arriving closes the connection.
 - **header size** (``gateway.max_header_bytes``): a request line and headers larger than this get 431
   and the connection is closed. Counted on the raw bytes while the header is unfinished (so one
   endless header line is cut off too) and exactly (request target + names + values) once it is
@@ -127,6 +128,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_since: float | None = None
         self._header_bytes = 0  # raw bytes of the unfinished header, before the chunk being parsed
         self._chunk = 0  # the size of the chunk being parsed
+        self._last_read = 0.0  # when the last bytes came (for a request body that stops arriving)
         self._too_large = False
         self._discarding = False
 
@@ -144,7 +146,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._header_since = self.loop.time()
         # one timer per connection, re-armed by itself: nothing to arm or cancel per request
-        self._timer = self.loop.call_later(guard.limits.header_timeout_s, self._check_header)
+        self._timer = self.loop.call_later(guard.limits.header_timeout_s, self._check)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
@@ -175,6 +177,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         self._chunk = len(data)
+        self._last_read = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -222,13 +225,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     # -- refusing --------------------------------------------------------------------------------
 
-    def _check_header(self) -> None:
+    def _check(self) -> None:
+        """The connection's timer: a header unfinished after the timeout gets 408 (or, if nothing of it
+        came, a close); a request body that the app waits for and nothing of which came for as long
+        gets a close (the app sees the client gone)."""
         self._timer = None
         if self.transport.is_closing():
             return
         timeout = self.guard.limits.header_timeout_s
+        now = self.loop.time()
         if self._header_since is not None:
-            left = self._header_since + timeout - self.loop.time()
+            left = self._header_since + timeout - now
             if left <= 0:
                 if self._header_bytes:
                     self._answer(408, "the request header did not arrive in time", "request_timeout")
@@ -236,7 +243,23 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                     self.transport.close()
                 return
             timeout = left
-        self._timer = self.loop.call_later(timeout, self._check_header)
+        elif self._awaiting_body():
+            left = self._last_read + timeout - now
+            if left <= 0:
+                self.transport.close()
+                return
+            timeout = left
+        self._timer = self.loop.call_later(timeout, self._check)
+
+    def _awaiting_body(self) -> bool:
+        cycle = self.cycle
+        return (
+            cycle is not None
+            and cycle.more_body
+            and not cycle.response_complete
+            and not cycle.waiting_for_100_continue  # the client waits for us
+            and not self.flow.read_paused  # paused by the app itself (its buffer is full): not the client
+        )
 
     def _refuse_header_too_large(self) -> None:
         limit = self.guard.limits.max_header_bytes

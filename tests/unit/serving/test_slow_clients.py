@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
 import resource
 import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,6 +97,33 @@ def test_the_timeout_is_armed_again_for_each_request_on_a_kept_alive_connection(
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # the second request's header, half
         answer = _read_all(sock)
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+
+
+def test_a_body_that_stops_arriving_is_closed(gw: GatewayThread) -> None:
+    with _connect(gw.url) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n" + b'{"model": "tiny", '
+        )
+        assert _read_all(sock) == b""  # closed, no answer: the app saw the client gone
+
+
+def test_a_slow_but_steady_body_is_served(tmp_path: Path) -> None:
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+    gateway = GatewaySpec(auth=False, header_timeout_s=1.0)
+    with (
+        GatewayThread([fake_engine_config("tiny")], tmp_path, gateway=gateway) as gw,
+        _connect(gw.url) as sock,
+    ):
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for i in range(0, len(body), 5):  # over several times the timeout, a little at a time
+            sock.sendall(body[i : i + 5].encode())
+            time.sleep(0.1)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
 
 
 @pytest.mark.parametrize(
