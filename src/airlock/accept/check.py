@@ -34,7 +34,7 @@ from airlock.accept.served import accept_spec
 from airlock.common.words import counted
 from airlock.errors import ConfigError
 from airlock.settings import Settings
-from airlock.spec import Spec
+from airlock.spec import RemoteEngineSpec, Spec
 from airlock.store.layout import STORE_FILES
 from airlock.store.resolve import spec_store
 
@@ -87,6 +87,17 @@ def run_check(options: CheckOptions, settings: Settings, *, runner: Runner | Non
     from airlock.engines.registry import build_engines
 
     spec, golden = options.spec, options.golden
+    outside = [
+        m.name
+        for m in spec.models
+        if isinstance(m.engine, RemoteEngineSpec) or getattr(m.engine, "image", None)
+    ]
+    if outside:
+        raise ConfigError(
+            f"accept check serves every engine inside its own network namespace; {', '.join(outside)} "
+            "would run outside it (a remote engine, or a container image started by a daemon)",
+            hint="check a local engine of the same model, or the container path with `airlock deploy`'s network policy",
+        )
     served_names = {m.name for m in spec.models}
     store = spec_store(spec, settings)
     here = {r.name: r for r in model_records(spec, build_engines(spec, settings), store)}

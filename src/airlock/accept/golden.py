@@ -87,6 +87,14 @@ class GoldenFile(FrozenModel):
     prompts: list[Prompt]
     answers: list[Answer]
 
+    @model_validator(mode="after")
+    def _answers_name_prompts(self) -> GoldenFile:
+        ids = {p.id for p in self.prompts}
+        unknown = sorted({a.prompt for a in self.answers} - ids)
+        if unknown:
+            raise ValueError(f"answers to prompts the file does not hold: {', '.join(unknown[:5])}")
+        return self
+
     def model(self, name: str) -> ModelRecord | None:
         return next((m for m in self.models if m.name == name), None)
 

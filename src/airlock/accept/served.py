@@ -50,7 +50,15 @@ def served(spec: Spec, workdir: Path, *, startup_timeout_s: float) -> Iterator[s
 def _wait_ready(proc: subprocess.Popen[str], log_path: Path, timeout_s: float) -> str:
     assert proc.stdout is not None
     found: list[str] = []
-    reader = threading.Thread(target=lambda: found.append(proc.stdout.readline() if proc.stdout else ""))
+
+    def read() -> None:  # until the ready line, or the end of the child's output
+        for line in proc.stdout or ():
+            if line.startswith(READY):
+                found.append(line)
+                return
+        found.append("")
+
+    reader = threading.Thread(target=read)
     reader.daemon = True
     reader.start()
     reader.join(timeout_s)

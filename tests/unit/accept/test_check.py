@@ -3,23 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
+
+import pytest
 
 from airlock.accept.check import CheckOptions, run_check
 from airlock.accept.egress import EgressEvent
 from airlock.accept.golden import Answer, GoldenFile, Message, ModelRecord, Prompt, Sampling
-from airlock.accept.identity import hardware
+from airlock.accept.identity import hardware, listing_digest
 from airlock.accept.report import CheckResult, Floors
 from airlock.accept.run import Reply, RunRequest, RunResult
+from airlock.errors import ConfigError
 from airlock.settings import Settings
-from airlock.spec import ModelSpec, RemoteEngineSpec, Spec
+from airlock.spec import LlamaCppEngineSpec, ModelSpec, RemoteEngineSpec, Spec
 
-SPEC = Spec(models=[ModelSpec(name="m", engine=RemoteEngineSpec(kind="remote", url="http://127.0.0.1:9/v1"))])
+GGUF = b"GGUF tiny stand-in"
+DIGEST = listing_digest(
+    {"m.gguf": hashlib.sha256(GGUF).hexdigest()}
+)  # the file's name and hash, as pack lists it
+
+
+def _spec(folder: Path) -> Spec:
+    """A llama.cpp model (never started here: the run is faked) with a stand-in binary and GGUF file."""
+    binary = folder / "llama-server"
+    binary.write_text("#!/bin/sh\nexit 1\n")
+    binary.chmod(0o755)
+    (folder / "m.gguf").write_bytes(GGUF)
+    engine = LlamaCppEngineSpec(kind="llamacpp", binary=binary)
+    return Spec(models=[ModelSpec(name="m", gguf=folder / "m.gguf", engine=engine)])
 
 
 def _golden(engine_version: str) -> GoldenFile:
     record = ModelRecord(
-        name="m", digest="remote http://127.0.0.1:9/v1", engine="remote", engine_version=engine_version,
+        name="m", digest=DIGEST, engine="llamacpp", engine_version=engine_version,
         hardware=hardware(),
     )  # fmt: skip
     prompts = [Prompt(id=i, messages=[Message(role="user", content=i)]) for i in ("p1", "p2")]
@@ -52,7 +69,9 @@ def _checks(
         seen.append(request)
         return result
 
-    options = CheckOptions(spec=SPEC, spec_source="spec", golden=golden, golden_source="g", out=tmp_path)
+    options = CheckOptions(
+        spec=_spec(tmp_path), spec_source="spec", golden=golden, golden_source="g", out=tmp_path
+    )
     if floors is not None:
         options = dataclasses.replace(options, floors=floors)
     report = run_check(options, Settings.from_env({"HOME": str(tmp_path)}), runner=runner)
@@ -71,7 +90,7 @@ def test_same_platform_is_exact_and_names_the_diff(tmp_path: Path) -> None:
             _reply("p2", "1, 2, 4", ["1", ",", " 2", ",", " 4"]),
         ],
     )
-    checks = _checks(tmp_path, _golden("remote"), result)
+    checks = _checks(tmp_path, _golden("unknown"), result)
     assert checks["stack"].status == "pass"
     assert checks["weights: m"].status == "pass"
     assert checks["answers: m"].status == "pass"
@@ -93,10 +112,13 @@ def test_another_engine_version_uses_the_stated_tolerance(tmp_path: Path) -> Non
         ],
     )
     checks = _checks(
-        tmp_path, _golden("remote 0.9"), result, floors=Floors(max_ttft_s=0.1, min_tokens_per_s=50)
+        tmp_path,
+        _golden("llama.cpp 0c1e57098bba"),
+        result,
+        floors=Floors(max_ttft_s=0.1, min_tokens_per_s=50),
     )
     assert checks["match: m"].status == "fail"
-    assert "tolerance (version 'remote 0.9' -> 'remote')" in checks["match: m"].detail
+    assert "tolerance (version 'llama.cpp 0c1e57098bba' -> 'unknown')" in checks["match: m"].detail
     assert "'p1' 4/5 leading tokens identical (80%): below 90%" in checks["match: m"].detail
     assert checks["speed: m"].status == "fail"
     assert (
@@ -110,25 +132,31 @@ def test_egress_silence_and_failed_start_never_pass(tmp_path: Path) -> None:
         kind="connect", proto="tcp", destination="203.0.113.5:443", pid=9, process="phone-home"
     )
     checks = _checks(
-        tmp_path, _golden("remote"), RunResult(egress_watched=True, egress=[offender], error="no start")
+        tmp_path, _golden("unknown"), RunResult(egress_watched=True, egress=[offender], error="no start")
     )
     assert checks["stack"] == CheckResult(name="stack", status="fail", detail="no start")
     assert checks["answers: m"].status == "fail" and checks["match: m"].status == "fail"
     assert checks["no egress"].detail == (
         "1 process tried to reach the outside: pid 9 (phone-home): reached 203.0.113.5:443 (tcp)"
     )
-    unwatched = _checks(tmp_path, _golden("remote"), RunResult())
+    unwatched = _checks(tmp_path, _golden("unknown"), RunResult())
     assert unwatched["no egress"].status == "fail" and "not proven" in unwatched["no egress"].detail
 
 
 def test_other_weights_fail(tmp_path: Path) -> None:
-    golden = _golden("remote")
+    golden = _golden("unknown")
     golden = golden.model_copy(
         update={"models": [golden.models[0].model_copy(update={"digest": "sha256:00"})]}
     )
     checks = _checks(tmp_path, golden, RunResult(egress_watched=True))
     assert checks["weights: m"].status == "fail"
-    assert (
-        checks["weights: m"].detail
-        == "not the recorded weights: recorded sha256:00, here remote http://127.0.0.1:9/v1"
+    assert checks["weights: m"].detail == f"not the recorded weights: recorded sha256:00, here {DIGEST}"
+
+
+def test_engines_outside_the_namespace_are_refused(tmp_path: Path) -> None:
+    remote = ModelSpec(name="r", engine=RemoteEngineSpec(kind="remote", url="http://10.0.0.5:8000/v1"))
+    options = CheckOptions(
+        spec=Spec(models=[remote]), spec_source="s", golden=_golden("x"), golden_source="g", out=tmp_path
     )
+    with pytest.raises(ConfigError, match="r would run outside it"):
+        run_check(options, Settings.from_env({"HOME": str(tmp_path)}), runner=lambda request: RunResult())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,14 @@ def test_golden_file_round_trips_and_refuses_others(tmp_path: Path) -> None:
         read_golden(path)
     with pytest.raises(ConfigError, match="cannot read the golden file"):
         read_golden(tmp_path / "absent.json")
+
+
+def test_answers_must_name_prompts_the_file_holds(tmp_path: Path) -> None:
+    data = {
+        "created": "x", "airlock_version": "0.1.0", "sampling": {}, "models": [], "prompts": [],
+        "answers": [{"prompt": "ghost", "model": "m", "text": "boo"}],
+    }  # fmt: skip
+    path = tmp_path / "golden.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="answers to prompts the file does not hold: ghost"):
+        read_golden(path)
