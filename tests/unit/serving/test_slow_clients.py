@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from airlock.engines.base import free_port
+from airlock.serving.protocol import DEFAULT_MAX_CONNECTIONS, RESERVED_FDS, default_max_connections
 from airlock.spec import GatewaySpec
 from harness import GatewayThread, fake_engine_config
 from serve_procs import LAUNCH, TESTS
@@ -255,3 +256,27 @@ def test_half_open_connections_beyond_the_fd_limit_do_not_starve_a_normal_client
             sock.close()
         proc.terminate()
         proc.wait(60)
+
+
+# -- the default cap -------------------------------------------------------------------------------
+
+
+def test_the_default_cap_leaves_room_for_a_connection_to_an_engine_per_request() -> None:
+    assert default_max_connections(256) == (256 - RESERVED_FDS) // 2
+    assert default_max_connections(1024) == (1024 - RESERVED_FDS) // 2
+    assert default_max_connections(1 << 20) == DEFAULT_MAX_CONNECTIONS
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
+    script = (
+        "import resource; from airlock.serving.protocol import raise_fd_limit; "
+        "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.split() == ["1024", "1024"]
