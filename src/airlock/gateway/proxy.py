@@ -162,11 +162,12 @@ async def _stream(
                 await send({"type": "http.response.body", "body": out, "more_body": True})
     except (TimeoutError, aiohttp.ClientError) as exc:
         # The status line is gone already: tell the client in-band, as OpenAI does, and end the stream.
+        # A partial event the engine left is dropped: glued on, it would spoil this one.
         event = (
             b"data: " + error_body(502, f"the engine broke off the stream ({type(exc).__name__})") + b"\n\n"
         )
         outcome.status = 502
-        await send({"type": "http.response.body", "body": scanner.flush() + event, "more_body": False})
+        await send({"type": "http.response.body", "body": event, "more_body": False})
         return
     except asyncio.CancelledError:
         # The server stops past gateway.shutdown_grace_s (or the client left, and this goes nowhere):
@@ -176,9 +177,7 @@ async def _stream(
         outcome.status = 503
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
-                await send(
-                    {"type": "http.response.body", "body": scanner.flush() + event, "more_body": False}
-                )
+                await send({"type": "http.response.body", "body": event, "more_body": False})
         raise
     await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
 
