@@ -238,7 +238,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             left = self._header_since + timeout - now
             if left <= 0:
                 if self._header_bytes:
-                    self._answer(408, "the request header did not arrive in time", "request_timeout")
+                    # all it sent has been read: closing cannot reset what it has not read yet
+                    self._answer(
+                        408, "the request header did not arrive in time", "request_timeout", linger=False
+                    )
                 else:
                     self.transport.close()
                 return
@@ -269,7 +272,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             "request_header_fields_too_large",
         )
 
-    def _answer(self, status: int, message: str, code: str) -> None:
+    def _answer(self, status: int, message: str, code: str, *, linger: bool = True) -> None:
         """An OpenAI-style error, then the connection closed (the rest of the request is not read)."""
         body = orjson.dumps(
             {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
@@ -288,7 +291,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self.transport.can_write_eof():  # TLS
+        if not linger or not self.transport.can_write_eof():  # TLS cannot half-close
             self.transport.close()
             return
         # a lingering close: the client may still be sending what we refuse; closing with its bytes
