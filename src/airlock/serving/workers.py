@@ -22,9 +22,11 @@ Shared between the workers:
   (rounded up), each worker enforcing its share.
 
 A worker that dies is started again (after 0.5 s, doubling to 10 s while it keeps dying young). On
-SIGINT/SIGTERM the parent sends SIGTERM to every worker, waits until each has finished what it was
-serving (``STOP_WAIT_S`` at most, then SIGKILL), then stops the engines. SIGHUP is passed to every
-worker (each reloads its TLS certificate).
+SIGINT/SIGTERM the parent closes its copy of the listening socket, sends SIGTERM to every worker,
+waits until each has finished what it was serving (each cuts what is left at
+``gateway.shutdown_grace_s``; the parent waits that and 10 s more, ``STOP_WAIT_S`` at least, then
+SIGKILL), then stops the engines. SIGHUP is passed to every worker (each reloads its TLS
+certificate).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from airlock.spec import GatewaySpec
 log = logging.getLogger("airlock.serving.workers")
 
 STATE_EVERY_S = 0.1  # how often the parent looks for an engine state to pass on
-STOP_WAIT_S = 60.0  # how long a stopping worker may take to finish what it serves
+STOP_WAIT_S = 60.0  # how long a stopping worker may take to finish what it serves (at least)
 _STARTED = b"airlock-worker-started\n"
 
 
@@ -312,10 +314,11 @@ class WorkerPool:
 
     async def _reap(self, keepers: list[asyncio.Task[None]]) -> None:
         procs = [w.proc for w in self.workers if w.proc is not None]
+        wait_s = max(STOP_WAIT_S, self.gateway.shutdown_grace_s + 10.0)  # each cuts its own at the grace
         try:
-            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), STOP_WAIT_S)
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), wait_s)
         except TimeoutError:
-            log.warning("gateway workers still serving after %.0f s: killed", STOP_WAIT_S)
+            log.warning("gateway workers still serving after %.0f s: killed", wait_s)
             self.signal_all(signal.SIGKILL)
             await asyncio.gather(*(p.wait() for p in procs))
         for task in keepers:
