@@ -41,9 +41,11 @@ _ERRORS = {
     "401": "no API key, or an invalid or revoked one",
     "403": "the key may not use this route",
     "404": "no such model, or the key may not use it",
+    "408": "the request's header did not arrive within gateway.header_timeout_s (then the connection closes)",
     "413": "the body is larger than gateway.max_body_bytes",
     "422": "a field breaks the schema (param names it) or a gateway limit",
     "429": "a limit of the key or of the engine is reached (Retry-After)",
+    "431": "the request line and headers are larger than gateway.max_header_bytes (then it closes)",
     "502": "the engine broke off its answer",
     "503": "the model is not ready, or the audit log cannot be written (Retry-After)",
     "504": "the engine did not answer in time",
@@ -122,7 +124,9 @@ def openapi_document(spec: GatewaySpec) -> dict[str, Any]:
                         "description": "the engine's answer (server-sent events when stream is true)",
                         "content": content,
                     },
-                    **_error_responses("400", *auth_errors, "404", "413", "422", "429", "502", "503", "504"),
+                    **_error_responses(
+                        "400", *auth_errors, "404", "408", "413", "422", "429", "431", "502", "503", "504"
+                    ),
                 },
             }
         }
@@ -149,7 +153,8 @@ def openapi_document(spec: GatewaySpec) -> dict[str, Any]:
             "title": "airlock gateway",
             "version": __version__,
             "description": "OpenAI-compatible API in front of airlock's engines. Errors have OpenAI's "
-            f"shape. Bodies up to {int(spec.max_body_bytes)} bytes; max_tokens up to "
+            f"shape. Bodies up to {int(spec.max_body_bytes)} bytes, request headers up to "
+            f"{int(spec.max_header_bytes)}; max_tokens up to "
             f"{spec.max_tokens_limit}; n up to {spec.max_n}.",
         },
         "paths": {
