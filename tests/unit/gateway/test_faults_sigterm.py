@@ -5,19 +5,25 @@ reaches the gateway gets 503 with Retry-After, the streams in flight finish (wit
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
+from airlock.engines.base import free_port
 from airlock.gateway.app import create_app
 from airlock.gateway.routing import Router
 from airlock.spec import GatewaySpec
 from airlock.testing.fake_engine import REPLY
 from fault_procs import Streamed, engine_pid, stream
 from gateway_procs import CHAT, chat
+from harness import wait_healthy
 from serve_procs import GatewayProc
 
 
@@ -57,6 +63,7 @@ def test_sigterm_lets_20_streams_finish_refuses_new_requests_and_exits_0(tmp_pat
                 return list(await asyncio.gather(*tasks)), refused
 
         streams, after = asyncio.run(scenario())
+        print(f"\nnew requests after SIGTERM: {after}")
         assert after[-1] == "refused"
         every = (200, True, len(REPLY.split()) + 2)  # each token, the final chunk, [DONE]
         assert [(s.status, s.done, len(s.events)) for s in streams] == [every] * 20
@@ -65,6 +72,57 @@ def test_sigterm_lets_20_streams_finish_refuses_new_requests_and_exits_0(tmp_pat
         assert not Path(f"/proc/{engine}").exists()  # the engine was stopped (and reaped) after the drain
     finally:
         gw.stop()
+
+
+def test_airlock_serve_itself_drains_20_streams_on_sigterm_and_exits_0(tmp_path: Path) -> None:
+    port = free_port()
+    engine = subprocess.Popen(
+        [sys.executable, "-m", "airlock.testing.fake_engine", "--port", str(port), "--model", "tiny"]
+    )
+    spec = tmp_path / "airlock.yaml"
+    spec.write_text(
+        "gateway: {shutdown_grace_s: 30}\n"
+        f"models: [{{name: tiny, engine: {{kind: remote, url: 'http://127.0.0.1:{port}/v1'}}}}]\n"
+    )
+    env = {**os.environ, "AIRLOCK_HOME": str(tmp_path / "home"), "AIRLOCK_CACHE": str(tmp_path / "cache")}
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "airlock.cli.main", "serve", "--config", str(spec), "--port", "0", "--no-auth"],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", engine, what="the fake engine")
+        assert serve.stderr is not None
+        url = None
+        while url is None:  # bounded by serve's own start timeout: it prints "ready" or exits
+            line = serve.stderr.readline()
+            assert line or serve.poll() is None, "airlock serve exited before it was ready"
+            if m := re.search(r"ready: (http://127\.0\.0\.1:\d+)/v1", line):
+                url = m.group(1)
+
+        async def scenario(url: str) -> tuple[list[Streamed], list[int | str]]:
+            async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=20)) as client:
+                started = [asyncio.Event() for _ in range(20)]
+                tasks = [
+                    asyncio.create_task(stream(client, url, "please drip", 16, started=event))
+                    for event in started
+                ]
+                await asyncio.gather(*(event.wait() for event in started))
+                serve.send_signal(signal.SIGTERM)
+                refused = await _after_sigterm(url)
+                return list(await asyncio.gather(*tasks)), refused
+
+        streams, after = asyncio.run(scenario(url))
+        print(f"\nnew requests after SIGTERM: {after}")
+        assert after[-1] == "refused"
+        assert [(s.status, s.done) for s in streams] == [(200, True)] * 20
+        _, rest = serve.communicate(timeout=60)
+        assert serve.returncode == 0, rest
+        assert "airlock: stopped" in rest
+    finally:
+        for proc in (serve, engine):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
 
 
 def test_with_workers_new_connections_are_refused_while_a_stream_finishes(tmp_path: Path) -> None:
