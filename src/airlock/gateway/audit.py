@@ -163,6 +163,9 @@ class _Chain:
 
 
 class AuditLog:
+    #: How a batch reaches the file (a seam: tests put a disk that fills up here).
+    write = staticmethod(os.write)
+
     def __init__(self, config: AuditConfig) -> None:
         self.config = config
         self.path = config.path
@@ -289,10 +292,18 @@ class AuditLog:
                 body["ts"] = ts  # a batch that fails is sealed again from the same lines
                 lines.append(line)
             data = b"".join(lines)
-            written = os.write(chain.fd, data)
-            if written != len(data):  # a full disk mid-batch: what was written ends in a partial line
-                raise OSError(errno.ENOSPC, "No space left on device (a partial write)")
-            os.fsync(chain.fd)
+            try:
+                written = self.write(chain.fd, data)
+                if written != len(data):  # a full disk mid-batch: what was written ends in a partial line
+                    raise OSError(errno.ENOSPC, "No space left on device (a partial write)")
+                os.fsync(chain.fd)
+            except OSError:
+                # Nothing of this batch counts until it is fsynced: cut what did reach the file (a
+                # partial line) so that the file ends on a whole line, and the batch is written
+                # again, whole, once there is room. Never a line that was fsynced.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(chain.fd, chain.size)
+                raise
             if chain.first_seq is None and batch:
                 chain.first_seq = chain.seq + 1
             chain.seq, chain.prev = seq, prev
@@ -482,11 +493,17 @@ def _write_head(path: Path, data: bytes) -> None:
     tmp = path.with_name(temp_name(path.name))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, "No space left on device (a partial write)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):  # a full disk must not fill up with temp files too
+            os.unlink(tmp)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:

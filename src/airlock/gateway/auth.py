@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable
 
+from airlock.errors import KeyStoreError
 from airlock.gateway.apikeys import ApiKey, KeyStore, check_token
 from airlock.gateway.errors import APIError
 from airlock.gateway.state import HotState, open_state
+
+log = logging.getLogger("airlock.gateway")
 
 _MISSING = (
     "Missing API key: send it as 'Authorization: Bearer <key>'. "
@@ -103,7 +107,17 @@ class KeyCache:
     async def authenticate(self, authorization: bytes | None, path: str | None = None) -> ApiKey:
         """The key behind an ``Authorization`` header value, or APIError 401 (no such key, revoked,
         expired) or 403 (the key's scopes do not cover ``path``)."""
-        await self._follow(self._state or await self.open())
+        try:
+            await self._follow(self._state or await self.open())
+        except KeyStoreError as exc:  # locked past its timeout, deleted, damaged, down: fail closed
+            log.warning("%s", exc)
+            raise APIError(
+                503,
+                "the gateway cannot use its key database to check this key; retry shortly (the operator "
+                "is told why in the gateway's log)",
+                code="key_store_unavailable",
+                headers={"Retry-After": "1"},
+            ) from exc
         if not authorization:
             raise APIError(401, _MISSING, code="missing_api_key", headers=_BEARER)
         scheme, _, token = authorization.decode("latin-1").partition(" ")

@@ -115,6 +115,7 @@ class Lease:
     day: int
     limited: bool
     settled: bool = False
+    ticket: int = 0  # the key database's, from the admission (see HotState.admit)
 
 
 @dataclass
@@ -123,6 +124,17 @@ class _Usage:
     prompt: int = 0
     completion: int = 0
     last: float = 0.0
+
+
+def key_store_unavailable(doing: str) -> APIError:
+    """The 503 for a key database that cannot be used (locked past its timeout, deleted, damaged)."""
+    return APIError(
+        503,
+        f"the gateway cannot use its key database {doing}; retry shortly (the operator is told why "
+        "in the gateway's log)",
+        code="key_store_unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 class Limiter:
@@ -181,19 +193,16 @@ class Limiter:
         state = self.keys.state
         for _ in range(3):
             try:
-                if await state.admit(key.key_id, checks, tokens, minute, day):
+                ticket = await state.admit(key.key_id, checks, tokens, minute, day)
+                if ticket is not None:
+                    lease.ticket = ticket
                     return lease
                 refusal = await self._why(state, key, tokens, now)
             except (APIError, asyncio.CancelledError):
                 raise
-            except Exception as exc:  # sqlite3.Error, psycopg.Error: locked past its timeout, or down
+            except Exception as exc:  # KeyStoreError: locked past its timeout, deleted, damaged, down
                 log.warning("key database %s: cannot check limits: %s", state.label, exc)
-                raise APIError(
-                    503,
-                    "the gateway cannot reach its key database to check this key's limits; retry shortly",
-                    code="limits_unavailable",
-                    headers={"Retry-After": "1"},
-                ) from exc
+                raise key_store_unavailable("to check this key's limits") from exc
             if refusal is not None:
                 raise refusal
             # the window moved between the UPDATE and the look (another request ended): try again
@@ -247,7 +256,7 @@ class Limiter:
         # no usage: keep what a stream that broke off reserved (tokens were spent), release the rest
         delta = prompt + completion - lease.tokens if usage is not None else 0 if started else -lease.tokens
         try:
-            await self.keys.state.settle(lease.key.key_id, delta, lease.minute, lease.day)
+            await self.keys.state.settle(lease.key.key_id, delta, lease.minute, lease.day, lease.ticket)
         except Exception:  # the answer is out; the key keeps this request's slot and reservation
             log.exception("key database: could not settle a request of key %r", lease.key.name)
 
@@ -275,8 +284,9 @@ class Limiter:
             await asyncio.sleep(self.flush_s)
             try:
                 await self.flush()
-            except Exception:  # a full disk or a lost database: say so, keep serving, try again
-                log.exception("could not write key usage to the key database")
+                await self.keys.state.maintain()  # leases: heartbeat, and free those of dead gateways
+            except Exception as exc:  # a full disk or a lost database: say so, keep serving, try again
+                log.warning("could not write key usage to the key database: %s", exc)
 
     async def start(self) -> None:
         """Open the key store (a database that cannot be opened fails the gateway's start) and write

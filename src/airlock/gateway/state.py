@@ -22,20 +22,25 @@ tokens per day.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airlock.errors import KeyStoreError
+from airlock.gateway import leases
+from airlock.gateway.leases import Owner
 
 if TYPE_CHECKING:
     import psycopg
 
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
-_SQLITE_SCHEMA = """
+_SQLITE_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS api_keys (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -69,8 +74,11 @@ CREATE TABLE IF NOT EXISTS key_usage (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta(name, value) VALUES ('generation', 0) ON CONFLICT (name) DO NOTHING;
 """
+    + leases.SQLITE_SCHEMA
+)
 
-_POSTGRES_SCHEMA = """
+_POSTGRES_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS api_keys (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name TEXT NOT NULL,
@@ -104,6 +112,8 @@ CREATE TABLE IF NOT EXISTS key_usage (
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO meta(name, value) VALUES ('generation', 0) ON CONFLICT (name) DO NOTHING;
 """
+    + leases.POSTGRES_SCHEMA
+)
 
 #: Columns added after the first release, with their SQL types: ``ALTER TABLE ... ADD COLUMN`` on open.
 KEY_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -365,81 +375,249 @@ class HotState(Protocol):
     async def active(self) -> dict[str, tuple[bytes, Any]]: ...
     async def admit(
         self, key_id: str, limits: Sequence[tuple[str, int]], tokens: int, minute: int, day: int
-    ) -> bool: ...
+    ) -> int | None:
+        """Admitted: a ticket (the epoch of this gateway's leases) that :meth:`settle` takes; refused: None."""
+        ...
+
     async def window(self, key_id: str) -> Window | None: ...
-    async def settle(self, key_id: str, delta: int, minute: int, day: int) -> None: ...
+    async def settle(self, key_id: str, delta: int, minute: int, day: int, ticket: int = 0) -> None: ...
     async def add_usage(self, rows: Sequence[UsageRow]) -> None: ...
+    async def maintain(self) -> int:
+        """Heartbeat this gateway's leases and free those of dead gateways; returns how many were freed."""
+        ...
+
     async def close(self) -> None: ...
 
 
 class SqliteState:
-    """One SQLite connection in autocommit mode, used from the event loop's thread.
+    """The gateway's SQLite (``gateway/sqlite_writer.py``): counters written in batches on the event
+    loop by a connection that never waits, and by a thread when it would have to.
 
-    Each statement is its own transaction and takes the database's write lock for microseconds
-    (WAL, ``synchronous=NORMAL``: a commit appends to the WAL without fsync); another process
-    holding the lock makes this one wait up to ``busy_timeout``, blocking the loop for that long.
+    The generation check runs on every request: ``PRAGMA data_version`` on the loop's connection (a
+    few microseconds; a read in WAL mode never waits for a writer; it moves only when another
+    connection commits) and, every :data:`STAT_EVERY_S`, a ``stat`` of the path (deleted or
+    replaced?). When that cannot be done at once (another process holds the file in exclusive
+    locking mode, the file is gone or damaged), the thread reads it instead, waiting up to
+    ``busy_timeout_s``, and a failure there is a :class:`KeyStoreError` (the gateway answers 503).
     """
 
+    STAT_EVERY_S = 0.1
+
     def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
+        from airlock.gateway.sqlite_writer import Ledger, SqliteWriter
+
         self.label = str(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
-            )
-            with self._conn:
-                prepare_sqlite(self._conn)
-                self._conn.execute(FILL_STATE)
-        except (OSError, sqlite3.Error) as exc:
-            raise KeyStoreError(f"key database {path}: cannot be opened: {exc}") from exc
-        with contextlib.suppress(OSError):
-            path.chmod(0o600)
+        self._path = path
+        self._ledger = Ledger(path, _SETTLE)
+        self._writer = SqliteWriter(self._ledger, busy_timeout_s, _prepare_gateway)
+        self._writer.start()  # KeyStoreError when the file cannot be opened
+        self._fast: sqlite3.Connection | None = None
+        self._fast_ident: tuple[int, int] | None = None
+        self._stat_due = 0.0
+        self._pending: list[tuple[Any, ...]] = []
+        self._flush_handle: Any = None  # a call_soon or call_later handle while a flush is due
+        self._flush_soon = False
+        self._handed = 0  # batches with the thread, not yet answered; the loop waits for them
         self._data_version = -1
         self._generation = -1
+        self._sql: dict[tuple[str, ...], str] = {}
+        self._event_loop: Any = None
+        self._open_fast()
+
+    # -- the loop's connection -------------------------------------------------------------------
+
+    def _open_fast(self) -> None:
+        from airlock.gateway.sqlite_writer import connect
+
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
+        self._fast_ident = self._ledger.ident
+        with contextlib.suppress(sqlite3.Error, OSError):
+            fast = connect(self._path, 0.0, create=False)
+            fast.execute("PRAGMA wal_autocheckpoint=0")  # the thread checkpoints, off the loop
+            fast.execute("PRAGMA synchronous=NORMAL")  # per connection: in WAL, fsync at checkpoints only
+            self._fast = fast
+        self._data_version = -1
+
+    def _usable(self) -> sqlite3.Connection | None:
+        """The loop's connection while the file is the one it opened (checked every STAT_EVERY_S)."""
+        fast = self._fast
+        if fast is None or self._fast_ident != self._ledger.ident:
+            return None
+        now = time.monotonic()
+        if now >= self._stat_due:
+            try:
+                st = os.stat(self._path)
+            except OSError:
+                return None
+            if (st.st_dev, st.st_ino) != self._fast_ident:
+                return None
+            self._stat_due = now + self.STAT_EVERY_S
+        return fast
+
+    # -- batches -----------------------------------------------------------------------------------
+
+    def _loop(self) -> Any:
+        """The running loop, looked up once (``get_running_loop`` costs a getpid system call)."""
+        import asyncio
+
+        loop = self._event_loop
+        if loop is None or loop.is_closed():
+            loop = self._event_loop = asyncio.get_running_loop()
+        return loop
+
+    def _schedule(self, soon: bool) -> None:
+        loop = self._loop()
+        if soon and not self._flush_soon:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+            self._flush_handle = loop.call_soon(self._flush)
+            self._flush_soon = True
+        elif self._flush_handle is None:
+            from airlock.gateway.sqlite_writer import SETTLE_DELAY_S
+
+            self._flush_handle = loop.call_later(SETTLE_DELAY_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle, self._flush_soon = None, False
+        if not self._pending or self._handed:
+            return  # the thread has batches of ours: this one follows them when they are answered
+        from airlock.gateway.sqlite_writer import resolve
+
+        batch, self._pending = self._pending, []
+        fast = self._usable()
+        if fast is not None:
+            try:
+                results = self._ledger.run(fast, batch)
+            except sqlite3.Error:
+                pass  # locked by another process, or worse: the thread will wait, or say what it is
+            else:
+                resolve(results, self._requeue)
+                return
+        self._handed += 1
+        self._writer.hand(batch, self._answered)
+
+    def _answered(self, results: list[Any], caught_up: bool) -> None:
+        from airlock.gateway.sqlite_writer import resolve
+
+        self._handed -= 1
+        resolve(results, self._requeue)
+        if self._fast_ident != self._ledger.ident:
+            self._open_fast()  # the thread opened a new file
+        if self._handed:
+            return
+        if not caught_up:  # settlements held in the thread: what waits here goes there too, after them
+            batch, self._pending = self._pending, []
+            self._handed += 1
+            self._writer.hand(batch, self._answered)
+        elif self._pending:
+            self._schedule(soon=True)
+
+    def _requeue(self, op: tuple[Any, ...]) -> None:
+        self._pending.append(op)
+        self._schedule(soon=False)
+
+    # -- HotState ----------------------------------------------------------------------------------
 
     async def generation(self) -> int:
-        # data_version moves only when ANOTHER connection commits (a key, or another gateway's
-        # counters); only then is the generation row read again.
-        version = self._conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:
-            self._data_version = version
-            self._generation = self._conn.execute(GENERATION).fetchone()[0]
-        return self._generation
+        fast = self._usable()
+        if fast is not None:
+            try:
+                version = fast.execute("PRAGMA data_version").fetchone()[0]
+                if version != self._data_version:
+                    self._generation = fast.execute(GENERATION).fetchone()[0]
+                    self._data_version = version
+                return self._generation
+            except sqlite3.Error:
+                pass
+        ledger = self._ledger
+        generation, found = await self._writer.call(
+            lambda conn: (conn.execute(GENERATION).fetchone()[0], ledger.ident)
+        )
+        if found != self._fast_ident or self._fast is None:
+            self._open_fast()
+        self._generation, self._data_version = generation, -1
+        return int(generation)
 
     async def active(self) -> dict[str, tuple[bytes, Any]]:
         from airlock.gateway.apikeys import read_active
 
-        return read_active(self._conn)
+        result: dict[str, tuple[bytes, Any]] = await self._writer.call(read_active)
+        return result
 
     async def admit(
         self, key_id: str, limits: Sequence[tuple[str, int]], tokens: int, minute: int, day: int
-    ) -> bool:
-        sql = admit_sql([name for name, _ in limits])
-        row = self._conn.execute(sql, admit_params(key_id, limits, tokens, minute, day)).fetchone()
-        return row is not None
+    ) -> int | None:
+        import asyncio
+
+        from airlock.gateway.sqlite_writer import ADMIT
+
+        names = tuple(name for name, _ in limits)
+        sql = self._sql.get(names)
+        if sql is None:
+            sql = self._sql[names] = admit_sql(names)
+        params = admit_params(key_id, limits, tokens, minute, day)
+        undo = settle_params(key_id, -tokens, minute, day)
+        future: asyncio.Future[int | None] = self._loop().create_future()
+        self._pending.append((ADMIT, sql, params, key_id, future, undo))
+        self._schedule(soon=True)
+        return await future
 
     async def window(self, key_id: str) -> Window | None:
-        row = self._conn.execute(_WINDOW, (key_id,)).fetchone()
+        row = await self._writer.call(lambda conn: conn.execute(_WINDOW, (key_id,)).fetchone())
         return Window(*row) if row is not None else None
 
-    async def settle(self, key_id: str, delta: int, minute: int, day: int) -> None:
-        self._conn.execute(_SETTLE, settle_params(key_id, delta, minute, day))
+    async def settle(self, key_id: str, delta: int, minute: int, day: int, ticket: int = 0) -> None:
+        from airlock.gateway.sqlite_writer import SETTLE
+
+        params = settle_params(key_id, delta, minute, day)
+        self._pending.append((SETTLE, params, key_id, ticket or self._ledger.epoch))
+        self._schedule(soon=False)
 
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
-        with self._conn:  # one transaction for the batch
-            self._conn.execute("BEGIN")
-            self._conn.executemany(_ADD_USAGE, [usage_params(r) for r in rows])
+        params = [usage_params(r) for r in rows]
+        await self._writer.call(lambda conn: conn.executemany(_ADD_USAGE, params))
+
+    async def maintain(self) -> int:
+        freed: int = await self._writer.call(self._writer.heartbeat)
+        self._writer.request_checkpoint()
+        return freed
+
+    @property
+    def problem(self) -> str | None:
+        return self._writer.problem
 
     async def close(self) -> None:
-        self._conn.close()
+        import asyncio
+
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._pending:
+            self._handed += 1
+            self._writer.hand(self._pending, self._answered)
+            self._pending = []
+        await self._writer.close()  # the thread writes what it was handed, then stops
+        await asyncio.sleep(0)  # the answers it posted
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
+
+
+def _prepare_gateway(conn: sqlite3.Connection) -> None:
+    with conn:
+        prepare_sqlite(conn)
+        conn.execute(FILL_STATE)
 
 
 class PostgresState:
     """A few autocommit connections to PostgreSQL, each statement one round trip (prepared after its
     fifth use by psycopg). Every request reads ``meta.generation``: a round trip, but a revoked key
-    stops at once, on every gateway."""
+    stops at once, on every gateway. An admission and its lease (``gateway/leases.py``) are one
+    statement (a data-modifying CTE), and so are a settlement and its lease."""
 
-    def __init__(self, url: str, connections: list[Any]) -> None:
+    def __init__(self, url: str, connections: list[Any], owner: Owner | None = None) -> None:
         import asyncio
 
         self.label = redact(url)
@@ -447,14 +625,21 @@ class PostgresState:
         for conn in connections:
             self._idle.put_nowait(conn)
         self._all = connections
+        self.owner = owner or Owner.me()
+        self.epoch = 1
+        self.problem: str | None = None
 
     @classmethod
     async def open(cls, url: str, size: int = 4) -> PostgresState:
         psycopg = import_psycopg()
+        owner = Owner.me()
         try:
             with psycopg.connect(url, connect_timeout=10) as setup:
                 prepare_postgres(setup)
                 setup.execute(FILL_STATE)
+                conn = _PgConn(setup)
+                conn.execute(leases.REGISTER, owner.register_params(time.time()))
+                leases.reap(conn, owner, time.time(), postgres=True)
             # synchronous_commit off: a commit returns before its WAL record reaches the disk (about
             # 3 ms less per statement on a disk that fsyncs); a crash of the database server may lose
             # the last fraction of a second of counters, never their consistency or the exactness
@@ -467,13 +652,18 @@ class PostgresState:
             ]
         except psycopg.Error as exc:
             raise KeyStoreError(f"key database {redact(url)}: cannot connect: {exc}") from exc
-        return cls(url, conns)
+        return cls(url, conns, owner)
 
     @contextlib.asynccontextmanager
     async def _conn(self) -> Any:
+        psycopg = import_psycopg()
         conn = await self._idle.get()
         try:
             yield conn
+            self.problem = None
+        except psycopg.Error as exc:
+            self.problem = str(exc)
+            raise KeyStoreError(f"key database {self.label}: {exc}") from exc
         finally:
             self._idle.put_nowait(conn)
 
@@ -495,25 +685,64 @@ class PostgresState:
 
     async def admit(
         self, key_id: str, limits: Sequence[tuple[str, int]], tokens: int, minute: int, day: int
-    ) -> bool:
-        sql = admit_sql([name for name, _ in limits])
-        return await self._one(sql, admit_params(key_id, limits, tokens, minute, day)) is not None
+    ) -> int | None:
+        sql = _PG_ADMIT.format(admit=admit_sql([name for name, _ in limits]))
+        params = [*admit_params(key_id, limits, tokens, minute, day), self.owner.owner, key_id]
+        epoch = self.epoch
+        return epoch if await self._one(sql, params) is not None else None
 
     async def window(self, key_id: str) -> Window | None:
         row = await self._one(_WINDOW, (key_id,))
         return Window(*row) if row is not None else None
 
-    async def settle(self, key_id: str, delta: int, minute: int, day: int) -> None:
-        await self._one(_SETTLE, settle_params(key_id, delta, minute, day))
+    async def settle(self, key_id: str, delta: int, minute: int, day: int, ticket: int = 0) -> None:
+        if ticket and ticket != self.epoch:
+            return  # this gateway was reaped since: its leases were freed then
+        await self._one(_PG_SETTLE, [*settle_params(key_id, delta, minute, day), self.owner.owner])
 
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
         async with self._conn() as conn, conn.transaction():
             for row in rows:
                 await conn.execute(_ADD_USAGE.replace("?", "%s"), usage_params(row))
 
+    async def maintain(self) -> int:
+        """Heartbeat, and free the leases of dead gateways (``gateway/leases.py``)."""
+        me, now, freed = self.owner, time.time(), 0
+        async with self._conn() as conn, conn.transaction():
+            cur = await conn.execute(leases.HEARTBEAT.replace("?", "%s"), (now, me.owner))
+            if cur.rowcount != 1:
+                await conn.execute(leases.REGISTER.replace("?", "%s"), me.register_params(now))
+                self.epoch += 1
+            cur = await conn.execute(leases.OWNERS.replace("?", "%s"), (me.owner,))
+            for row in await cur.fetchall():
+                if not leases.is_dead(tuple(row), me.host, now):
+                    continue
+                claimed = await conn.execute(leases.CLAIM.replace("?", "%s"), (row[0],))
+                if claimed.rowcount == 1:
+                    await conn.execute(leases.RELEASE_POSTGRES.replace("?", "%s"), (row[0], row[0]))
+                    await conn.execute(leases.FORGET.replace("?", "%s"), (row[0],))
+                    freed += 1
+        return freed
+
     async def close(self) -> None:
+        me = self.owner.owner
+        with contextlib.suppress(Exception):
+            async with self._conn() as conn, conn.transaction():
+                await conn.execute(leases.RELEASE_POSTGRES.replace("?", "%s"), (me, me))
+                await conn.execute(leases.FORGET.replace("?", "%s"), (me,))
+                await conn.execute(leases.CLAIM.replace("?", "%s"), (me,))
         for conn in self._all:
             await conn.close()
+
+
+_PG_ADMIT = (
+    "WITH admitted AS ({admit}) INSERT INTO key_leases(owner, key_id, n) SELECT ?, ?, 1 FROM admitted"
+    " ON CONFLICT (owner, key_id) DO UPDATE SET n = key_leases.n + 1 RETURNING n"
+)
+_PG_SETTLE_LEASE = (
+    "UPDATE key_leases SET n = GREATEST(n - 1, 0) WHERE owner = ? AND key_id IN (SELECT key_id FROM settled)"
+)
+_PG_SETTLE = f"WITH settled AS ({_SETTLE} RETURNING key_id) {_PG_SETTLE_LEASE}"
 
 
 async def open_state(target: Path | str) -> HotState:

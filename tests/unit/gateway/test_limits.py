@@ -361,7 +361,7 @@ def test_a_key_database_that_stays_locked_is_a_503_not_a_pass(
         blocker.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
         with pytest.raises(APIError) as info:
             await limiter.admit(key, "chat", chat())
-        assert (info.value.status, info.value.code) == (503, "limits_unavailable")
+        assert (info.value.status, info.value.code) == (503, "key_store_unavailable")
         blocker.execute("ROLLBACK")
         await limiter.admit(key, "chat", chat())
         await limiter.close()
