@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from airlock.gateway.asgi import JSON, ClientStalled, Message, Send, send_bytes, send_within
+from airlock.gateway.asgi import JSON, BoundedSend, ClientStalled, Send, send_bytes
 from airlock.gateway.errors import APIError, error_body
 from airlock.gateway.sse import UsageScanner
 
@@ -147,8 +147,20 @@ async def _stream(
     outcome: Outcome,
     stream_send: StreamSend | None,
 ) -> None:
-    if stream_send is not None:
-        send = _bounded(send, stream_send, outcome)
+    bounded = None if stream_send is None else BoundedSend(send, stream_send.timeout_s, stream_send.abort)
+    try:
+        await _relay(resp, bounded or send, drop_usage_only=drop_usage_only, started=started, outcome=outcome)
+    except ClientStalled:
+        outcome.stalled = True
+        raise
+    finally:
+        if bounded is not None:
+            bounded.close()
+
+
+async def _relay(
+    resp: aiohttp.ClientResponse, send: Send, *, drop_usage_only: bool, started: float, outcome: Outcome
+) -> None:
     outcome.status = 200
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     scanner = UsageScanner(drop_usage_only=drop_usage_only)
@@ -180,16 +192,3 @@ async def _stream(
                 await send({"type": "http.response.body", "body": event, "more_body": False})
         raise
     await send({"type": "http.response.body", "body": scanner.flush(), "more_body": False})
-
-
-def _bounded(send: Send, bound: StreamSend, outcome: Outcome) -> Send:
-    """``send`` whose every write waits at most ``bound.timeout_s`` for the client to read."""
-
-    async def bounded(message: Message) -> None:
-        try:
-            await send_within(send, message, bound.timeout_s, bound.abort)
-        except ClientStalled:
-            outcome.stalled = True
-            raise
-
-    return bounded
