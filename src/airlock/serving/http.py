@@ -68,6 +68,7 @@ def uvicorn_config(app: Callable[..., object], tls: ServerTls | None, gateway: G
     return uvicorn.Config(
         app,
         http=guarded_protocol(connection_limits(gateway)),
+        ws="none",  # no WebSocket routes: an Upgrade request is answered as plain HTTP
         loop="none",
         lifespan="on",
         log_level="warning",

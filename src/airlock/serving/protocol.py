@@ -181,10 +181,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+            # the server runs without WebSockets (ws="none"): the request was answered as plain HTTP;
+            # uvicorn would log two warnings for each such request
             return
         except httptools.HttpParserError:
             if self._too_large:

@@ -166,6 +166,20 @@ def test_beyond_max_connections_the_oldest_idle_one_is_closed(capped: GatewayThr
             sock.close()
 
 
+def test_upgrade_requests_are_answered_as_http_and_do_not_use_up_the_cap(capped: GatewayThread) -> None:
+    # a WebSocket handshake used to leave the connection count one higher each time (uvicorn hands the
+    # connection to another protocol); the gateway serves no WebSocket, so it is answered as HTTP
+    upgrade = (
+        b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    for _ in range(3 * CAP):
+        with _connect(capped.url) as sock:
+            sock.sendall(upgrade)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+    assert httpx.get(capped.url + "/health", timeout=30).status_code == 200
+
+
 # -- with TLS ------------------------------------------------------------------------------------
 
 
