@@ -28,11 +28,15 @@ async def _streams(url: str, token: str, content: str, on_started: bool = False)
         tasks = [asyncio.create_task(stream(client, url, content, 4, started=e)) for e in started]
         if on_started:
             await asyncio.gather(*(e.wait() for e in started))
+            async with httpx.AsyncClient(timeout=10) as other:  # the pool above is full
+                text = (await other.get(url + "/metrics")).text
+            _DURING.append(metric(text, "airlock_requests_in_flight", route="/v1/chat/completions"))
             os.kill(_ENGINE[0], signal.SIGKILL)
         return list(await asyncio.gather(*tasks))
 
 
 _ENGINE: list[int] = []
+_DURING: list[float] = []  # the in-flight gauge just before the kill
 
 
 def _ready(url: str) -> dict[str, object]:
@@ -56,6 +60,7 @@ def test_kill_9_of_the_engine_mid_stream_is_an_error_event_and_everything_comes_
         _ENGINE[:] = [engine_pid(gw)]
         cut = asyncio.run(_streams(gw.url, token, "please hang please drip", on_started=True))
         assert {s.status for s in cut} == {200}
+        assert _DURING == [N]
         errors = [s.error for s in cut]
         assert all(e is not None for e in errors)  # every stream ended with an error event, none hangs
         assert {e["error"]["type"] for e in errors if e} == {"server_error"}
@@ -75,7 +80,10 @@ def test_kill_9_of_the_engine_mid_stream_is_an_error_event_and_everything_comes_
         assert metric(text, "airlock_requests_total", route=chat, status="200") == 2 * N
         assert metric(text, "airlock_requests_total", route=chat, status="502") == N  # the cut streams
         after_fds, after_rss = settled_fds(pid), rss_bytes(pid)
-        print(f"\ngateway fds {fds} -> {after_fds}; RSS {rss / 2**20:.1f} -> {after_rss / 2**20:.1f} MiB")
+        print(
+            f"\ngateway fds {fds} -> {after_fds}; RSS {rss / 2**20:.1f} -> {after_rss / 2**20:.1f} MiB; "
+            f"chat in flight {_DURING[0]:.0f} at the kill -> 0 after"
+        )
         assert after_fds <= fds + 5
         assert after_rss <= rss + 16 * 2**20
     finally:

@@ -87,3 +87,4 @@ def test_a_client_that_stops_reading_is_dropped_and_others_stream_on(gw: Gateway
     assert stats["cancelled"] == 1  # the engine's request was closed, not left streaming
     assert stats["completed"] == 9
     wait_for("the gateway's descriptors came back", lambda: open_fds(gw.proc.pid) <= fds_before + 4)
+    print(f"\ngateway fds {fds_before} -> {open_fds(gw.proc.pid)}; engine stats {stats}")
