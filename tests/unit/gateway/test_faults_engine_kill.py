@@ -13,7 +13,8 @@ import httpx
 
 from airlock.gateway.apikeys import KeyLimits, KeyStore
 from airlock.spec import GatewaySpec
-from fault_procs import Streamed, engine_pid, metric, metrics, rss_bytes, settled_fds, stream
+from fault_procs import Streamed, engine_pid, engine_url, metric, metrics, rss_bytes, settled_fds, stream
+from gateway_procs import CHAT, chat
 from serve_procs import GatewayProc, wait_for
 
 N = 50
@@ -86,5 +87,31 @@ def test_kill_9_of_the_engine_mid_stream_is_an_error_event_and_everything_comes_
         )
         assert after_fds <= fds + 5
         assert after_rss <= rss + 16 * 2**20
+    finally:
+        assert gw.stop() == 0
+
+
+def test_kill_9_under_plain_requests_is_a_503_with_retry_after(tmp_path: Path) -> None:
+    gw = GatewayProc(GatewaySpec(metrics_auth=False), tmp_path, None)
+    try:
+        engine = engine_url(gw)
+
+        async def scenario() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                body = chat("please wait")  # answered after 3 s
+                tasks = [asyncio.create_task(client.post(gw.url + CHAT, json=body)) for _ in range(3)]
+                async with httpx.AsyncClient(timeout=10) as other:
+                    for _ in range(600):  # a bound: until the engine has all three
+                        if (await other.get(engine + "/stats")).json()["requests"] == 3:
+                            break
+                        await asyncio.sleep(0.05)
+                os.kill(engine_pid(gw), signal.SIGKILL)
+                return list(await asyncio.gather(*tasks))
+
+        answers = asyncio.run(scenario())
+        assert [r.status_code for r in answers] == [503] * 3
+        assert {r.headers["retry-after"] for r in answers} == {"2"}
+        assert {r.json()["error"]["type"] for r in answers} == {"server_error"}
+        print(f"\nplain requests at the kill: {answers[0].json()['error']['message']!r}")
     finally:
         assert gw.stop() == 0
