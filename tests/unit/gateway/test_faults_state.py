@@ -286,3 +286,81 @@ def test_a_full_audit_disk_closes_the_gateway_and_no_line_is_lost_or_cut(
     assert chats == [200, 200, 503, 200]  # every request, the refused one too, in order
     assert verify([log]).ok  # one file, whole lines, the chain unbroken
     assert not list(log.parent.glob("*.tmp*"))
+
+
+FULL_TMPFS = """
+import sys, time
+from pathlib import Path
+import httpx
+sys.path.insert(0, sys.argv[2])
+from airlock.gateway.apikeys import KeyStore
+from airlock.gateway.audit_verify import verify
+from airlock.gateway.auth import KeyCache
+from airlock.spec import GatewaySpec
+from harness import GatewayThread, fake_engine_config
+
+disk, work = Path(sys.argv[1]), Path(sys.argv[3])
+store = KeyStore(work / "keys.db")
+_, token = store.create("alice")
+log = disk / "audit.jsonl"
+spec = GatewaySpec(audit_log=log, audit_flush_ms=10)
+seen = []
+
+def wait(check):
+    deadline = time.monotonic() + 20
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+body = {"model": "tiny", "messages": [{"role": "user", "content": "x" * 200}], "max_tokens": 3}
+with GatewayThread([fake_engine_config("tiny")], work / "logs", gateway=spec, keys=KeyCache(store)) as gw:
+    with httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        seen.append(http.post("/v1/chat/completions", json=body).status_code)
+        wait(lambda: b'"request"' in log.read_bytes())
+        filler = disk / "filler"
+        with open(filler, "wb", buffering=0) as out:  # fill the disk to the last byte
+            try:
+                while True:
+                    out.write(b"x" * 512)
+            except OSError:
+                pass
+        for _ in range(200):  # requests until the writer finds no room
+            r = http.post("/v1/chat/completions", json=body)
+            seen.append(r.status_code)
+            if r.status_code == 503:
+                break
+        seen.append(http.get("/ready").json()["audit"])
+        filler.unlink()
+        wait(lambda: http.get("/ready").status_code == 200)
+        seen.append(http.post("/v1/chat/completions", json=body).status_code)
+report = verify([log])
+print("RESULT", seen[0], sorted(set(seen[1:-2])), repr(seen[-2]), seen[-1], report.ok,
+      log.read_bytes().endswith(b"\\n"), flush=True)
+"""
+
+
+def test_a_real_full_tmpfs_under_the_audit_log(tmp_path: Path) -> None:
+    """The same on a real 64 KiB tmpfs (in a mount namespace of its own): ENOSPC from the kernel."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare (a tmpfs in a mount namespace of its own)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    import subprocess
+    import sys
+
+    script = tmp_path / "full.py"
+    script.write_text(FULL_TMPFS)
+    tests = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "sh", "-c",
+         f'mount -t tmpfs -o size=64k tmpfs "{disk}" && exec "{sys.executable}" "{script}" "{disk}" "{tests}" "{tmp_path}"'],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line is not None, out.stderr[-3000:]
+    first, _, rest = line.removeprefix("RESULT ").partition(" ")
+    assert first == "200"
+    assert "[200, 503]" in rest or "[503]" in rest  # served until the writer found no room, then 503
+    assert "No space left on device" in rest
+    assert rest.endswith("200 True True")  # served again; the chain verifies; the file ends on a whole line
