@@ -253,7 +253,15 @@ async def serve_engines(
 
         if gateway.workers > 1:
             await _serve_workers(
-                supervisor, gateway, sock, keys, aliases or {}, identities or {}, listening, on_listening
+                supervisor,
+                gateway,
+                sock,
+                keys,
+                aliases or {},
+                identities or {},
+                listening,
+                on_listening,
+                console.store if console is not None else None,
             )
             return
         app = create_app(gateway, router, keys, identities=identities, console=console)
@@ -275,12 +283,20 @@ async def _serve_workers(
     identities: dict[str, ModelIdentity],
     listening: Callable[[Callable[[], None]], Listening],
     on_listening: Callable[[Listening], None] | None,
+    store: Path | None,
 ) -> None:
     from airlock.serving.workers import WorkerPool
 
     target = None if keys is None else str(keys.store.db.target)
     pool = WorkerPool(
-        gateway.workers, sock, supervisor, gateway, keys=target, aliases=aliases, identities=identities
+        gateway.workers,
+        sock,
+        supervisor,
+        gateway,
+        keys=target,
+        aliases=aliases,
+        identities=identities,
+        store=store,
     )
 
     def stop() -> None:

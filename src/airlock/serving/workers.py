@@ -112,6 +112,7 @@ class Boot(BaseModel):
     keys: str | None  # the key database (a path or a postgresql:// URL); None: --no-auth
     states: dict[str, EngineStateWire]
     identities: dict[str, ModelIdentity] = {}  # the served models' weights, for the audit
+    store: str | None = None  # the model store, for the console's store view and digests
 
 
 class Update(BaseModel):
@@ -172,9 +173,11 @@ class WorkerPool:
         keys: str | None,
         aliases: dict[str, list[str]],
         identities: dict[str, ModelIdentity] | None = None,
+        store: Path | None = None,
     ) -> None:
         self.count = count
         self.identities = identities or {}
+        self.store = store
         self.sock = sock
         self.runtimes = list(supervisor.engines.values())
         self.gateway = gateway
@@ -204,6 +207,7 @@ class WorkerPool:
                 keys=self.keys,
                 states=self._states,
                 identities=self.identities,
+                store=str(self.store) if self.store is not None else None,
             )
             .model_dump_json()
             .encode()
@@ -341,6 +345,7 @@ async def worker_main() -> None:
     from airlock.gateway.apikeys import KeyStore
     from airlock.gateway.app import create_app
     from airlock.gateway.auth import KeyCache
+    from airlock.gateway.console import ConsoleConfig
     from airlock.gateway.routing import Router
     from airlock.gateway.state import is_postgres
     from airlock.serving.http import GatewayServer, uvicorn_config
@@ -371,7 +376,17 @@ async def worker_main() -> None:
         sys.stdout.flush()
 
     server = GatewayServer(
-        uvicorn_config(create_app(gateway, router, keys, identities=boot.identities), tls, gateway),
+        uvicorn_config(
+            create_app(
+                gateway,
+                router,
+                keys,
+                identities=boot.identities,
+                console=ConsoleConfig(store=Path(boot.store) if boot.store is not None else None),
+            ),
+            tls,
+            gateway,
+        ),
         tls=tls,
         on_started=started,
     )
