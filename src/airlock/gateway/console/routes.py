@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import importlib.resources
 import logging
+import math
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -35,7 +36,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from airlock.errors import AirlockError
+from airlock.errors import AirlockError, KeyStoreError
 from airlock.gateway import apikeys
 from airlock.gateway.apikeys import ApiKey, KeyLimits
 from airlock.gateway.asgi import Receive, Scope, Send, header, read_body, send_bytes
@@ -43,6 +44,7 @@ from airlock.gateway.audit import AuditLog, ModelIdentity
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.console import views
 from airlock.gateway.console.sessions import Session, SessionStore
+from airlock.gateway.console.throttle import LoginThrottle
 from airlock.gateway.console.traffic import TrafficRing
 from airlock.gateway.errors import APIError
 from airlock.gateway.limits import EngineGates
@@ -118,6 +120,10 @@ def _cookie(scope: Scope) -> str | None:
         if name == COOKIE and value:
             return value
     return None
+
+
+def _content_type(scope: Scope) -> bytes:
+    return (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
 
 
 def _json(data: object) -> bytes:
@@ -201,6 +207,7 @@ class Console:
         self.sessions = (
             SessionStore(keys.store.db, spec.console_session_ttl_s, clock=clock) if keys is not None else None
         )
+        self.login_throttle = LoginThrottle()
         self._identities = dict(identities or {})
         self._store_identities: dict[str, ModelIdentity] | None = None
         self._assets = load_assets()
@@ -232,6 +239,12 @@ class Console:
             extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
             await self._send(send, err.status, err.body(), headers=extra)
             return err.status
+        except KeyStoreError as exc:  # the sessions live in the key database: fail closed, as the API does
+            log.warning("console: %s", exc)
+            down = APIError(503, "the console cannot use the key database; retry shortly (the gateway's log "
+                           "says why)", code="key_store_unavailable", headers={"Retry-After": "1"})  # fmt: skip
+            await self._send(send, 503, down.body(), headers=[(b"retry-after", b"1")])
+            return 503
         except Exception:
             log.exception("console: %s %s failed", scope["method"], scope["path"])
             await self._send(send, 500, APIError(500, "internal error in the console (see the log)").body())
@@ -350,9 +363,15 @@ class Console:
         """A change needs a same-origin request with the session's CSRF token; a refusal is audited."""
         sent = header(scope, b"x-csrf-token")
         token = sent.decode("latin-1") if sent is not None else None
-        if session is not None and session.csrf_ok(token) and self._origin_ok(scope):
+        json_body = _content_type(scope) == b"application/json"
+        if session is not None and session.csrf_ok(token) and self._origin_ok(scope) and json_body:
             return
-        why = "cross-origin request" if not self._origin_ok(scope) else "missing or wrong CSRF token"
+        if not self._origin_ok(scope):
+            why = "cross-origin request"
+        elif session is None or not session.csrf_ok(token):
+            why = "missing or wrong CSRF token"
+        else:
+            why = "not a JSON request"
         with contextlib.suppress(OSError):  # refused either way
             await self._record(scope, "console_refused", session.key if session else None, what=action,
                                reason=why)  # fmt: skip
@@ -383,8 +402,16 @@ class Console:
 
     async def _login(self, scope: Scope, receive: Receive, send: Send) -> int:
         assert self.keys is not None and self.sessions is not None
-        content_type = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
-        if content_type != b"application/json" or not self._origin_ok(scope):
+        client = scope.get("client")
+        address = str(client[0]) if client else "-"
+        wait = self.login_throttle.wait_s(address)
+        if wait > 0:  # not audited: the failures that led here were
+            raise APIError(
+                429, f"too many failed logins from {address}: wait {math.ceil(wait)} s and try again",
+                code="login_throttled", headers={"Retry-After": str(math.ceil(wait))},
+            )  # fmt: skip
+        if _content_type(scope) != b"application/json" or not self._origin_ok(scope):
+            self.login_throttle.failed(address)
             with contextlib.suppress(OSError):  # refused either way
                 await self._record(scope, "console_refused", None, what="login",
                                    reason="not a same-origin JSON login")  # fmt: skip
@@ -397,12 +424,19 @@ class Console:
         try:
             key = await self.keys.authenticate(b"Bearer " + token.strip().encode(), "/admin/console")
         except APIError as err:
+            if err.status >= 500:  # the key database is down: not a failed login
+                raise
+            self.login_throttle.failed(address)
             with contextlib.suppress(OSError):  # refused either way
                 await self._record(scope, "console_login_failed", None, reason=err.code)
             if err.status == 403:
                 raise APIError(403, "this key is not an admin key: the console needs the admin scope",
                                code="insufficient_scope") from None  # fmt: skip
             raise APIError(401, err.message, code=err.code) from None
+        self.login_throttle.succeeded(address)
+        previous = _cookie(scope)
+        if previous:  # a new login never keeps a session the browser already held (nor one planted)
+            await self._thread(self.sessions.close, previous)
         cookie_token, session = await self._thread(self.sessions.open, key)
         try:
             await self._record(scope, "console_login", key, expires_at=session.expires_at)

@@ -228,7 +228,7 @@
   }
 
   function open(name) {
-    if (!loaders[name]) name = "engines";
+    if (!Object.hasOwn(loaders, name)) name = "engines"; // "#constructor" is no view
     stop();
     view = name;
     for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== "view-" + name;
