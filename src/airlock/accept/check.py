@@ -103,8 +103,7 @@ def run_check(options: CheckOptions, settings: Settings, *, runner: Runner | Non
     here = {r.name: r for r in model_records(spec, build_engines(spec, settings), store)}
     pairs = [(a.prompt, a.model) for a in golden.answers if a.model in served_names]
     workdir = options.out / "run"
-    if workdir.exists():
-        shutil.rmtree(workdir)
+    _clear_run_folder(workdir)
     request = RunRequest(
         spec=accept_spec(spec, workdir / "audit.jsonl", store), prompts=golden.prompts, pairs=pairs,
         sampling=golden.sampling, workdir=workdir, startup_timeout_s=startup_timeout(spec),
@@ -135,6 +134,28 @@ def run_check(options: CheckOptions, settings: Settings, *, runner: Runner | Non
         here=list(here.values()), checks=checks, answers=answers, figures=figures,
         egress=result.egress, dns_lookups=result.dns_lookups,
     )  # fmt: skip
+
+
+RUN_MARK = ".airlock-accept-run"
+
+
+def _clear_run_folder(workdir: Path) -> None:
+    """Remove an earlier run's OUT/run/ and make it afresh, marked as ours. A folder that is not an
+    earlier run's (``--out /`` would name /run) is never removed."""
+    if workdir.is_symlink() or (workdir.exists() and not workdir.is_dir()):
+        raise ConfigError(f"{workdir} is not a folder of an earlier acceptance run; it is left alone",
+                          hint="give --out a new or empty folder")  # fmt: skip
+    if workdir.is_dir():
+        ours = (workdir / RUN_MARK).is_file() or (workdir / "run-request.json").is_file()
+        if not ours and any(workdir.iterdir()):
+            raise ConfigError(
+                f"{workdir} already exists and is not the folder of an earlier acceptance run; it is left "
+                "alone (accept check clears OUT/run/ before each run)",
+                hint="give --out a new or empty folder",
+            )
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    (workdir / RUN_MARK).write_text("airlock accept check's working folder: cleared before each run\n")
 
 
 def _rule(options: CheckOptions) -> str:
@@ -345,4 +366,13 @@ def load_golden_for(spec: Spec, settings: Settings, given: Path | None) -> tuple
             f"no golden file in the store ({path})",
             hint="carry it with the spec's files: [{path: golden.json, dest: accept/golden.json}], or give --golden",
         )
-    return read_golden(path), path
+    golden = read_golden(path)
+    served = {m.name for m in spec.models}
+    if not any(a.model in served for a in golden.answers):
+        recorded = sorted({a.model for a in golden.answers})
+        raise ConfigError(
+            f"{path}: no answers for any model this spec serves ({', '.join(sorted(served)) or 'none'}); "
+            f"it holds answers for {', '.join(recorded[:5]) or 'no model'}",
+            hint="record the golden file with the spec that is checked here",
+        )
+    return golden, path

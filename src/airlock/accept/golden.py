@@ -26,6 +26,7 @@ from airlock.errors import ConfigError
 #: there with the spec's ``files: [{path: golden.json, dest: accept/golden.json}]``.
 STORE_GOLDEN = "accept/golden.json"
 MAX_PROMPTS = 10_000
+MAX_GOLDEN_BYTES = 64 * 1024 * 1024  # 10,000 prompts with long answers for a few models fit easily
 
 
 class Message(FrozenModel):
@@ -119,9 +120,9 @@ def read_prompts(path: Path) -> list[Prompt]:
                 data = {**data, "id": f"line-{number}"}
             prompt = Prompt.model_validate(data)
         except (ValueError, ValidationError) as exc:
-            first = str(exc).splitlines()
+            why = problems(exc) if isinstance(exc, ValidationError) else str(exc)
             raise ConfigError(
-                f"{path}:{number}: not a prompt ({' '.join(first[:3])})",
+                f"{path}:{number}: not a prompt ({why})",
                 hint='each line: {"id": "...", "prompt": "..."} or {"id": "...", "messages": [...]}',
             ) from exc
         if prompt.id in seen:
@@ -135,14 +136,26 @@ def read_prompts(path: Path) -> list[Prompt]:
     return prompts
 
 
+def problems(exc: ValidationError, most: int = 3) -> str:
+    """A validation error in one short line: ``where: what`` for the first few problems."""
+    found = exc.errors(include_url=False, include_input=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'the file'}: {e['msg']}" for e in found[:most]]
+    more = f" (and {len(found) - most} more)" if len(found) > most else ""
+    return "; ".join(parts) + more
+
+
 def read_golden(path: Path) -> GoldenFile:
     try:
-        return GoldenFile.model_validate_json(path.read_bytes())
+        with path.open("rb") as file:
+            data = file.read(MAX_GOLDEN_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             f"{path}: cannot read the golden file: {exc.strerror}",
             hint="record one with `airlock accept record`, or give --golden",
         ) from exc
+    if len(data) > MAX_GOLDEN_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_GOLDEN_BYTES // 2**20} MiB: not a golden file")
+    try:
+        return GoldenFile.model_validate_json(data)
     except ValidationError as exc:
-        first = str(exc).splitlines()
-        raise ConfigError(f"{path}: not an airlock golden file ({' '.join(first[:3])})") from exc
+        raise ConfigError(f"{path}: not an airlock golden file ({problems(exc)})") from exc

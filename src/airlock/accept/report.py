@@ -16,7 +16,7 @@ from typing import Final, Literal
 from pydantic import Field, ValidationError
 
 from airlock.accept.egress import EgressEvent
-from airlock.accept.golden import ModelRecord
+from airlock.accept.golden import ModelRecord, problems
 from airlock.common.fileio import write_atomic
 from airlock.common.types import FrozenModel
 from airlock.errors import ConfigError, SignatureError
@@ -112,8 +112,9 @@ def verify_report(report: Path, trusted: list[Path]) -> tuple[AcceptReport, str,
     keys = [load_public_key(p) for p in trusted]
     checked: list[Path] = []
     signer = ""
+    signed_json = b""
     for path in (report, report.with_name(REPORT_HTML)):
-        if path != report and not path.exists():
+        if path in checked or (path != report and not path.exists()):
             continue
         sig = path.with_name(path.name + SIG_SUFFIX)
         try:
@@ -122,10 +123,10 @@ def verify_report(report: Path, trusted: list[Path]) -> tuple[AcceptReport, str,
             raise SignatureError(f"{exc.filename}: cannot read it: {exc.strerror}") from exc
         signer = verify(keys, data, signature, REPORT_CONTEXT, source=str(path))
         checked.append(path)
-    try:
-        parsed = AcceptReport.model_validate_json(report.read_bytes())
+        if path == report:
+            signed_json = data
+    try:  # the bytes whose signature was checked, not the file read again
+        parsed = AcceptReport.model_validate_json(signed_json)
     except ValidationError as exc:
-        raise ConfigError(
-            f"{report}: signed, but not an acceptance report ({exc.error_count()} problems)"
-        ) from exc
+        raise ConfigError(f"{report}: signed, but not an acceptance report ({problems(exc)})") from exc
     return parsed, signer, checked

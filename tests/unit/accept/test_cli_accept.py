@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,11 @@ def test_the_golden_file_is_found_where_pack_puts_it(tmp_path: Path) -> None:
     path = store / "files" / "accept" / "golden.json"
     path.parent.mkdir(parents=True)
     path.write_text(golden.model_dump_json())
-    assert load_golden_for(spec, Settings.from_env({"HOME": str(tmp_path)}), None) == (golden, path)
+    # found there, and refused before serving: it answers for no model of this spec
+    with pytest.raises(
+        ConfigError, match=f"{re.escape(str(path))}: no answers for any model this spec serves"
+    ):
+        load_golden_for(spec, Settings.from_env({"HOME": str(tmp_path)}), None)
 
 
 def test_check_without_a_signing_key_stops_before_serving(airlock: Cli, tmp_path: Path) -> None:
