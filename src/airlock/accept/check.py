@@ -83,7 +83,7 @@ def _platform_difference(recorded: ModelRecord, here: ModelRecord) -> str:
 def run_check(options: CheckOptions, settings: Settings, *, runner: Runner | None = None) -> AcceptReport:
     """Serve, replay, compare and judge; the report is returned unsigned (``write_signed`` signs it)."""
     from airlock.accept.identity import model_records
-    from airlock.accept.sandbox import run_sandboxed
+    from airlock.accept.sandbox import require_namespace_tools, run_sandboxed
     from airlock.engines.registry import build_engines
 
     spec, golden = options.spec, options.golden
@@ -98,6 +98,8 @@ def run_check(options: CheckOptions, settings: Settings, *, runner: Runner | Non
             "would run outside it (a remote engine, or a container image started by a daemon)",
             hint="check a local engine of the same model, or the container path with `airlock deploy`'s network policy",
         )
+    if runner is None:
+        require_namespace_tools()  # before minutes of hashing the weights
     served_names = {m.name for m in spec.models}
     store = spec_store(spec, settings)
     here = {r.name: r for r in model_records(spec, build_engines(spec, settings), store)}

@@ -18,14 +18,21 @@ from airlock.accept.run import RunRequest, RunResult
 from airlock.errors import AirlockError, ConfigError
 
 
-def run_sandboxed(request: RunRequest) -> RunResult:
-    """Run ``request`` in a fresh ``unshare --net --mount`` namespace (root only) and read its result."""
+def require_namespace_tools() -> str:
+    """The ``unshare`` to run with, or ConfigError when this host cannot make the namespace (asked
+    before the weights are hashed, which takes minutes for a large model)."""
     unshare = shutil.which("unshare")
     if os.geteuid() != 0 or unshare is None or shutil.which("ip") is None:
         raise ConfigError(
             "accept check runs the stack in a network namespace, which needs root, unshare and ip",
             hint="run it as root on a host with util-linux and iproute2",
         )
+    return unshare
+
+
+def run_sandboxed(request: RunRequest) -> RunResult:
+    """Run ``request`` in a fresh ``unshare --net --mount`` namespace (root only) and read its result."""
+    unshare = require_namespace_tools()
     request.workdir.mkdir(parents=True, exist_ok=True)
     request_file = request.workdir / "run-request.json"
     result_file = request.workdir / "run-result.json"

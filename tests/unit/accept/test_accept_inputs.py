@@ -119,3 +119,27 @@ def test_the_report_parsed_is_the_one_whose_signature_was_checked(
     monkeypatch.setattr(Path, "read_bytes", racing)
     parsed, _, _ = verify_report(json_path, [keys.public])
     assert parsed.outcome == "fail"
+
+
+def test_a_host_without_the_namespace_tools_is_told_before_the_weights_are_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import airlock.accept.identity
+
+    hashed: list[object] = []
+
+    def model_records(*args: object) -> list[object]:
+        hashed.append(args)
+        return []
+
+    which = shutil.which
+    monkeypatch.setattr(airlock.accept.identity, "model_records", model_records)
+    monkeypatch.setattr(shutil, "which", lambda name: None if name == "unshare" else which(name))
+    options = CheckOptions(
+        spec=_spec(tmp_path), spec_source="s", golden=_golden("b1"), golden_source="g", out=tmp_path / "out"
+    )
+    with pytest.raises(ConfigError, match="needs root, unshare and ip"):
+        run_check(options, Settings.from_env({"HOME": str(tmp_path)}))
+    assert hashed == [] and not (tmp_path / "out").exists()
