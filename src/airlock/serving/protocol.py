@@ -14,6 +14,10 @@ size; so a client that opens connections and never finishes them exhausts the pr
   and the connection is closed. Counted on the raw bytes while the header is unfinished (so one
   endless header line is cut off too) and exactly (request target + names + values) once it is
   complete.
+- **pipelining**: a request whose header begins while the one before it is still being answered is
+  judged only after that answer: a 431 for it follows the whole answer (nothing more is read
+  meanwhile), and its header time starts when that answer is done, so neither guard writes into a
+  response in flight. A pipelined request's body is never counted as the next request's header.
 - **connections** (``gateway.max_connections``): at the cap, a new connection closes the oldest one
   that has no request in flight (still waiting for its header, or idle between kept-alive requests:
   what nginx calls reusable connections); if every connection has a request in flight, the new one
@@ -131,6 +135,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._last_read = 0.0  # when the last bytes came (for a request body that stops arriving)
         self._too_large = False
         self._discarding = False
+        self._begun = False  # the awaited request's first byte has come
+        self._begun_in_chunk = False  # a later request's header began inside the chunk being parsed
+        self._refuse_when_done = False  # a 431 waits for the responses before it
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -177,6 +184,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         self._unset_keepalive_if_required()
         self._chunk = len(data)
+        self._begun_in_chunk = False
         self._last_read = self.loop.time()
         try:
             self.parser.feed_data(data)
@@ -192,15 +200,20 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.logger.warning(msg)
             self.send_400_response(msg)
             return
-        if self._header_since is not None:  # the header is unfinished: all of this chunk was header
+        if self._header_since is not None and not self._begun_in_chunk:
+            # the header is unfinished and began before this chunk: all of this chunk was header. One
+            # that began inside it (after a pipelined request's body) is counted from the next chunk
+            # on, and exactly once complete: a chunk is at most one read (256 KiB)
             self._header_bytes += len(data)
             if self._header_bytes > self.guard.limits.max_header_bytes:
                 self._refuse_header_too_large()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._begun = True
         if self._header_since is None:  # a later request on a kept-alive connection
             self._header_since = self.loop.time()
+            self._begun_in_chunk = True
 
     def on_headers_complete(self) -> None:
         limit = self.guard.limits.max_header_bytes
@@ -213,13 +226,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 raise _TooLarge  # stops the parser; data_received answers 431
         self._header_since = None
         self._header_bytes = 0
+        self._begun = False
         self.guard.idle.pop(self, None)
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if self._counted and not self.pipeline and not self.transport.is_closing():
+            if self._refuse_when_done:
+                self._refuse_header_too_large()
+                return
+            if self._header_since is not None:
+                # the next request began while this one was answered: its time starts now
+                self._header_since = self.loop.time()
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self.loop.call_later(self.guard.limits.header_timeout_s, self._check)
+                return
             self.guard.idle[self] = None  # kept alive, waiting for the next request
+
+    def _answering(self) -> bool:
+        """A response is being sent (or pipelined requests wait for theirs): nothing may be written
+        into it."""
+        return bool(self.pipeline) or (self.cycle is not None and not self.cycle.response_complete)
 
     # -- refusing --------------------------------------------------------------------------------
 
@@ -234,8 +263,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         now = self.loop.time()
         if self._header_since is not None:
             left = self._header_since + timeout - now
-            if left <= 0:
-                if self._header_bytes:
+            if left <= 0 and self._answering():
+                # the next request began early (pipelined): a 408 now would land inside this
+                # response; its time starts when this response is done (on_response_complete)
+                left = timeout
+            elif left <= 0:
+                if self._begun:
                     # all it sent has been read: closing cannot reset what it has not read yet
                     self._answer(
                         408, "the request header did not arrive in time", "request_timeout", linger=False
@@ -263,6 +296,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         )
 
     def _refuse_header_too_large(self) -> None:
+        if self._answering():
+            # pipelined behind a request not yet answered: the 431 follows that answer (read no more)
+            self._refuse_when_done = True
+            self._discarding = True
+            self.flow.pause_reading()
+            return
+        self._refuse_when_done = False
         limit = self.guard.limits.max_header_bytes
         self._answer(
             431,
