@@ -156,8 +156,13 @@ def _clear_run_folder(workdir: Path) -> None:
                 hint="give --out a new or empty folder",
             )
         shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
-    (workdir / RUN_MARK).write_text("airlock accept check's working folder: cleared before each run\n")
+    try:
+        workdir.mkdir(parents=True)
+        (workdir / RUN_MARK).write_text("airlock accept check's working folder: cleared before each run\n")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot make {workdir}: {exc.strerror}", hint="give --out a folder that can be written"
+        ) from exc
 
 
 def _rule(options: CheckOptions) -> str:

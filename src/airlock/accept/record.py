@@ -53,6 +53,11 @@ def record(options: RecordOptions, settings: Settings) -> GoldenFile:
     spec = options.spec
     if not spec.models:
         raise ConfigError("the spec lists no models")
+    if options.out.is_dir():  # found out before minutes of serving, not when writing
+        raise ConfigError(
+            f"--out {options.out} is a folder",
+            hint=f"name the golden file, e.g. {options.out / 'golden.json'}",
+        )
     pairs = pairs_for(spec, options.prompts)
     store = spec_store(spec, settings)
     models = model_records(spec, build_engines(spec, settings), store)
@@ -76,5 +81,13 @@ def record(options: RecordOptions, settings: Settings) -> GoldenFile:
         airlock_version=__version__, sampling=options.sampling, models=models, prompts=options.prompts,
         answers=[r.answer for r in replies if r.answer is not None],
     )  # fmt: skip
-    write_atomic(options.out, golden.model_dump_json(indent=1).encode() + b"\n")
+    data = golden.model_dump_json(indent=1).encode() + b"\n"
+    try:
+        write_atomic(options.out, data)
+    except OSError as exc:  # minutes of answers are not lost: they are saved in the temp folder
+        keep = Path(tempfile.gettempdir()) / f"airlock-golden-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}.json"
+        keep.write_bytes(data)
+        raise ConfigError(
+            f"cannot write {options.out}: {exc.strerror}", hint=f"the answers were saved to {keep}"
+        ) from exc
     return golden

@@ -143,3 +143,29 @@ def test_a_host_without_the_namespace_tools_is_told_before_the_weights_are_hashe
     with pytest.raises(ConfigError, match="needs root, unshare and ip"):
         run_check(options, Settings.from_env({"HOME": str(tmp_path)}))
     assert hashed == [] and not (tmp_path / "out").exists()
+
+
+def test_an_out_that_cannot_be_a_folder_is_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "a-file"
+    out.write_text("not a folder")
+    with pytest.raises(ConfigError, match=r"cannot make .*a-file/run"):
+        _check(tmp_path, out)
+
+
+def test_record_refuses_a_folder_as_out_before_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import airlock.accept.record
+    from airlock.accept.golden import Message, Prompt
+    from airlock.accept.record import RecordOptions, record
+
+    def no_hashing(*args: object) -> list[object]:
+        raise AssertionError("the weights were hashed before --out was checked")
+
+    monkeypatch.setattr(airlock.accept.record, "model_records", no_hashing)
+    prompts = [Prompt(id="p", messages=[Message(role="user", content="hi")])]
+    with pytest.raises(ConfigError, match="is a folder"):
+        record(
+            RecordOptions(spec=_spec(tmp_path), prompts=prompts, out=tmp_path),
+            Settings.from_env({"HOME": str(tmp_path)}),
+        )
