@@ -4,6 +4,8 @@ what the limit tests (tests/unit/gateway/test_limits.py, tests/integration/test_
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +59,22 @@ async def hold(urls: list[str], token: str, n: int) -> list[int]:
     ) as client:
         await asyncio.gather(*(one(client, urls[i % len(urls)]) for i in range(n)))
     return statuses
+
+
+def hang_open(url: str, token: str) -> socket.socket:
+    """A stream that never ends by itself, admitted (its status line read); the socket stays open
+    until the caller closes it (or the gateway dies)."""
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps(chat("please hang", max_tokens=5, stream=True)).encode()
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.sendall(
+        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    status = sock.recv(64)
+    assert status.startswith(b"HTTP/1.1 200"), f"the stream was not admitted: {status!r}"
+    return sock
 
 
 LAUNCH = """

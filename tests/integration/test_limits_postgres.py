@@ -25,7 +25,7 @@ from airlock.gateway.auth import KeyCache
 from airlock.gateway.errors import APIError
 from airlock.gateway.limits import Lease, Limiter
 from airlock.gateway.state import PostgresState, Window
-from gateway_procs import burst, chat, hold, start_gateways, stop
+from gateway_procs import burst, chat, hang_open, hold, start_gateways, stop
 
 pytestmark = pytest.mark.integration
 psycopg = pytest.importorskip("psycopg") if not os.environ.get("CI") else __import__("psycopg")
@@ -154,3 +154,35 @@ def test_two_gateway_processes_on_postgresql_admit_exactly_the_limit(postgres: s
             )
     finally:
         stop(procs)
+
+
+def test_slots_of_a_gateway_killed_mid_request_are_freed_on_postgresql(postgres: str, tmp_path: Path) -> None:
+    import signal
+
+    import httpx
+
+    store = KeyStore(postgres)
+    procs, urls = start_gateways(postgres, 2, tmp_path)
+    held = []
+    try:
+        key, token = store.create("pg-killed", limits=KeyLimits(concurrency=2))
+        held = [hang_open(urls[0], token) for _ in range(2)]
+        auth = {"Authorization": f"Bearer {token}"}
+        refused = httpx.post(urls[1] + "/v1/chat/completions", json=chat(), headers=auth, timeout=30)
+        assert (refused.status_code, refused.json()["error"]["param"]) == (429, "concurrency")
+        procs[1].send_signal(signal.SIGKILL)  # the first gateway (procs[0] is the engine)
+        procs[1].wait(10)
+        deadline = 400
+        while _window(postgres, key.key_id).in_flight != 0:  # the other frees them (pid gone)
+            deadline -= 1
+            assert deadline > 0, "the killed gateway's slots were not freed"
+            asyncio.run(asyncio.sleep(0.05))
+        statuses = [
+            httpx.post(urls[1] + "/v1/chat/completions", json=chat(), headers=auth, timeout=30).status_code
+            for _ in range(2)
+        ]
+        assert statuses == [200, 200]
+    finally:
+        for sock in held:
+            sock.close()
+        stop([p for p in procs if p.poll() is None])

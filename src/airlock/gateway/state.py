@@ -565,7 +565,14 @@ class SqliteState:
         return await future
 
     async def window(self, key_id: str) -> Window | None:
-        row = await self._writer.call(lambda conn: conn.execute(_WINDOW, (key_id,)).fetchone())
+        fast = self._usable()  # a read: on the loop's connection, which never waits (a refusal's why)
+        row: Any = None
+        try:
+            if fast is None:
+                raise sqlite3.OperationalError("use the thread")
+            row = fast.execute(_WINDOW, (key_id,)).fetchone()
+        except sqlite3.Error:
+            row = await self._writer.call(lambda conn: conn.execute(_WINDOW, (key_id,)).fetchone())
         return Window(*row) if row is not None else None
 
     async def settle(self, key_id: str, delta: int, minute: int, day: int, ticket: int = 0) -> None:

@@ -25,7 +25,7 @@ from airlock.gateway.audit_verify import verify
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.state import SqliteState
 from airlock.spec import GatewaySpec
-from gateway_procs import CHAT, chat, start_gateways, stop
+from gateway_procs import CHAT, chat, hang_open, start_gateways, stop
 from harness import GatewayThread, fake_engine_config
 
 BUSY_S = 0.2  # the gateway's busy timeout in these tests
@@ -179,20 +179,6 @@ def test_a_dead_owners_leases_are_freed_once(tmp_path: Path) -> None:
     assert leases.reap(conn, me, now) == 0  # freed once
 
 
-def _hang(url: str, token: str) -> socket.socket:
-    """A stream that never ends by itself, its status line read; the socket stays open."""
-    host, port = url.removeprefix("http://").split(":")
-    body = orjson.dumps(chat("please hang", max_tokens=5, stream=True))
-    sock = socket.create_connection((host, int(port)), timeout=30)
-    sock.sendall(
-        f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-        + body
-    )
-    assert sock.recv(64).startswith(b"HTTP/1.1 200"), "the stream was not admitted"
-    return sock
-
-
 def test_slots_of_a_gateway_killed_mid_request_are_freed_by_the_other(tmp_path: Path) -> None:
     db = tmp_path / "keys.db"
     store = KeyStore(db)
@@ -200,7 +186,7 @@ def test_slots_of_a_gateway_killed_mid_request_are_freed_by_the_other(tmp_path: 
     held: list[socket.socket] = []
     try:
         key, token = store.create("conc2", limits=KeyLimits(concurrency=2))
-        held = [_hang(urls[0], token) for _ in range(2)]
+        held = [hang_open(urls[0], token) for _ in range(2)]
         refused = httpx.post(urls[1] + CHAT, json=chat(), headers={"Authorization": f"Bearer {token}"})
         assert (refused.status_code, refused.json()["error"]["param"]) == (429, "concurrency")
         procs[1].send_signal(signal.SIGKILL)  # procs[0] is the engine: this is the first gateway
