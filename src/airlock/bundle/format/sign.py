@@ -167,9 +167,7 @@ def verify(
         return key_id(key)
     ids = ", ".join(key_id(k) for k in trusted)
     if any(key_id(k) == doc.key_id for k in trusted):
-        raise SignatureError(
-            f"{source}: the signature does not match: the file was changed after signing"
-        )
+        raise SignatureError(f"{source}: the signature does not match: the file was changed after signing")
     raise SignatureError(
         f"{source}: signed by key {doc.key_id}, which is not trusted (trusted: {ids}); "
         "or the file was changed after signing"
