@@ -109,6 +109,8 @@ def verify_report(report: Path, trusted: list[Path]) -> tuple[AcceptReport, str,
     trusted public keys; return the report, the signing key's id and the files checked."""
     from airlock.bundle.format.sign import load_public_key, verify
 
+    if not report.is_file():
+        raise ConfigError(f"{report}: no such report", hint="give the report.json that `accept check` wrote")
     keys = [load_public_key(p) for p in trusted]
     checked: list[Path] = []
     signer = ""

@@ -77,3 +77,12 @@ def test_verify_report_names_key_and_outcome(airlock: Cli, tmp_path: Path) -> No
     tampered = airlock("accept", "verify-report", "report.json", "--trust", "site.key.pub")
     assert tampered.returncode == 12
     assert "report.json: the signature does not match" in tampered.stderr
+
+
+def test_verify_report_of_a_missing_file_is_bad_input_not_a_bad_signature(
+    airlock: Cli, tmp_path: Path
+) -> None:
+    generate_keypair(tmp_path / "site.key")
+    done = airlock("accept", "verify-report", "nowhere.json", "--trust", "site.key.pub")
+    assert done.returncode == 2, done.stderr
+    assert "nowhere.json: no such report" in done.stderr
