@@ -15,6 +15,14 @@ Both speak the same SQL (written with ``?``; PostgreSQL gets ``%s``). Two tables
 wrote) and reloads its copy of the key table when it moved, so a new key works the moment ``airlock
 keys create`` returns and a revoked one stops at once.
 
+    gateway_owners, key_leases   each gateway process and its requests in flight per key, written in
+                the same transaction as ``key_state``, so that the slots of a gateway that died are
+                freed by the others (``gateway/leases.py``).
+
+On SQLite the admissions and settlements of one turn of the event loop are one transaction, on a
+connection that never waits; a locked, replaced or damaged file is the business of a thread
+(``gateway/sqlite_writer.py``).
+
 Windows are fixed: a UTC minute (``int(t // 60)``) for requests and tokens per minute, a UTC day for
 tokens per day.
 """

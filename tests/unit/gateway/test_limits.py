@@ -367,3 +367,28 @@ def test_a_key_database_that_stays_locked_is_a_503_not_a_pass(
         await limiter.close()
 
     asyncio.run(scenario())
+
+
+def test_an_admission_whose_client_left_while_it_was_written_is_undone(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    key, _ = store.create("gone", limits=KeyLimits(tpm=1000, concurrency=1))
+
+    async def scenario() -> Window | None:
+        state = SqliteState(tmp_path / "keys.db")
+        waiting = asyncio.create_task(state.admit(key.key_id, [("tpm", 1000), ("concurrency", 1)], 40, 5, 0))
+        await asyncio.sleep(0)  # queued for this turn's batch
+        waiting.cancel()  # the client leaves; the batch still admits it
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        for _ in range(100):  # the undo is a settlement: it joins a batch a few ms later
+            window = await state.window(key.key_id)
+            if window is not None and window.minute_requests == 1 and window.in_flight == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert await state.admit(key.key_id, [("tpm", 1000), ("concurrency", 1)], 40, 5, 0) is not None
+        await state.close()
+        return window
+
+    window = asyncio.run(scenario())
+    assert window is not None
+    assert (window.minute_requests, window.minute_tokens, window.in_flight) == (1, 0, 0)
