@@ -4,13 +4,14 @@ tests), and the CLI run in-process with its output captured (:class:`Cli`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,22 @@ from airlock.engines.supervisor import Backoff, EngineEvent, Supervisor
 from airlock.gateway.auth import KeyCache
 from airlock.serving.stack import Listening, bind, serve_engines
 from airlock.spec import GatewaySpec
+
+
+@contextlib.contextmanager
+def protocol_server(factory: Callable[[], asyncio.Protocol]) -> Iterator[str]:
+    """A hand-written asyncio server (an engine that misbehaves on purpose) on a loopback port, in a
+    thread of its own; yields its base URL."""
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(factory, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
 
 
 def wait_healthy(

@@ -39,6 +39,7 @@ from airlock.engines.base import free_port
 from airlock.gateway.apikeys import KeyStore
 from airlock.spec import GatewaySpec
 from airlock.testing.fake_engine import REPLY
+from gateway_procs import stop
 from harness import wait_healthy
 
 pytestmark = pytest.mark.integration
@@ -213,13 +214,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         wait_healthy(url, gateway, what="the gateway")
         yield Stack(url, token, gateway.pid, gport, port)
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
 
 
 def slow_socket() -> socket.socket:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 import typer
 from rich.markup import escape
 
-from airlock.cli.output import err, out
+from airlock.cli.output import STATUS_COLORS, checks_table, err, out
 
 if TYPE_CHECKING:
     from airlock.accept.report import AcceptReport
@@ -25,7 +25,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_COLORS = {"pass": "green", "fail": "bold red", "skip": "dim"}
 
 SpecArgument = Annotated[
     Path | None,
@@ -186,15 +185,6 @@ def verify_report_cmd(
 
 
 def render(report: AcceptReport) -> None:
-    from rich.table import Table
-
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("check", no_wrap=True)
-    table.add_column("result", no_wrap=True)
-    table.add_column("detail", overflow="fold")
-    for check in report.checks:
-        color = _COLORS[check.status]
-        table.add_row(escape(check.name), f"[{color}]{check.status}[/]", escape(check.detail))
-    out.print(table)
-    color = _COLORS[report.outcome]
+    out.print(checks_table([(c.name, c.status, escape(c.detail)) for c in report.checks]))
+    color = STATUS_COLORS[report.outcome]
     err.print(f"[{color}]{report.outcome}[/]: {len(report.failed)} of {len(report.checks)} checks failed")

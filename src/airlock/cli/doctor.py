@@ -14,12 +14,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from airlock.cli.output import err, out
+from airlock.cli.output import STATUS_COLORS, checks_table, err, out
 
 if TYPE_CHECKING:
     from airlock.doctor.model import DoctorReport
-
-_COLORS = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 
 def doctor(
@@ -80,20 +78,14 @@ def doctor(
 
 def render(report: DoctorReport) -> None:
     """The checks as a table, the fix under each one that warns or fails; a summary line on stderr."""
-    from rich.table import Table
-
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("check", no_wrap=True)
-    table.add_column("result", no_wrap=True)
-    table.add_column("detail", overflow="fold")
+    rows = []
     for check in report.checks:
-        color = _COLORS[check.status]
         detail = escape(check.detail)
         if check.fix and check.status in ("warn", "fail"):
-            detail += f"\n[{color}]fix:[/] {escape(check.fix)}"
-        table.add_row(escape(check.name), f"[{color}]{check.status}[/]", detail)
-    out.print(table)
+            detail += f"\n[{STATUS_COLORS[check.status]}]fix:[/] {escape(check.fix)}"
+        rows.append((check.name, check.status, detail))
+    out.print(checks_table(rows))
     counts = report.counts()
     summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    color = _COLORS[report.worst]
+    color = STATUS_COLORS[report.worst]
     err.print(f"[{color}]{report.worst}[/]: {escape(summary)} (exit {report.exit_code})")

@@ -17,7 +17,32 @@ Example::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from rich.table import Table
+
+#: the colour of each outcome a check can have (doctor, accept)
+STATUS_COLORS = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
 
 out = Console(highlight=False, soft_wrap=True, emoji=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+
+def checks_table(rows: Iterable[tuple[str, str, str]]) -> Table:
+    """A table of checks, one row ``(name, status, detail)`` each; ``detail`` is rich markup already
+    (escape what came from the user or the disk), ``name`` is escaped here."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for name, status, detail in rows:
+        table.add_row(escape(name), f"[{STATUS_COLORS[status]}]{status}[/]", detail)
+    return table

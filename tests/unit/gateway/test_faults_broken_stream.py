@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from airlock.engines.base import EngineConfig
-from harness import GatewayThread
+from harness import GatewayThread, protocol_server
 
 WHOLE = b'data: {"id": "x", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "a"}}]}\n\n'
 HALF = b'data: {"id": "x", "object": "chat.compl'
@@ -45,14 +44,8 @@ class BreakingEngine(asyncio.Protocol):
 
 @pytest.fixture
 def engine() -> Iterator[str]:
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(loop.create_server(BreakingEngine, "127.0.0.1", 0))
-    port = server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    with protocol_server(BreakingEngine) as url:
+        yield url
 
 
 def test_an_engine_dying_mid_event_gives_whole_events_then_a_parseable_error(

@@ -11,7 +11,6 @@ import asyncio
 import json
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from airlock.engines.base import EngineConfig
-from harness import GatewayThread
+from harness import GatewayThread, protocol_server
 
 COMPLETION = json.dumps(
     {
@@ -83,14 +82,8 @@ class DroppingServer(asyncio.Protocol):
 def upstream(request: pytest.FixtureRequest) -> Iterator[str]:
     DroppingServer.stats = {"posts": 0, "dropped": 0}
     DroppingServer.reset = request.param
-    loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(loop.create_server(DroppingServer, "127.0.0.1", 0))
-    port = server.sockets[0].getsockname()[1]
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    with protocol_server(DroppingServer) as url:
+        yield url
 
 
 def test_requests_on_dropped_keepalive_connections_are_resent(upstream: str, tmp_path: Path) -> None:
