@@ -12,6 +12,7 @@
 #   mmdebstrap          a Debian root file system for `airlock image build` (no base image is pulled)
 #   postgresql          the gateway's shared state (gateway.database), tested against a real server
 #   chromium, chromium-driver  the operator console's browser test (headless, in a loopback-only namespace)
+#   firefox-esr         the console's Firefox test, driven over Marionette (no geckodriver: not in Debian)
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -31,6 +32,7 @@ command -v ip >/dev/null || need+=(iproute2)  # ip netns, veth: the Ray test's t
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v firefox-esr >/dev/null || need+=(firefox-esr)
 if ((${#need[@]})); then
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
