@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,8 +29,9 @@ from typing import Any
 
 import pytest
 
+from airlock.engines.base import free_port
+from console_procs import serving, wait
 from harness import missing, need
-from integration.test_console_browser import serving, wait
 
 pytestmark = pytest.mark.integration
 
@@ -154,19 +154,13 @@ def test_the_operator_console_in_firefox(tmp_path: Path) -> None:
 # -- the flow, inside the namespace --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _firefox(tmp: Path) -> tuple[subprocess.Popen[bytes], Any]:
     """A fresh profile, Firefox started on it, and a Marionette session: (process, client)."""
     from marionette_driver.marionette import Marionette
 
     profile = tmp / "firefox-profile"
     profile.mkdir()
-    port = _free_port()
+    port = free_port()
     prefs = {**PREFS, "marionette.port": port}
     (profile / "user.js").write_text(
         "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
