@@ -8,7 +8,7 @@ until someone edits the database. With it, any gateway sharing the database free
     gateway_owners  owner (random id), host, pid, the pid's start time, heartbeat (unix time)
     key_leases      owner, key_id, n: that owner's requests in flight for the key
 
-An owner is dead when it runs on this host and its pid is gone (or is another process now: the
+An owner is dead when it runs on this host (same boot, same PID namespace) and its pid is gone (or is another process now: the
 start time differs), or when its heartbeat is older than :data:`LEASE_TTL_S` (a gateway on another
 host, or one whose database was unreachable that long). Reaping an owner deletes its row first
 (``rowcount`` 1: this gateway won the race, so two gateways never subtract twice), then subtracts
@@ -25,6 +25,7 @@ import os
 import socket
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: A heartbeat older than this frees the owner's leases (gateways heartbeat once a second).
@@ -89,10 +90,23 @@ class Owner:
     @classmethod
     def me(cls) -> Owner:
         pid = os.getpid()
-        return cls(uuid.uuid4().hex, socket.gethostname(), pid, _start_ticks(pid) or 0)
+        return cls(uuid.uuid4().hex, _process_space(), pid, _start_ticks(pid) or 0)
 
     def register_params(self, now: float) -> tuple[Any, ...]:
         return (self.owner, self.host, self.pid, self.started, now)
+
+
+def _process_space() -> str:
+    """Where a pid means one process: this host's name, boot and PID namespace. Two gateways with
+    the same host name in other PID namespaces (containers with host networking) or on another boot
+    are judged by their heartbeat only, never by a pid looked up in our own /proc."""
+    parts = [socket.gethostname()]
+    try:
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    except OSError:
+        pass  # not Linux: the host name alone, as before
+    return "/".join(parts)
 
 
 def is_dead(row: tuple[Any, ...], host: str, now: float, ttl_s: float = LEASE_TTL_S) -> bool:

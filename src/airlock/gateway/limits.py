@@ -284,9 +284,13 @@ class Limiter:
             await asyncio.sleep(self.flush_s)
             try:
                 await self.flush()
-                await self.keys.state.maintain()  # leases: heartbeat, and free those of dead gateways
             except Exception as exc:  # a full disk or a lost database: say so, keep serving, try again
                 log.warning("could not write key usage to the key database: %s", exc)
+            try:  # apart from usage: a usage write that keeps failing must not stop the heartbeat,
+                # or the other gateways would free this live one's leases after LEASE_TTL_S
+                await self.keys.state.maintain()  # leases: heartbeat, and free those of dead gateways
+            except Exception as exc:
+                log.warning("could not renew this gateway's leases in the key database: %s", exc)
 
     async def start(self) -> None:
         """Open the key store (a database that cannot be opened fails the gateway's start) and write

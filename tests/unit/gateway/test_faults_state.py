@@ -164,18 +164,23 @@ def test_a_dead_owners_leases_are_freed_once(tmp_path: Path) -> None:
     now = time.time()
     # a process of this host that is gone (pid 2**22 + 1 is above Linux's pid_max), and one elsewhere
     # whose heartbeat stopped; each holds leases counted in key_state
-    conn.execute(leases.REGISTER, ("dead", socket.gethostname(), 2**22 + 1, 1, now))
+    me = leases.Owner.me()
+    conn.execute(leases.REGISTER, ("dead", me.host, 2**22 + 1, 1, now))
     conn.execute(leases.REGISTER, ("silent", "elsewhere", 1, 1, now - leases.LEASE_TTL_S - 1))
     conn.execute(leases.REGISTER, ("alive", "elsewhere", 1, 1, now))
-    for owner, n in (("dead", 2), ("silent", 1), ("alive", 1)):
+    # the same host name in another PID namespace (a container with host networking): its pid means
+    # nothing in our /proc, so only its heartbeat counts, and that is fresh
+    assert me.host.endswith("/" + os.readlink("/proc/self/ns/pid"))
+    container = f"{socket.gethostname()}/{me.host.split('/')[1]}/pid:[1]"
+    conn.execute(leases.REGISTER, ("container", container, 2**22 + 1, 1, now))
+    for owner, n in (("dead", 2), ("silent", 1), ("alive", 1), ("container", 1)):
         conn.execute(leases.SET_LEASE, (owner, key.key_id, n))
-    conn.execute("UPDATE key_state SET in_flight = 4 WHERE key_id = ?", (key.key_id,))
-    me = leases.Owner.me()
+    conn.execute("UPDATE key_state SET in_flight = 5 WHERE key_id = ?", (key.key_id,))
     conn.execute("BEGIN IMMEDIATE")
     assert leases.reap(conn, me, now) == 2
     conn.execute("COMMIT")
-    assert conn.execute("SELECT in_flight FROM key_state WHERE key_id = ?", (key.key_id,)).fetchone() == (1,)
-    assert [r[0] for r in conn.execute("SELECT owner FROM key_leases")] == ["alive"]
+    assert conn.execute("SELECT in_flight FROM key_state WHERE key_id = ?", (key.key_id,)).fetchone() == (2,)
+    assert sorted(r[0] for r in conn.execute("SELECT owner FROM key_leases")) == ["alive", "container"]
     assert leases.reap(conn, me, now) == 0  # freed once
 
 
