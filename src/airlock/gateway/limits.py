@@ -351,6 +351,10 @@ class EngineGates:
             registry=registry,
         )  # fmt: skip
 
+    def in_flight(self) -> dict[str, int]:
+        """Requests running or waiting at each engine, as this process's gates hold them."""
+        return {name: gate.active + len(gate.waiters) for name, gate in self._gates.items()}
+
     def _gate(self, engine: str) -> _Gate:
         gate = self._gates.get(engine)
         if gate is None:

@@ -42,3 +42,28 @@ def test_each_point_is_the_difference_of_the_metrics_over_one_second() -> None:
     assert quiet is not None and quiet["models"]["tiny"]["rps"] == 0.0
     assert quiet["models"]["tiny"]["p50_s"] is not None, "latency is over the window, not the last second"
     assert [p["t"] for p in ring.snapshot(300)["points"]] == [1002.0, 1003.0]
+
+
+def test_a_sample_that_fails_does_not_stop_the_sampler() -> None:
+    import asyncio
+
+    calls = [0]
+
+    def flying() -> dict[str, int]:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("a bad read")
+        return {"tiny": 1}
+
+    async def scenario() -> int:
+        ring = TrafficRing(GatewayMetrics(), flying, interval_s=0.01, idle_s=0.01)
+        await ring.start()
+        for _ in range(500):  # a bound: each turn sleeps 10 ms
+            if len(ring.points) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await ring.stop()
+        return len(ring.points)
+
+    assert asyncio.run(scenario()) >= 2, "points kept coming after the failed one"
+    assert calls[0] >= 4

@@ -106,11 +106,6 @@ def load_assets() -> dict[str, _Asset]:
     return assets
 
 
-def in_flight(gates: EngineGates) -> dict[str, int]:
-    """Requests running or waiting at each engine, as this process's gates hold them."""
-    return {name: gate.active + len(gate.waiters) for name, gate in gates._gates.items()}
-
-
 def _cookie(scope: Scope) -> str | None:
     raw = header(scope, b"cookie")
     if raw is None:
@@ -203,7 +198,7 @@ class Console:
         self.audit = audit
         self.config = config or ConsoleConfig()
         self.clock = clock
-        self.traffic = TrafficRing(metrics, lambda: in_flight(gates))
+        self.traffic = TrafficRing(metrics, gates.in_flight)
         self.sessions = (
             SessionStore(keys.store.db, spec.console_session_ttl_s, clock=clock) if keys is not None else None
         )
@@ -224,7 +219,8 @@ class Console:
         }
 
     async def start(self) -> None:
-        await self.traffic.start()
+        if self.keys is not None:  # without keys (--no-auth) the console is off: nothing to sample for
+            await self.traffic.start()
 
     async def stop(self) -> None:
         await self.traffic.stop()

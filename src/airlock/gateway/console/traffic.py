@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import math
 import time
 from collections import defaultdict, deque
@@ -31,6 +32,7 @@ from prometheus_client.core import Metric
 from airlock.gateway.metrics import GatewayMetrics
 
 #: the routes whose requests are model traffic (the others: /health, /metrics, the console...)
+log = logging.getLogger("airlock.gateway.console")
 MODEL_ROUTES = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 
 
@@ -133,8 +135,11 @@ class TrafficRing:
         MultiProcessCollector(registry, self.metrics.multiprocess_dir)  # type: ignore[no-untyped-call]
         return registry.collect()
 
-    def sample(self) -> dict[str, Any] | None:
-        """Read the metrics now and append a point (the first call only sets the baseline)."""
+    def sample(self, flying: dict[str, int] | None = None) -> dict[str, Any] | None:
+        """Read the metrics now and append a point (the first call only sets the baseline).
+
+        ``flying``: the requests in flight per engine, read on the event loop that owns the gates
+        (``in_flight`` is called here when it is not given)."""
         now = self.clock()
         totals = read_totals(self._families())
         previous = self._history[-1] if self._history else None
@@ -143,7 +148,8 @@ class TrafficRing:
         if previous is None or oldest is None:
             return None
         elapsed = max(now - previous[0], 1e-6)
-        flying = self.in_flight()
+        if flying is None:
+            flying = self.in_flight()
         models: dict[str, Any] = {}
         for name in sorted(set(totals) | set(flying)):
             cur = totals.get(name, _Totals())
@@ -184,6 +190,9 @@ class TrafficRing:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await loop.run_in_executor(None, self.sample)
+            try:  # the gates are the loop's: read them here, not in the sampling thread
+                await loop.run_in_executor(None, self.sample, self.in_flight())
+            except Exception:  # one bad sample must not freeze the live view until a restart
+                log.exception("the console's traffic sample failed; trying again")
             watched = time.monotonic() - self.watched_at < 300
             await asyncio.sleep(self.interval_s if watched else self.idle_s)
