@@ -4,6 +4,7 @@ JSON request, a login replaces any session the browser held, and a key database 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
@@ -47,6 +48,23 @@ def test_failed_logins_from_one_address_must_wait_and_a_good_one_clears_it(tmp_p
     run(site, scenario)
     actions = [x["action"] for x in site.admin_lines()]
     assert actions == ["console_login_failed"] * 7 + ["console_login", "console_login_failed"]
+
+
+def test_guesses_sent_at_once_are_braked_too(tmp_path: Path) -> None:
+    site = Site(tmp_path)
+    site.app.console.login_throttle.clock = Clock()
+    statuses: list[int] = []
+
+    async def scenario(c: httpx.AsyncClient) -> None:
+        answers = await asyncio.gather(*(login(c, f"al-guess-{i}") for i in range(40)))
+        statuses.extend(r.status_code for r in answers)
+
+    run(site, scenario)
+    # each attempt is counted before its first await: the sixth sets a wait and the rest are braked
+    assert sorted(statuses) == [401] * (throttle.FREE_FAILURES + 1) + [429] * (
+        40 - throttle.FREE_FAILURES - 1
+    )
+    assert len(site.admin_lines()) == throttle.FREE_FAILURES + 1, "a braked guess writes no audit line"
 
 
 def test_refused_cross_site_logins_count_as_failures(tmp_path: Path) -> None:

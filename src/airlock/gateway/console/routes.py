@@ -406,8 +406,10 @@ class Console:
                 429, f"too many failed logins from {address}: wait {math.ceil(wait)} s and try again",
                 code="login_throttled", headers={"Retry-After": str(math.ceil(wait))},
             )  # fmt: skip
+        # counted before the first await, cleared by a good login: guesses sent at once cannot all
+        # pass the check above before any of them is counted
+        before = self.login_throttle.failed(address)
         if _content_type(scope) != b"application/json" or not self._origin_ok(scope):
-            self.login_throttle.failed(address)
             with contextlib.suppress(OSError):  # refused either way
                 await self._record(scope, "console_refused", None, what="login",
                                    reason="not a same-origin JSON login")  # fmt: skip
@@ -421,8 +423,8 @@ class Console:
             key = await self.keys.authenticate(b"Bearer " + token.strip().encode(), "/admin/console")
         except APIError as err:
             if err.status >= 500:  # the key database is down: not a failed login
+                self.login_throttle.restore(address, before)
                 raise
-            self.login_throttle.failed(address)
             with contextlib.suppress(OSError):  # refused either way
                 await self._record(scope, "console_login_failed", None, reason=err.code)
             if err.status == 403:

@@ -9,6 +9,7 @@ It is per gateway process (each ``--workers`` worker keeps its own), in memory, 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -44,9 +45,11 @@ class LoginThrottle:
             return 0.0
         return max(0.0, entry.until - now)
 
-    def failed(self, client: str) -> None:
+    def failed(self, client: str) -> _Client | None:
+        """Count a failure; returns what was remembered before it, for :meth:`restore`."""
         now = self.clock()
         entry = self._clients.pop(client, None)
+        before = dataclasses.replace(entry) if entry is not None else None
         if entry is None or now - entry.last >= FORGET_S:
             entry = _Client(0, now, now)
         entry.failures += 1
@@ -56,6 +59,14 @@ class LoginThrottle:
         self._clients[client] = entry  # the most recent at the end
         while len(self._clients) > self.max_clients:
             self._clients.popitem(last=False)
+        return before
+
+    def restore(self, client: str, before: _Client | None) -> None:
+        """Take back a failure counted by :meth:`failed` (an attempt that turned out not to be one)."""
+        if before is None:
+            self._clients.pop(client, None)
+        else:
+            self._clients[client] = before
 
     def succeeded(self, client: str) -> None:
         self._clients.pop(client, None)
