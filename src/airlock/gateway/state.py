@@ -29,6 +29,7 @@ tokens per day.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -41,6 +42,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 from airlock.errors import KeyStoreError
 from airlock.gateway import leases
 from airlock.gateway.leases import Owner
+from airlock.gateway.sqlite_writer import (
+    ADMIT,
+    SETTLE,
+    SETTLE_DELAY_S,
+    Ledger,
+    SqliteWriter,
+    connect,
+    resolve,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -412,8 +422,6 @@ class SqliteState:
     STAT_EVERY_S = 0.1
 
     def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
-        from airlock.gateway.sqlite_writer import Ledger, SqliteWriter
-
         self.label = str(path)
         self._path = path
         self._ledger = Ledger(path, _SETTLE)
@@ -435,8 +443,6 @@ class SqliteState:
     # -- the loop's connection -------------------------------------------------------------------
 
     def _open_fast(self) -> None:
-        from airlock.gateway.sqlite_writer import connect
-
         if self._fast is not None:
             self._fast.close()
             self._fast = None
@@ -468,7 +474,6 @@ class SqliteState:
 
     def _loop(self) -> Any:
         """The running loop, looked up once (``get_running_loop`` costs a getpid system call)."""
-        import asyncio
 
         loop = self._event_loop
         if loop is None or loop.is_closed():
@@ -483,15 +488,12 @@ class SqliteState:
             self._flush_handle = loop.call_soon(self._flush)
             self._flush_soon = True
         elif self._flush_handle is None:
-            from airlock.gateway.sqlite_writer import SETTLE_DELAY_S
-
             self._flush_handle = loop.call_later(SETTLE_DELAY_S, self._flush)
 
     def _flush(self) -> None:
         self._flush_handle, self._flush_soon = None, False
         if not self._pending or self._handed:
             return  # the thread has batches of ours: this one follows them when they are answered
-        from airlock.gateway.sqlite_writer import resolve
 
         batch, self._pending = self._pending, []
         fast = self._usable()
@@ -507,8 +509,6 @@ class SqliteState:
         self._writer.hand(batch, self._answered)
 
     def _answered(self, results: list[Any], caught_up: bool) -> None:
-        from airlock.gateway.sqlite_writer import resolve
-
         self._handed -= 1
         resolve(results, self._requeue)
         if self._fast_ident != self._ledger.ident:
@@ -557,10 +557,6 @@ class SqliteState:
     async def admit(
         self, key_id: str, limits: Sequence[tuple[str, int]], tokens: int, minute: int, day: int
     ) -> int | None:
-        import asyncio
-
-        from airlock.gateway.sqlite_writer import ADMIT
-
         names = tuple(name for name, _ in limits)
         sql = self._sql.get(names)
         if sql is None:
@@ -584,7 +580,6 @@ class SqliteState:
         return Window(*row) if row is not None else None
 
     async def settle(self, key_id: str, delta: int, minute: int, day: int, ticket: int = 0) -> None:
-        from airlock.gateway.sqlite_writer import SETTLE
 
         params = settle_params(key_id, delta, minute, day)
         self._pending.append((SETTLE, params, key_id, ticket or self._ledger.epoch))
@@ -604,7 +599,6 @@ class SqliteState:
         return self._writer.problem
 
     async def close(self) -> None:
-        import asyncio
 
         if self._flush_handle is not None:
             self._flush_handle.cancel()
@@ -633,8 +627,6 @@ class PostgresState:
     statement (a data-modifying CTE), and so are a settlement and its lease."""
 
     def __init__(self, url: str, connections: list[Any], owner: Owner | None = None) -> None:
-        import asyncio
-
         self.label = redact(url)
         self._idle: asyncio.Queue[Any] = asyncio.Queue()
         for conn in connections:
