@@ -297,7 +297,7 @@ class Gateway:
     async def _send_error(send: Send, request: _Request, err: APIError) -> None:
         if request.responded:  # mid-stream: the status line is gone; the proxy ends the stream itself
             return
-        extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+        extra = err.header_pairs()
         await send_bytes(
             send, err.status, err.body(), headers=[(b"x-request-id", request.request_id.encode()), *extra]
         )

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from airlock.errors import KeyStoreError
 from airlock.gateway.apikeys import ApiKey, KeyStore, check_token
-from airlock.gateway.errors import APIError
+from airlock.gateway.errors import APIError, key_store_unavailable
 from airlock.gateway.state import HotState, open_state
 
 log = logging.getLogger("airlock.gateway")
@@ -111,13 +111,7 @@ class KeyCache:
             await self._follow(self._state or await self.open())
         except KeyStoreError as exc:  # locked past its timeout, deleted, damaged, down: fail closed
             log.warning("%s", exc)
-            raise APIError(
-                503,
-                "the gateway cannot use its key database to check this key; retry shortly (the operator "
-                "is told why in the gateway's log)",
-                code="key_store_unavailable",
-                headers={"Retry-After": "1"},
-            ) from exc
+            raise key_store_unavailable("to check this key") from exc
         if not authorization:
             raise APIError(401, _MISSING, code="missing_api_key", headers=_BEARER)
         scheme, _, token = authorization.decode("latin-1").partition(" ")

@@ -42,7 +42,22 @@ class APIError(Exception):
     def body(self) -> bytes:
         return error_body(self.status, self.message, param=self.param, code=self.code)
 
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """The extra headers as ASGI's (name, value) pairs."""
+        return [(k.lower().encode(), v.encode()) for k, v in self.headers.items()]
+
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> bytes:
     err = {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}
     return orjson.dumps({"error": err})
+
+
+def key_store_unavailable(doing: str) -> APIError:
+    """The 503 for a key database that cannot be used (locked past its timeout, deleted, damaged)."""
+    return APIError(
+        503,
+        f"the gateway cannot use its key database {doing}; retry shortly (the operator is told why "
+        "in the gateway's log)",
+        code="key_store_unavailable",
+        headers={"Retry-After": "1"},
+    )

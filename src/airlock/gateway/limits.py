@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from airlock.gateway.apikeys import ApiKey, utc_day
-from airlock.gateway.errors import APIError
+from airlock.gateway.errors import APIError, key_store_unavailable
 from airlock.gateway.state import HotState, UsageRow
 
 if TYPE_CHECKING:
@@ -124,17 +124,6 @@ class _Usage:
     prompt: int = 0
     completion: int = 0
     last: float = 0.0
-
-
-def key_store_unavailable(doing: str) -> APIError:
-    """The 503 for a key database that cannot be used (locked past its timeout, deleted, damaged)."""
-    return APIError(
-        503,
-        f"the gateway cannot use its key database {doing}; retry shortly (the operator is told why "
-        "in the gateway's log)",
-        code="key_store_unavailable",
-        headers={"Retry-After": "1"},
-    )
 
 
 class Limiter:

@@ -46,7 +46,7 @@ from airlock.gateway.console import views
 from airlock.gateway.console.sessions import Session, SessionStore
 from airlock.gateway.console.throttle import LoginThrottle
 from airlock.gateway.console.traffic import TrafficRing
-from airlock.gateway.errors import APIError
+from airlock.gateway.errors import APIError, key_store_unavailable
 from airlock.gateway.limits import EngineGates
 from airlock.gateway.metrics import GatewayMetrics
 from airlock.gateway.routing import Router
@@ -232,15 +232,14 @@ class Console:
         try:
             return await self._dispatch(scope, receive, send)
         except APIError as err:
-            extra = [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+            extra = err.header_pairs()
             await self._send(send, err.status, err.body(), headers=extra)
             return err.status
         except KeyStoreError as exc:  # the sessions live in the key database: fail closed, as the API does
             log.warning("console: %s", exc)
-            down = APIError(503, "the console cannot use the key database; retry shortly (the gateway's log "
-                           "says why)", code="key_store_unavailable", headers={"Retry-After": "1"})  # fmt: skip
-            await self._send(send, 503, down.body(), headers=[(b"retry-after", b"1")])
-            return 503
+            down = key_store_unavailable("for the console's sessions")
+            await self._send(send, down.status, down.body(), headers=down.header_pairs())
+            return down.status
         except Exception:
             log.exception("console: %s %s failed", scope["method"], scope["path"])
             await self._send(send, 500, APIError(500, "internal error in the console (see the log)").body())
