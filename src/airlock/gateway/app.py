@@ -203,15 +203,18 @@ class Gateway:
             self.session = None
 
     async def _http(self, scope: Scope, receive: Receive, raw_send: Send) -> None:
-        if scope["path"] == "/console" or scope["path"].startswith("/console/"):
-            await self.console(scope, receive, raw_send)  # its own auth; audits its actions, not its reads
-            return
-        request = _Request(raw_send)
-        send = request.send
         method, path = scope["method"], scope["path"]
         entry = self._routes.get((method, path))
-        if entry is None and method == "GET" and path.startswith("/v1/models/"):
-            entry = (self._model, True)
+        if entry is None:  # the API's routes first: they are the hot path
+            if path == "/console" or path.startswith("/console/"):
+                await self.console(
+                    scope, receive, raw_send
+                )  # its own auth; audits its actions, not its reads
+                return
+            if method == "GET" and path.startswith("/v1/models/"):
+                entry = (self._model, True)
+        request = _Request(raw_send)
+        send = request.send
         route = path if entry is not None else "other"
         gauge = self.metrics.in_flight_for(route)
         gauge.inc()
