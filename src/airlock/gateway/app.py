@@ -207,9 +207,8 @@ class Gateway:
         entry = self._routes.get((method, path))
         if entry is None:  # the API's routes first: they are the hot path
             if path == "/console" or path.startswith("/console/"):
-                await self.console(
-                    scope, receive, raw_send
-                )  # its own auth; audits its actions, not its reads
+                # its own auth; it audits its actions, not its reads
+                await self.console(scope, receive, raw_send)
                 return
             if method == "GET" and path.startswith("/v1/models/"):
                 entry = (self._model, True)
