@@ -4,8 +4,6 @@ send a request cannot use up the process's descriptors while a normal client kee
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import resource
@@ -19,14 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from airlock.engines.base import free_port
 from airlock.serving.protocol import DEFAULT_MAX_CONNECTIONS, RESERVED_FDS, default_max_connections
 from airlock.spec import GatewaySpec
+from airlock.testing.registry import write_self_signed
 from harness import GatewayThread, fake_engine_config
 from serve_procs import LAUNCH, TESTS
 
@@ -183,35 +178,8 @@ def test_upgrade_requests_are_answered_as_http_and_do_not_use_up_the_cap(capped:
 # -- with TLS ------------------------------------------------------------------------------------
 
 
-def _self_signed(workdir: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = workdir / "gw.crt", workdir / "gw.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    return cert_path, key_path
-
-
 def test_with_tls_a_silent_connection_and_a_half_sent_header_are_closed(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = write_self_signed(tmp_path)  # its own CA: the client trusts it as its CA file
     gateway = GatewaySpec(auth=False, header_timeout_s=0.5, tls_cert=cert, tls_key=key)
     with GatewayThread([fake_engine_config("tiny")], tmp_path, gateway=gateway) as gw:
         assert gw.url.startswith("https://")
