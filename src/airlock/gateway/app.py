@@ -27,7 +27,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -49,6 +48,7 @@ from airlock.gateway.asgi import (
 from airlock.gateway.audit import AuditConfig, AuditLog, ModelIdentity, identity_fields, text_digest
 from airlock.gateway.auth import KeyCache
 from airlock.gateway.console import Console, ConsoleConfig
+from airlock.gateway.engine_client import EngineClient
 from airlock.gateway.errors import APIError
 from airlock.gateway.limits import EngineGates, Limiter
 from airlock.gateway.metrics import GatewayMetrics
@@ -136,14 +136,13 @@ class Gateway:
         self.metrics = metrics
         self.limits = Limiter(keys, metrics.registry) if keys is not None else None
         self.gates = EngineGates(metrics.registry, limit=spec.engine_concurrency, queue=spec.engine_queue)
-        self.session: aiohttp.ClientSession | None = None
+        self.engine_client: EngineClient | None = None
         self.draining = False  # shutting down: requests in flight finish, new ones get 503
         self.identities = identities or {}
         audit = AuditConfig.of(spec)
         self.audit = AuditLog(audit) if audit is not None else None
         self.console = Console(spec, router, keys, metrics, self.audit, gates=self.gates,
                                identities=self.identities, config=console)  # fmt: skip
-        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=spec.request_timeout_s)
         self._routes: dict[tuple[str, str], tuple[Handler, bool]] = {
             ("GET", "/health"): (self._health, False),
             ("GET", "/ready"): (self._ready, False),
@@ -176,8 +175,7 @@ class Gateway:
                 return
 
     async def startup(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        self.engine_client = EngineClient(connect_timeout_s=10, read_timeout_s=self.spec.request_timeout_s)
         if self.audit is not None:
             await self.audit.start()
         await self.console.start()
@@ -198,9 +196,9 @@ class Gateway:
             await self.limits.close()
         if self.audit is not None:
             await self.audit.close()
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
+        if self.engine_client is not None:
+            await self.engine_client.close()
+            self.engine_client = None
 
     async def _http(self, scope: Scope, receive: Receive, raw_send: Send) -> None:
         method, path = scope["method"], scope["path"]
@@ -421,7 +419,7 @@ class Gateway:
         headers = {"Content-Type": "application/json", "X-Request-Id": request.request_id}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
-        if self.session is None:
+        if self.engine_client is None:
             raise RuntimeError("the gateway was not started (ASGI lifespan)")
         lease = await self.limits.admit(request.key, kind, data) if self.limits and request.key else None
         outcome = Outcome()
@@ -434,7 +432,7 @@ class Gateway:
                 self.gates.run(
                     route.name,
                     forward,
-                    self.session,
+                    self.engine_client,
                     config.base_url + scope["path"],
                     orjson.dumps(data),
                     headers,
@@ -442,7 +440,6 @@ class Gateway:
                     stream=stream,
                     drop_usage_only=drop_usage_only,
                     started=request.started,
-                    timeout=self._timeout,
                     outcome=outcome,
                     stream_send=bound,
                 ),

@@ -9,10 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from airlock.gateway.asgi import JSON, BoundedSend, ClientStalled, Send, send_bytes
+from airlock.gateway.engine_client import (
+    EngineClient,
+    EngineDisconnected,
+    EngineError,
+    EngineResponse,
+    EngineUnreachable,
+)
 from airlock.gateway.errors import APIError, error_body
 from airlock.gateway.sse import UsageScanner
 
@@ -58,7 +64,7 @@ def upstream_error(status: int, body: bytes) -> bytes:
 
 
 async def forward(
-    session: aiohttp.ClientSession,
+    client: EngineClient,
     url: str,
     payload: bytes,
     headers: dict[str, str],
@@ -67,7 +73,6 @@ async def forward(
     stream: bool,
     drop_usage_only: bool,
     started: float,
-    timeout: aiohttp.ClientTimeout,
     outcome: Outcome,
     stream_send: StreamSend | None = None,
 ) -> None:
@@ -76,7 +81,7 @@ async def forward(
     A streamed answer whose client stops reading for ``stream_send.timeout_s`` is dropped: the client's
     connection is reset, the engine's request closed (its slot freed), and ClientStalled raised."""
     try:
-        resp = await _post(session, url, payload, headers, timeout)
+        resp = await client.post(url, payload, headers)
         async with resp:
             if resp.status != 200 or not stream:
                 body = await resp.read()
@@ -84,7 +89,7 @@ async def forward(
                 if resp.status != 200:
                     await send_bytes(send, resp.status, upstream_error(resp.status, body))
                     return
-                content_type = resp.headers.get("Content-Type", "application/json").encode("latin-1")
+                content_type = resp.headers.get("content-type", "application/json").encode("latin-1")
                 outcome.usage = _usage(body) if content_type.startswith(JSON) else None
                 await send_bytes(send, 200, body, content_type)
                 return
@@ -92,41 +97,16 @@ async def forward(
                 resp, send, drop_usage_only=drop_usage_only, started=started, outcome=outcome,
                 stream_send=stream_send,
             )  # fmt: skip
-    except aiohttp.ClientConnectionError as exc:
-        raise APIError(503, f"the engine is not reachable ({type(exc).__name__}); try again shortly",
-                       headers={"Retry-After": "2"}) from exc  # fmt: skip
     except TimeoutError as exc:
         raise APIError(504, "the engine did not answer in time") from exc
-
-
-#: How often a request that died on a reused keep-alive connection is sent again on a fresh one.
-STALE_RETRIES = 3
-
-
-async def _post(
-    session: aiohttp.ClientSession,
-    url: str,
-    payload: bytes,
-    headers: dict[str, str],
-    timeout: aiohttp.ClientTimeout,
-) -> aiohttp.ClientResponse:
-    """POST and wait for the status line; a pooled connection the engine had closed is retried.
-
-    llama-server closes the connection after a streamed answer without sending ``Connection: close``,
-    so the pool may hand out a socket that is already dead; the request then fails before any answer
-    (the engine never read it) and is safe to send again. A refused connection is not retried here:
-    that engine is down, and the client gets 503 with Retry-After.
-    """
-    for attempt in range(STALE_RETRIES + 1):
-        try:
-            return await session.post(url, data=payload, headers=headers, timeout=timeout)
-        except aiohttp.ClientConnectorError:
-            raise  # could not connect at all: the engine is down
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError, aiohttp.ClientOSError):
-            # closed (EOF) or reset (RST) under a request on a reused connection
-            if attempt == STALE_RETRIES:
-                raise
-    raise AssertionError("unreachable")
+    except EngineUnreachable as exc:
+        raise APIError(503, f"the engine is not reachable ({exc}); try again shortly",
+                       headers={"Retry-After": "2"}) from exc  # fmt: skip
+    except EngineDisconnected as exc:  # it died or restarts: the request was not read
+        raise APIError(503, f"the engine dropped the request ({exc}); try again shortly",
+                       headers={"Retry-After": "2"}) from exc  # fmt: skip
+    except EngineError as exc:
+        raise APIError(502, f"the engine broke off its answer ({exc})") from exc
 
 
 def _usage(body: bytes) -> dict[str, Any] | None:
@@ -139,7 +119,7 @@ def _usage(body: bytes) -> dict[str, Any] | None:
 
 
 async def _stream(
-    resp: aiohttp.ClientResponse,
+    resp: EngineResponse,
     send: Send,
     *,
     drop_usage_only: bool,
@@ -159,25 +139,23 @@ async def _stream(
 
 
 async def _relay(
-    resp: aiohttp.ClientResponse, send: Send, *, drop_usage_only: bool, started: float, outcome: Outcome
+    resp: EngineResponse, send: Send, *, drop_usage_only: bool, started: float, outcome: Outcome
 ) -> None:
     outcome.status = 200
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     scanner = UsageScanner(drop_usage_only=drop_usage_only)
     try:
-        async for chunk in resp.content.iter_any():
+        async for chunk in resp.iter_any():
             if outcome.first_byte_s is None:
                 outcome.first_byte_s = time.perf_counter() - started
             out = scanner.feed(chunk)
             outcome.usage = scanner.usage
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except EngineError as exc:  # EngineTimeout included
         # The status line is gone already: tell the client in-band, as OpenAI does, and end the stream.
         # A partial event the engine left is dropped: glued on, it would spoil this one.
-        event = (
-            b"data: " + error_body(502, f"the engine broke off the stream ({type(exc).__name__})") + b"\n\n"
-        )
+        event = b"data: " + error_body(502, f"the engine broke off the stream ({exc})") + b"\n\n"
         outcome.status = 502
         await send({"type": "http.response.body", "body": event, "more_body": False})
         return
