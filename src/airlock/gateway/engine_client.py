@@ -250,18 +250,27 @@ class EngineResponse:
                 raise conn.error
             await conn.wait(self._client.read_timeout_s)
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive: everything buffered at each step, in one piece."""
+    async def chunk(self) -> bytes | None:
+        """The body bytes that have arrived (waiting for some), in one piece; None at the end."""
         conn = self._conn
         while True:
             if conn.chunks:
-                yield conn.take()
-            elif conn.complete:
-                return
-            elif conn.error is not None:
+                return conn.take()
+            if conn.complete:
+                return None
+            if conn.error is not None:
                 raise conn.error
-            else:
-                await conn.wait(self._client.read_timeout_s)
+            await conn.wait(self._client.read_timeout_s)
+
+    @property
+    def done(self) -> bool:
+        """The whole body has arrived and been taken: :meth:`chunk` would return None."""
+        return self._conn.complete and not self._conn.chunks
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive: everything buffered at each step, in one piece."""
+        while (data := await self.chunk()) is not None:
+            yield data
 
     def release(self) -> None:
         """Back to the pool when the answer was read to its end and the engine keeps the connection;

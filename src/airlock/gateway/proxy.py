@@ -145,11 +145,14 @@ async def _relay(
     await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
     scanner = UsageScanner(drop_usage_only=drop_usage_only)
     try:
-        async for chunk in resp.iter_any():
+        while (chunk := await resp.chunk()) is not None:
             if outcome.first_byte_s is None:
                 outcome.first_byte_s = time.perf_counter() - started
             out = scanner.feed(chunk)
             outcome.usage = scanner.usage
+            if resp.done:  # the last bytes: sent with the stream's end, in one write
+                await send({"type": "http.response.body", "body": out + scanner.flush(), "more_body": False})
+                return
             if out:
                 await send({"type": "http.response.body", "body": out, "more_body": True})
     except EngineError as exc:  # EngineTimeout included
