@@ -14,11 +14,14 @@ Never the prompt or the answer unless ``text="full"``: by default their SHA-256 
 body as received and the response body as sent), so a disputed exchange can be proved without the
 log holding it.
 
-**Off the request path.** A request only appends a dict to a list. A writer task takes the list
-every ``flush_ms`` (or sooner once ``batch_lines`` wait), and one thread serialises, hashes,
-writes and fsyncs the batch. **What a crash can lose:** the lines accepted in the last ``flush_ms``
-plus the batch being written, and never more than ``max_pending`` lines: past that the log reports
-itself unhealthy and the gateway refuses requests (503) until the writer has caught up.
+**Off the request path.** A request only appends its dict (with the time) to a list. A writer task
+takes the list every ``flush_ms`` (or sooner once ``batch_lines`` wait: one wake-up per batch, never
+per line), and one thread serialises, hashes, writes and fsyncs the batch: one ``write``, one
+``fsync`` and one head file per batch; per line only its JSON (orjson), its SHA-256 and a time
+stamp whose date and time of day are formatted once per second. **What a crash can lose:** the
+lines accepted in the last ``flush_ms`` plus the batch being written, and never more than
+``max_pending`` lines: past that the log reports itself unhealthy and the gateway refuses requests
+(503) until the writer has caught up.
 
 **Rotated by size, never rewritten.** When the file passes ``max_bytes`` it is renamed
 ``<name>.<first seq, 12 digits>`` and a new one is started whose first line carries the last hash
@@ -45,6 +48,7 @@ import errno
 import fcntl
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -123,6 +127,76 @@ def seal(body: dict[str, Any], prev: str) -> tuple[bytes, str]:
     return raw[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
 
 
+#: A queued line: its time (a ``time.time()``, or already formatted) and its members.
+Queued = tuple[float | str, dict[str, Any]]
+
+
+def seal_batch(batch: Iterable[Queued], seq: int, prev: str) -> tuple[bytes, int, str]:
+    """The queued lines sealed one after the other, the first numbered ``seq + 1`` and chained to
+    ``prev``: (their bytes, the last seq, the last hash). Byte for byte the lines :func:`seal` makes
+    of ``{"seq": n, "ts": <the time as utc_now formats it>, **body}`` (any ``ts`` of the body
+    replaced), without that dict: the members are encoded as the body's own JSON, between the seq
+    and time in front and ``prev`` behind."""
+    lines: list[bytes] = []
+    append = lines.append
+    dumps, sha256 = orjson.dumps, hashlib.sha256
+    last = prev.encode()
+    for ts, body in batch:
+        seq += 1
+        if not body or "seq" in body or "ts" in body or "prev" in body:  # rare: the dict, as seal takes it
+            stamp = utc_now(ts) if isinstance(ts, float) else ts
+            members = {k: v for k, v in body.items() if k != "ts"}
+            line, digest = seal({"seq": seq, "ts": stamp, **members}, last.decode())
+            last = digest.encode()
+            append(line)
+            continue
+        stamp_json = json_stamp(ts) if isinstance(ts, float) else dumps(ts)
+        raw = b'{"seq":%d,"ts":%b,%b,"prev":"%b"}' % (seq, stamp_json, dumps(body)[1:-1], last)
+        last = sha256(raw).hexdigest().encode()
+        append(raw[:-1] + b',"hash":"' + last + b'"}\n')
+    return b"".join(lines), seq, last.decode()
+
+
+#: 10000-01-01T00:00:00Z: past it utc_now (datetime) raises, and so does json_stamp.
+_END_OF_TIME = 253402300800
+#: ``.mmmZ"``, the end of a stamp, for each millisecond.
+_MILLIS = tuple(b'.%03dZ"' % ms for ms in range(1000))
+
+
+def _second_text(second: int) -> tuple[int, bytes]:
+    text = dt.datetime.fromtimestamp(second, dt.UTC).isoformat(timespec="seconds")
+    return second, b'"' + text.replace("+00:00", "").encode()
+
+
+#: The second :func:`json_stamp` formatted last, and its text up to the milliseconds (one tuple:
+#: read and replaced whole, so that writers in several threads never see half of one).
+_last_second = _second_text(0)
+
+
+def json_stamp(when: float) -> bytes:
+    """``orjson.dumps(utc_now(when))``, with the date and time of day formatted once per second.
+
+    The microseconds are rounded as ``datetime.fromtimestamp`` rounds them (the fraction, which is
+    exact, times 10^6, half to even, a carry into the next second) and cut to milliseconds as
+    ``isoformat`` cuts them."""
+    global _last_second
+    second, text = _last_second
+    fraction = when - second  # exact: ``second`` is ``when``'s whole part whenever it is in [0, 1)
+    if 0 <= fraction < 1:
+        us = round(fraction * 1e6)
+        if us < 1_000_000:
+            return text + _MILLIS[us // 1000]
+    if not 0 <= when < _END_OF_TIME:  # before 1970, NaN, past 9999: as utc_now has it (or raises)
+        return orjson.dumps(utc_now(when))
+    fraction, whole = math.modf(when)
+    us = round(fraction * 1e6)
+    second = int(whole)
+    if us >= 1_000_000:
+        second, us = second + 1, us - 1_000_000
+    cached = _last_second = _second_text(second)
+    return cached[1] + _MILLIS[us // 1000]
+
+
 def unseal(line: bytes) -> tuple[bytes, str] | None:
     """(the hashed bytes, the stated hash) of a sealed line, or None when it is not one."""
     if len(line) < HASH_SUFFIX_LEN or not line.endswith(b'"}\n'):
@@ -169,8 +243,10 @@ class AuditLog:
     def __init__(self, config: AuditConfig) -> None:
         self.config = config
         self.path = config.path
-        self._pending: list[dict[str, Any]] = []  # appended by the event loop, taken by the writer
-        self._notes: list[dict[str, Any]] = []  # the writer's own lines (start, recovery, pruning)
+        self._pending: list[Queued] = []  # appended by the event loop, taken by the writer
+        self._notes: list[Queued] = []  # the writer's own lines (start, recovery, pruning)
+        self._most = 10 * config.max_pending  # queued lines past this are dropped (and counted)
+        self._head = head_path(self.path)
         self._dropped = 0
         self._chain = _Chain()
         self._io = threading.Lock()  # one batch at a time (the writer thread, or close)
@@ -193,16 +269,17 @@ class AuditLog:
         return f"the audit log {self.path} is {len(self._pending)} lines behind"
 
     def record(self, record: dict[str, Any]) -> None:
-        """Queue one line (``ts`` is set, as a number the writer formats: the caller's dict is kept,
-        so it must be the caller's own); never blocks. Lines past 10x ``max_pending`` are counted
-        as dropped (the gateway refuses requests long before, unless it fails open) and the count
-        is written to the chain as an ``audit_dropped`` line once the log can be written again."""
-        if len(self._pending) >= 10 * self.config.max_pending:
+        """Queue one line, stamped now (``ts``, after ``seq``; a ``ts`` of the record is replaced):
+        the caller's dict is kept until written, so it must be the caller's own; never blocks.
+        Lines past 10x ``max_pending`` are counted as dropped (the gateway refuses requests long
+        before, unless it fails open) and the count is written to the chain as an
+        ``audit_dropped`` line once the log can be written again."""
+        pending = self._pending
+        if len(pending) >= self._most:
             self._dropped += 1
             return
-        record["ts"] = time.time()
-        self._pending.append(record)
-        if self._wake is not None and len(self._pending) >= self.config.batch_lines:
+        pending.append((time.time(), record))
+        if len(pending) >= self.config.batch_lines and self._wake is not None:
             self._wake.set()
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -217,7 +294,7 @@ class AuditLog:
                 self._reopen()
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
-        self._notes.append({"ts": utc_now(), "event": "audit_start", "pid": os.getpid()})
+        self._notes.append((time.time(), {"event": "audit_start", "pid": os.getpid()}))
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.open)
@@ -232,7 +309,7 @@ class AuditLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        self._pending.append({"ts": utc_now(), "event": "audit_stop", "pid": os.getpid()})
+        self._pending.append((time.time(), {"event": "audit_stop", "pid": os.getpid()}))
         with contextlib.suppress(OSError):
             await asyncio.get_running_loop().run_in_executor(None, self.flush)
         with self._io:
@@ -281,17 +358,9 @@ class AuditLog:
             dropped = self._dropped
             batch = self._notes + self._pending[:count]
             if dropped:
-                batch.append({"ts": utc_now(), "event": "audit_dropped", "lines": dropped})
-            lines: list[bytes] = []
-            seq, prev = chain.seq, chain.prev
-            for body in batch:
-                seq += 1
-                ts = body.pop("ts", None)
-                stamp = utc_now(ts) if isinstance(ts, float) else ts
-                line, prev = seal({"seq": seq, "ts": stamp, **body}, prev)
-                body["ts"] = ts  # a batch that fails is sealed again from the same lines
-                lines.append(line)
-            data = b"".join(lines)
+                batch.append((time.time(), {"event": "audit_dropped", "lines": dropped}))
+            # The queued lines are left as they are: a batch that fails is sealed again from them.
+            data, seq, prev = seal_batch(batch, chain.seq, chain.prev)
             try:
                 written = self.write(chain.fd, data)
                 if written != len(data):  # a full disk mid-batch: what was written ends in a partial line
@@ -312,9 +381,7 @@ class AuditLog:
             del self._pending[:count]
             self._dropped -= dropped
             self.durable_seq = seq
-            _write_head(
-                head_path(self.path), orjson.dumps({"seq": seq, "hash": prev, "file": self.path.name})
-            )
+            _write_head(self._head, orjson.dumps({"seq": seq, "hash": prev, "file": self.path.name}))
             if chain.size >= self.config.max_bytes:
                 self._rotate()
         except OSError:
@@ -354,8 +421,8 @@ class AuditLog:
         self._reopen()
         if chain.seq < seq:
             chain.seq, chain.prev = seq, prev
-            self._notes.insert(0, {"ts": utc_now(), "event": "audit_reopened",
-                                   "reason": f"{self.path.name} was removed or replaced"})  # fmt: skip
+            self._notes.insert(0, (time.time(), {"event": "audit_reopened",
+                                                 "reason": f"{self.path.name} was removed or replaced"}))  # fmt: skip
 
     def _reopen(self) -> None:
         """Open the active file and find where the chain stands (called under ``_io``)."""
@@ -422,8 +489,8 @@ class AuditLog:
         chain.ino = os.fstat(chain.fd).st_ino
         chain.size, chain.seq, chain.prev, chain.first_seq = 0, seq, prev, None
         self._notes.append(
-            {"ts": utc_now(), "event": "audit_recovered", "file": rotated_name(self.path, first_seq).name,
-             "partial_bytes": len(tail)},
+            (time.time(), {"event": "audit_recovered", "file": rotated_name(self.path, first_seq).name,
+                           "partial_bytes": len(tail)}),
         )  # fmt: skip
 
     def _rotate(self) -> None:
@@ -450,8 +517,8 @@ class AuditLog:
             path.unlink()
         _fsync_dir(self.path.parent)
         self._notes.append(
-            {"ts": utc_now(), "event": "audit_pruned", "files": [p.name for p in doomed],
-             "upto_seq": int(data.get("seq", 1)) - 1, "upto_hash": data.get("prev")},
+            (time.time(), {"event": "audit_pruned", "files": [p.name for p in doomed],
+                           "upto_seq": int(data.get("seq", 1)) - 1, "upto_hash": data.get("prev")}),
         )  # fmt: skip
 
     def _close_fds(self, *, lock: bool = False) -> None:

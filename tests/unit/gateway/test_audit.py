@@ -18,7 +18,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from airlock.gateway.audit import AuditConfig, AuditLog, append_admin, head_path, rotated_files
+from airlock.gateway.audit import (
+    GENESIS,
+    AuditConfig,
+    AuditLog,
+    append_admin,
+    head_path,
+    json_stamp,
+    rotated_files,
+    seal,
+    seal_batch,
+    utc_now,
+)
 from airlock.gateway.audit_verify import export, to_cef, to_syslog, verify
 from harness import Cli
 
@@ -330,6 +341,72 @@ def test_fail_closed_when_the_directory_is_removed(tmp_path: Path) -> None:
         await log.close()
 
     asyncio.run(main())
+
+
+# -- the writer's encoding: byte for byte what seal writes of the whole dict -------------------------
+
+
+def sealed_one_by_one(batch: list[tuple[float | str, dict[str, object]]], seq: int, prev: str) -> bytes:
+    """The lines as the writer made them before seal_batch: the dict ``{seq, ts, **body}`` sealed."""
+    lines = []
+    for ts, body in batch:
+        seq += 1
+        stamp = utc_now(ts) if isinstance(ts, float) else ts
+        line, prev = seal({"seq": seq, "ts": stamp, **{k: v for k, v in body.items() if k != "ts"}}, prev)
+        lines.append(line)
+    return b"".join(lines)
+
+
+def test_a_batch_is_sealed_byte_for_byte_as_each_dict_would_be() -> None:
+    now = 1764465335.9996  # milliseconds are cut, not rounded: .999
+    batch: list[tuple[float | str, dict[str, object]]] = [
+        (now, {"event": "request", "key": 'al"i\\ce\u2028\n', "model": "m\u00e9", "status": 200, "ms": 0.1,
+               "prompt_tokens": None, "nested": {"a": [1, 2.5, True]}, "request_sha256": "sha256:" + "ab" * 32}),
+        (now + 0.0004, {"event": "request", "i": 2}),
+        ("2026-11-30T01:15:35.123Z", {"event": "audit_start", "pid": 7}),  # a time already formatted
+        (now + 1, {"seq": 99, "event": "odd"}),  # members the writer sets itself: the dict's rules
+        (now + 2, {"event": "odd", "ts": "the caller's"}),
+        (now + 2.5, {"prev": "x", "event": "odd"}),
+        (now + 3, {}),
+        (now + 4.0000005, {"event": "request", "hash": "in the body"}),
+    ]  # fmt: skip
+    data, seq, prev = seal_batch(batch, 41, GENESIS)
+    assert data == sealed_one_by_one(batch, 41, GENESIS)
+    lines = data.splitlines(keepends=True)
+    assert seq == 41 + len(batch) and prev == orjson.loads(lines[-1])["hash"]
+    assert [orjson.loads(x)["seq"] for x in lines[:3]] == [42, 43, 44]
+    assert orjson.loads(lines[0])["ts"] == "2025-11-30T01:15:35.999Z"
+    assert seal_batch([], 5, "ab" * 32) == (b"", 5, "ab" * 32)
+
+
+def test_a_stamp_is_what_utc_now_writes() -> None:
+    # Formatted once per second: the rounding (half to even, a carry into the next second), the
+    # milliseconds cut, and seconds in any order.
+    base = [1764465335.0, 1764465335.9995, 1764465335.9999995, 1764465335.99999949, 1764465336.0004999,
+            0.0, 0.5e-6, 1.5e-6, 2.5e-6, 0.9999995, 1.0000005, 951782400.5, 253402300799.999]  # fmt: skip
+    values = base + [b + k * 0.000_123_7 for b in (1764465335.0, 1.0) for k in range(0, 20_000, 7)]
+    for when in values + list(reversed(values)):
+        assert json_stamp(when) == orjson.dumps(utc_now(when)), repr(when)
+    for when in (-0.5, -1e-9, -86400.25):  # before 1970: as datetime has it
+        assert json_stamp(when) == orjson.dumps(utc_now(when))
+    for when in (float("nan"), float("inf"), 253402300800.0):  # utc_now raises: so does the writer
+        with pytest.raises((ValueError, OverflowError, OSError)):
+            utc_now(when)
+        with pytest.raises((ValueError, OverflowError, OSError)):
+            json_stamp(when)
+
+
+def test_the_callers_dict_is_written_as_it_is_stamped_now(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(AuditConfig(path))
+    log.open()
+    record: dict[str, object] = {"event": "request", "ts": "mine", "i": 1}
+    log.record(record)
+    log.flush()
+    line = orjson.loads(read_lines(path)[-1])
+    assert list(line)[:4] == ["seq", "ts", "event", "i"] and line["ts"] != "mine"
+    assert dt.datetime.fromisoformat(line["ts"]).tzinfo is not None
+    assert verify([path]).ok
 
 
 # -- export -----------------------------------------------------------------------------------------
