@@ -2,7 +2,8 @@
 
 Every request asks the store whether a key was created or revoked since the last request
 (:meth:`HotState.generation`: on SQLite ``PRAGMA data_version``, a few microseconds, and one row
-when another connection wrote; on PostgreSQL one round trip) and reloads the copy when one was.
+when another connection wrote, read once for the requests of one turn of the event loop that were
+read before it; on PostgreSQL one round trip) and reloads the copy when one was.
 So a new key works the moment ``airlock keys create`` returns and a revoked key stops at once, on
 every gateway sharing the store. Expiry, route scopes (:data:`ROUTE_SCOPES`) and models are checked
 in memory.

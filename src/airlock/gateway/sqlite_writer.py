@@ -5,7 +5,10 @@ Requests put their admission (one conditional UPDATE) and settlement (one UPDATE
 callback per turn of the event loop runs the whole list in ONE transaction (``BEGIN IMMEDIATE``, the
 database's write lock across processes), adds this process's leases (``gateway/leases.py``) for
 the keys it touched, and commits. So under load one commit serves many requests, and admissions
-stay exact: each UPDATE sees every earlier one, in this process and in any other on the file.
+stay exact: each UPDATE sees every earlier one, in this process and in any other on the file. A
+key's consecutive admissions in a batch are one UPDATE that checks them all at once (``used + k <=
+limit``; one by one when they do not all fit), and its consecutive settlements one UPDATE, with the
+same effect on the row as one by one (:meth:`Ledger.run`).
 
 The loop's connection never waits: its busy timeout is 0 and it never checkpoints the WAL
 (``wal_autocheckpoint=0``). When the lock is held by another process (a batch of another worker,
@@ -33,7 +36,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -50,8 +53,12 @@ SETTLE_DELAY_S = 0.005
 #: How often the thread tries again settlements it could not write.
 RETRY_S = 0.25
 
+#: ``(ADMIT, sql, key_id, limits, tokens, minute, day, future)`` or
+#: ``(SETTLE, key_id, delta, minute, day, ticket)`` (``ticket``: the epoch of its admission).
 Op = tuple[Any, ...]
 Result = tuple["asyncio.Future[Any]", Any, "BaseException | None", "Op | None"]
+AdmitParams = Callable[[str, Any, int, int, int, int], Sequence[Any]]
+SettleParams = Callable[[str, int, int, int, int, int], Sequence[Any]]
 
 
 def connect(path: Path, timeout: float, *, create: bool) -> sqlite3.Connection:
@@ -74,34 +81,61 @@ def unavailable(path: Path, exc: BaseException) -> KeyStoreError:
 
 
 class Ledger:
-    """What the loop's batches and the thread's share: this owner, its leases, the file's epoch."""
+    """What the loop's batches and the thread's share: this owner, its leases, the file's epoch.
 
-    def __init__(self, path: Path, settle_sql: str, owner: Owner | None = None) -> None:
+    ``admit_params(key_id, limits, tokens, minute, day, n)`` and ``settle_params(key_id, total,
+    floor, minute, day, n)`` lay out the parameters of the admission SQL an op carries and of
+    ``settle_sql`` (``gateway/state.py``): ``n`` requests at once, ``tokens`` their sum, and
+    ``total`` and ``floor`` the settlements' deltas folded as :func:`fold_deltas` does.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        settle_sql: str,
+        admit_params: AdmitParams,
+        settle_params: SettleParams,
+        owner: Owner | None = None,
+    ) -> None:
         self.path = path
         self.settle_sql = settle_sql
+        self.admit_params = admit_params
+        self.settle_params = settle_params
         self.owner = owner or Owner.me()
         self.epoch = 0  # goes up each time the file is (re)opened or this owner was reaped
         self.ident: tuple[int, int] | None = None
         self.leases: dict[str, int] = {}  # this process's requests in flight, per key
 
     def run(self, conn: sqlite3.Connection, batch: list[Op]) -> list[Result]:
-        """The batch in one transaction; raises sqlite3.Error (nothing written, nothing changed)."""
+        """The batch in one transaction; raises sqlite3.Error (nothing written, nothing changed).
+
+        Ops of different keys touch different rows, so only each key's own order matters: a key's
+        consecutive admissions (same limits, minute and day) are one UPDATE, and so are its
+        consecutive settlements (same minute and day), each with exactly the effect of writing them
+        one by one (see :meth:`_admit` and :func:`fold_deltas`)."""
         results: list[Result] = []
         moved: dict[str, int] = {}
         epoch = self.epoch
+        runs: dict[str, list[Op]] = {}  # per key: its current run of ops of one kind, not yet written
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in batch:
                 if op[0] == ADMIT:
-                    _, sql, params, key_id, future, undo = op
-                    if conn.execute(sql, params).fetchone() is None:
-                        results.append((future, None, None, None))
-                    else:
-                        moved[key_id] = moved.get(key_id, 0) + 1
-                        results.append((future, epoch, None, (SETTLE, undo, key_id, epoch)))
-                elif op[3] == epoch:  # a settlement of a lease this file counted
-                    conn.execute(self.settle_sql, op[1])
-                    moved[op[2]] = moved.get(op[2], 0) - 1
+                    key_id = op[2]
+                elif op[5] == epoch:  # a settlement of a lease this file counted
+                    key_id = op[1]
+                else:
+                    continue
+                run = runs.get(key_id)
+                if run is None:
+                    runs[key_id] = [op]
+                elif _joins(run[0], op):
+                    run.append(op)
+                else:
+                    moved[key_id] = moved.get(key_id, 0) + self._write(conn, run, results)
+                    runs[key_id] = [op]
+            for key_id, run in runs.items():
+                moved[key_id] = moved.get(key_id, 0) + self._write(conn, run, results)
             counts = {key_id: max(0, self.leases.get(key_id, 0) + change) for key_id, change in moved.items()}
             me = self.owner.owner
             for key_id, n in counts.items():
@@ -120,6 +154,59 @@ class Ledger:
             else:
                 self.leases.pop(key_id, None)
         return results
+
+    def _write(self, conn: sqlite3.Connection, run: list[Op], results: list[Result]) -> int:
+        """One key's run of admissions or of settlements; returns the change in its leases."""
+        first = run[0]
+        if first[0] == ADMIT:
+            return self._admit(conn, run, results)
+        _, key_id, _, minute, day, _ = first
+        total, floor = fold_deltas([op[2] for op in run])
+        conn.execute(self.settle_sql, self.settle_params(key_id, total, floor, minute, day, len(run)))
+        return -len(run)
+
+    def _admit(self, conn: sqlite3.Connection, run: list[Op], results: list[Result]) -> int:
+        """A key's admissions, in order. k of them as one UPDATE that checks ``used + k <= limit``
+        (and the tokens' sum): every use only grows, so when all k fit, each one by one would have
+        fitted too, and the row ends the same. When they do not all fit, one by one, as they came."""
+        _, sql, key_id, limits, _, minute, day, _ = run[0]
+        epoch, n = self.epoch, len(run)
+        if n > 1:
+            params = self.admit_params(key_id, limits, sum(op[4] for op in run), minute, day, n)
+            if conn.execute(sql, params).fetchone() is not None:
+                for op in run:
+                    results.append((op[7], epoch, None, (SETTLE, key_id, -op[4], minute, day, epoch)))
+                return n
+        admitted = 0
+        for op in run:
+            if conn.execute(sql, self.admit_params(key_id, limits, op[4], minute, day, 1)).fetchone() is None:
+                results.append((op[7], None, None, None))
+            else:
+                admitted += 1
+                results.append((op[7], epoch, None, (SETTLE, key_id, -op[4], minute, day, epoch)))
+        return admitted
+
+
+def _joins(first: Op, op: Op) -> bool:
+    """Whether ``op`` may be written together with the run that ``first`` (of the same key) began."""
+    if first[0] != op[0]:
+        return False
+    if op[0] == ADMIT:  # the same statement, limits, minute and day
+        return bool(first[1] == op[1] and first[3] == op[3] and first[5] == op[5] and first[6] == op[6])
+    return bool(first[3] == op[3] and first[4] == op[4])  # the same minute and day
+
+
+def fold_deltas(deltas: list[int]) -> tuple[int, int]:
+    """``(total, floor)`` such that ``max(floor, x + total)`` is what ``x`` becomes after
+    ``x = max(0, x + d)`` for each ``d`` in ``deltas`` in turn (a settlement never takes a counter
+    below zero): ``total`` is their sum, ``floor`` the largest sum of a tail that leaves out the
+    first (or 0), the most that the clamp can leave behind."""
+    total = floor = 0
+    for delta in reversed(deltas[1:]):
+        total += delta
+        if total > floor:
+            floor = total
+    return total + deltas[0], floor
 
 
 def resolve(items: list[Result], requeue: Callable[[Op], None]) -> None:
@@ -281,8 +368,8 @@ class SqliteWriter:
             results = []
             for op in batch:
                 if op[0] == ADMIT:
-                    results.append((op[4], None, error, None))
-                elif op[3] == epoch:
+                    results.append((op[7], None, error, None))
+                elif op[5] == epoch:
                     self._held.append(op)
             return results
         self._ok()

@@ -10,10 +10,11 @@ Both speak the same SQL (written with ``?``; PostgreSQL gets ``%s``). Two tables
     key_usage   requests and tokens per key, today and in total, and the last use; each gateway
                 adds its counts in one batch a second (``airlock keys list`` lags by that much).
 
-``meta.generation`` goes up with every key created or revoked; a gateway reads it on every request
+``meta.generation`` goes up with every key created or revoked; a gateway reads it for every request
 (SQLite: ``PRAGMA data_version`` first, a few microseconds, and the row only when another connection
-wrote) and reloads its copy of the key table when it moved, so a new key works the moment ``airlock
-keys create`` returns and a revoked one stops at once.
+wrote; one read serves the requests of the same turn of the event loop that were read before it) and
+reloads its copy of the key table when it moved, so a new key works the moment ``airlock keys
+create`` returns and a revoked one stops at once.
 
     gateway_owners, key_leases   each gateway process and its requests in flight per key, written in
                 the same transaction as ``key_state``, so that the slots of a gateway that died are
@@ -297,27 +298,30 @@ class UsageRow:
 
 
 #: Limit columns in the order admit() takes them: (limit name, the SQL for what is used after admission).
+#: An admission is of ``n`` requests at once (SQLite's batches, ``gateway/sqlite_writer.py``), 1 otherwise.
 _CHECKS = {
-    "rpm": "(CASE WHEN minute = ? THEN minute_requests ELSE 0 END) + 1 <= ?",
+    "rpm": "(CASE WHEN minute = ? THEN minute_requests ELSE 0 END) + ? <= ?",
     "tpm": "(CASE WHEN minute = ? THEN minute_tokens ELSE 0 END) + ? <= ?",
     "tpd": "(CASE WHEN day = ? THEN day_tokens ELSE 0 END) + ? <= ?",
-    "concurrency": "in_flight + 1 <= ?",
+    "concurrency": "in_flight + ? <= ?",
 }
 _ADMIT = (
     "UPDATE key_state SET"
-    " minute_requests = (CASE WHEN minute = ? THEN minute_requests ELSE 0 END) + 1,"
+    " minute_requests = (CASE WHEN minute = ? THEN minute_requests ELSE 0 END) + ?,"
     " minute_tokens = (CASE WHEN minute = ? THEN minute_tokens ELSE 0 END) + ?,"
     " day_tokens = (CASE WHEN day = ? THEN day_tokens ELSE 0 END) + ?,"
-    " minute = ?, day = ?, in_flight = in_flight + 1"
+    " minute = ?, day = ?, in_flight = in_flight + ?"
     " WHERE key_id = ? AND EXISTS (SELECT 1 FROM api_keys WHERE key_id = ? AND revoked_at IS NULL)"
 )
+#: ``n`` settlements at once: their deltas' sum and the floor the clamp at zero leaves
+#: (``sqlite_writer.fold_deltas``); one settlement: its delta and 0.
 _SETTLE = (
     "UPDATE key_state SET"
     " minute_tokens = CASE WHEN minute = ? THEN"
-    "  (CASE WHEN minute_tokens + ? < 0 THEN 0 ELSE minute_tokens + ? END) ELSE minute_tokens END,"
+    "  (CASE WHEN minute_tokens + ? < ? THEN ? ELSE minute_tokens + ? END) ELSE minute_tokens END,"
     " day_tokens = CASE WHEN day = ? THEN"
-    "  (CASE WHEN day_tokens + ? < 0 THEN 0 ELSE day_tokens + ? END) ELSE day_tokens END,"
-    " in_flight = CASE WHEN in_flight > 0 THEN in_flight - 1 ELSE 0 END"
+    "  (CASE WHEN day_tokens + ? < ? THEN ? ELSE day_tokens + ? END) ELSE day_tokens END,"
+    " in_flight = CASE WHEN in_flight > ? THEN in_flight - ? ELSE 0 END"
     " WHERE key_id = ?"
 )
 _WINDOW = "SELECT minute, minute_requests, minute_tokens, day, day_tokens, in_flight FROM key_state WHERE key_id = ?"
@@ -347,23 +351,31 @@ def admit_sql(limits: Sequence[str]) -> str:
 
 
 def admit_params(
-    key_id: str, limits: Sequence[tuple[str, int]], tokens: int, minute: int, day: int
+    key_id: str, limits: Sequence[tuple[str, int]], tokens: int, minute: int, day: int, n: int = 1
 ) -> list[Any]:
-    params: list[Any] = [minute, minute, tokens, day, tokens, minute, day, key_id, key_id]
+    """The parameters of :func:`admit_sql`'s UPDATE: ``n`` requests reserving ``tokens`` in all."""
+    params: list[Any] = [minute, n, minute, tokens, day, tokens, minute, day, n, key_id, key_id]
     for name, limit in limits:
         if name == "rpm":
-            params += [minute, limit]
+            params += (minute, n, limit)
         elif name == "tpm":
-            params += [minute, tokens, limit]
+            params += (minute, tokens, limit)
         elif name == "tpd":
-            params += [day, tokens, limit]
+            params += (day, tokens, limit)
         else:
-            params += [limit]
+            params += (n, limit)
     return params
 
 
-def settle_params(key_id: str, delta: int, minute: int, day: int) -> list[Any]:
-    return [minute, delta, delta, day, delta, delta, key_id]
+def settle_params(key_id: str, delta: int, floor: int, minute: int, day: int, n: int = 1) -> tuple[Any, ...]:
+    """The parameters of the settlement UPDATE: ``n`` settlements whose deltas add up to ``delta``
+    and leave at least ``floor`` (one settlement: its delta, 0)."""
+    return (minute, delta, floor, floor, delta, day, delta, floor, floor, delta, n, n, key_id)
+
+
+def sqlite_ledger(path: Path, owner: Owner | None = None) -> Ledger:
+    """The ledger of :class:`SqliteState`'s batches (``gateway/sqlite_writer.py``) with this SQL."""
+    return Ledger(path, _SETTLE, admit_params, settle_params, owner)
 
 
 def usage_params(row: UsageRow) -> list[Any]:
@@ -387,7 +399,8 @@ class HotState(Protocol):
     label: str
 
     async def generation(self) -> int:
-        """The key table's generation: it goes up with every key created or revoked."""
+        """The key table's generation: it goes up with every key created or revoked. Read after the
+        caller's request was: a change committed before that request was sent is seen."""
         ...
 
     async def active(self) -> dict[str, tuple[bytes, Any]]: ...
@@ -411,12 +424,13 @@ class SqliteState:
     """The gateway's SQLite (``gateway/sqlite_writer.py``): counters written in batches on the event
     loop by a connection that never waits, and by a thread when it would have to.
 
-    The generation check runs on every request: ``PRAGMA data_version`` on the loop's connection (a
+    The generation check runs for every request: ``PRAGMA data_version`` on the loop's connection (a
     few microseconds; a read in WAL mode never waits for a writer; it moves only when another
-    connection commits) and, every :data:`STAT_EVERY_S`, a ``stat`` of the path (deleted or
-    replaced?). When that cannot be done at once (another process holds the file in exclusive
-    locking mode, the file is gone or damaged), the thread reads it instead, waiting up to
-    ``busy_timeout_s``, and a failure there is a :class:`KeyStoreError` (the gateway answers 503).
+    connection commits), at most once per turn of the event loop (:meth:`_hold_check`), and, every
+    :data:`STAT_EVERY_S`, a ``stat`` of the path (deleted or replaced?). When that cannot be done at
+    once (another process holds the file in exclusive locking mode, the file is gone or damaged),
+    the thread reads it instead, waiting up to ``busy_timeout_s``, and a failure there is a
+    :class:`KeyStoreError` (the gateway answers 503).
     """
 
     STAT_EVERY_S = 0.1
@@ -424,7 +438,7 @@ class SqliteState:
     def __init__(self, path: Path, busy_timeout_s: float = 5.0) -> None:
         self.label = str(path)
         self._path = path
-        self._ledger = Ledger(path, _SETTLE)
+        self._ledger = sqlite_ledger(path)
         self._writer = SqliteWriter(self._ledger, busy_timeout_s, _prepare_gateway)
         self._writer.start()  # KeyStoreError when the file cannot be opened
         self._fast: sqlite3.Connection | None = None
@@ -436,7 +450,8 @@ class SqliteState:
         self._handed = 0  # batches with the thread, not yet answered; the loop waits for them
         self._data_version = -1
         self._generation = -1
-        self._sql: dict[tuple[str, ...], str] = {}
+        self._checked: Any = None  # the loop in whose current turn the generation was read
+        self._sql: dict[tuple[tuple[str, int], ...], str] = {}  # admit_sql per limits
         self._event_loop: Any = None
         self._open_fast()
 
@@ -529,6 +544,8 @@ class SqliteState:
     # -- HotState ----------------------------------------------------------------------------------
 
     async def generation(self) -> int:
+        if self._checked is not None and self._checked is self._loop():
+            return self._generation
         fast = self._usable()
         if fast is not None:
             try:
@@ -536,9 +553,11 @@ class SqliteState:
                 if version != self._data_version:
                     self._generation = fast.execute(GENERATION).fetchone()[0]
                     self._data_version = version
-                return self._generation
             except sqlite3.Error:
                 pass
+            else:
+                self._hold_check()
+                return self._generation
         ledger = self._ledger
         generation, found = await self._writer.call(
             lambda conn: (conn.execute(GENERATION).fetchone()[0], ledger.ident)
@@ -547,6 +566,24 @@ class SqliteState:
             self._open_fast()
         self._generation, self._data_version = generation, -1
         return int(generation)
+
+    def _hold_check(self) -> None:
+        """Let the generation just read answer the rest of this turn of the event loop.
+
+        A check serves every request whose bytes were read before it, and those are exactly the
+        requests that can ask before a callback scheduled now runs: the ready queue is first in,
+        first out, and a request read from its socket later gets its task step queued later, behind
+        that callback (a task's step always goes through the ready queue, so a request read after
+        this check, even in this same turn, is checked again). A key revoked before a request was
+        sent is therefore still refused by that request. Not with an eager task factory, which runs
+        a new task's first step at once, inside the callback that read the request."""
+        loop = self._loop()
+        if loop.get_task_factory() is None:
+            self._checked = loop  # a loop closed before the callback ran is not this one: no hold
+            loop.call_soon(self._release_check)
+
+    def _release_check(self) -> None:
+        self._checked = None
 
     async def active(self) -> dict[str, tuple[bytes, Any]]:
         from airlock.gateway.apikeys import read_active
@@ -557,14 +594,14 @@ class SqliteState:
     async def admit(
         self, key_id: str, limits: Sequence[tuple[str, int]], tokens: int, minute: int, day: int
     ) -> int | None:
-        names = tuple(name for name, _ in limits)
-        sql = self._sql.get(names)
+        limits = tuple(limits)  # the Limiter's own tuple, the same object for each request of a key
+        sql = self._sql.get(limits)
         if sql is None:
-            sql = self._sql[names] = admit_sql(names)
-        params = admit_params(key_id, limits, tokens, minute, day)
-        undo = settle_params(key_id, -tokens, minute, day)
+            if len(self._sql) >= 256:
+                self._sql.clear()
+            sql = self._sql[limits] = admit_sql([name for name, _ in limits])
         future: asyncio.Future[int | None] = self._loop().create_future()
-        self._pending.append((ADMIT, sql, params, key_id, future, undo))
+        self._pending.append((ADMIT, sql, key_id, limits, tokens, minute, day, future))
         self._schedule(soon=True)
         return await future
 
@@ -580,9 +617,7 @@ class SqliteState:
         return Window(*row) if row is not None else None
 
     async def settle(self, key_id: str, delta: int, minute: int, day: int, ticket: int = 0) -> None:
-
-        params = settle_params(key_id, delta, minute, day)
-        self._pending.append((SETTLE, params, key_id, ticket or self._ledger.epoch))
+        self._pending.append((SETTLE, key_id, delta, minute, day, ticket or self._ledger.epoch))
         self._schedule(soon=False)
 
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
@@ -705,7 +740,7 @@ class PostgresState:
     async def settle(self, key_id: str, delta: int, minute: int, day: int, ticket: int = 0) -> None:
         if ticket and ticket != self.epoch:
             return  # this gateway was reaped since: its leases were freed then
-        await self._one(_PG_SETTLE, [*settle_params(key_id, delta, minute, day), self.owner.owner])
+        await self._one(_PG_SETTLE, [*settle_params(key_id, delta, 0, minute, day), self.owner.owner])
 
     async def add_usage(self, rows: Sequence[UsageRow]) -> None:
         async with self._conn() as conn, conn.transaction():

@@ -9,7 +9,11 @@ leaves), so no test depends on how fast anything runs.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,6 +300,46 @@ def test_a_new_key_works_at_once_and_a_revoked_key_stops_at_once(gw: GatewayThre
             assert http.get("/v1/models").status_code == 200
             store.revoke(f"quick{i}")
             assert http.get("/v1/models").status_code == 401
+
+
+def test_a_key_revoked_by_the_cli_is_refused_by_the_next_request_under_load(
+    gw: GatewayThread, store: KeyStore, tmp_path: Path
+) -> None:
+    """`airlock keys revoke` in a process of its own, while other requests keep the gateway's loop
+    busy (its generation checks are then shared within a turn of the loop): the first request sent
+    after the command returned is refused."""
+    assert isinstance(store.db.target, Path) and store.db.target.name == "keys.db"
+    env = {**os.environ, "AIRLOCK_HOME": str(store.db.target.parent)}
+    _, busy = store.create("busy", limits=KeyLimits(concurrency=64))
+    done = threading.Event()
+    statuses: list[int] = []
+
+    def load() -> None:
+        with _client(gw, busy) as http:
+            while not done.is_set():
+                statuses.append(http.post(CHAT, json=chat()).status_code)
+
+    workers = [threading.Thread(target=load) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        for i in range(3):
+            _, token = store.create(f"cli-revoked{i}")
+            with _client(gw, token) as http:
+                assert http.post(CHAT, json=chat()).status_code == 200
+                revoked = subprocess.run(
+                    [sys.executable, "-m", "airlock.cli.main", "keys", "revoke", f"cli-revoked{i}"],
+                    env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                )  # fmt: skip
+                assert revoked.returncode == 0, revoked.stderr
+                refused = http.post(CHAT, json=chat())
+                assert refused.status_code == 401, refused.text
+    finally:
+        done.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    assert not any(worker.is_alive() for worker in workers)
+    assert statuses and set(statuses) == {200}
 
 
 def test_an_admin_key_does_not_bypass_its_own_limits(gw: GatewayThread, store: KeyStore) -> None:
