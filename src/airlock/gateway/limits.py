@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from airlock.gateway.apikeys import ApiKey, utc_day
+from airlock.gateway.apikeys import ApiKey, KeyLimits, utc_day
 from airlock.gateway.errors import APIError, key_store_unavailable
 from airlock.gateway.state import HotState, UsageRow
 
@@ -118,6 +118,25 @@ class Lease:
     ticket: int = 0  # the key database's, from the admission (see HotState.admit)
 
 
+#: A key's limits as admit() uses them: the database's checks ((name, limit) in _CHECKS' order),
+#: whether tokens are reserved, and the token limits (name, limit) a single request may not exceed.
+_Plan = tuple[tuple[tuple[str, int], ...], bool, tuple[tuple[str, int], ...]]
+
+
+def _plan(limits: KeyLimits) -> _Plan:
+    checks = tuple(
+        (name, value)
+        for name, value in (
+            ("rpm", limits.rpm),
+            ("tpm", limits.tpm),
+            ("tpd", limits.tpd),
+            ("concurrency", limits.concurrency),
+        )
+        if value is not None
+    )
+    return checks, limits.tokens, tuple(c for c in checks if c[0] in ("tpm", "tpd"))
+
+
 @dataclass
 class _Usage:
     requests: int = 0
@@ -143,6 +162,7 @@ class Limiter:
         self.flush_s = keys.refresh_s if flush_s is None else flush_s
         self.default_completion = default_completion
         self._usage: dict[tuple[str, int], _Usage] = {}
+        self._plans: dict[KeyLimits, _Plan] = {}
         self._task: asyncio.Task[None] | None = None
         self.refusals = Counter(
             "airlock_limit_refusals", "Requests refused by a key's limit", ["key", "limit"], registry=registry
@@ -150,17 +170,24 @@ class Limiter:
 
     # -- admission ------------------------------------------------------------------------------
 
+    def _plan(self, limits: KeyLimits) -> _Plan:
+        plan = self._plans.get(limits)
+        if plan is None:
+            if len(self._plans) >= 1024:  # keys' limits are few; never a leak however many there were
+                self._plans.clear()
+            plan = self._plans[limits] = _plan(limits)
+        return plan
+
     async def admit(self, key: ApiKey, kind: str, data: dict[str, Any]) -> Lease:
         now = self.clock()
         minute, day = int(now // 60), utc_day(now)
-        limits = key.limits
-        tokens = reserve_tokens(kind, data, self.default_completion) if limits.tokens else 0
-        lease = Lease(key, tokens, minute, day, limited=limits.any)
-        if not limits.any:
+        checks, reserves, caps = self._plan(key.limits)
+        tokens = reserve_tokens(kind, data, self.default_completion) if reserves else 0
+        lease = Lease(key, tokens, minute, day, limited=bool(checks))
+        if not checks:
             return lease
-        for name in ("tpm", "tpd"):
-            limit = getattr(limits, name)
-            if limit is not None and tokens > limit:
+        for name, limit in caps:
+            if tokens > limit:
                 self.refusals.labels(key.name, name).inc()
                 raise APIError(
                     429,
@@ -169,16 +196,6 @@ class Limiter:
                     param=name,
                     code="rate_limit_exceeded",
                 )
-        checks = [
-            (name, value)
-            for name, value in (
-                ("rpm", limits.rpm),
-                ("tpm", limits.tpm),
-                ("tpd", limits.tpd),
-                ("concurrency", limits.concurrency),
-            )
-            if value is not None
-        ]
         state = self.keys.state
         for _ in range(3):
             try:
@@ -237,8 +254,11 @@ class Limiter:
         if lease.settled:
             return
         lease.settled = True
-        prompt = _int((usage or {}).get("prompt_tokens")) or 0
-        completion = _int((usage or {}).get("completion_tokens")) or 0
+        if usage is None:
+            prompt = completion = 0
+        else:
+            prompt = _int(usage.get("prompt_tokens")) or 0
+            completion = _int(usage.get("completion_tokens")) or 0
         self.count(lease.key, prompt, completion)
         if not lease.limited:
             return
@@ -253,9 +273,10 @@ class Limiter:
 
     def count(self, key: ApiKey, prompt: int, completion: int) -> None:
         now = self.clock()
-        slot = self._usage.get((key.key_id, utc_day(now)))
+        where = (key.key_id, utc_day(now))
+        slot = self._usage.get(where)
         if slot is None:
-            slot = self._usage[(key.key_id, utc_day(now))] = _Usage()
+            slot = self._usage[where] = _Usage()
         slot.requests += 1
         slot.prompt += prompt
         slot.completion += completion
@@ -300,13 +321,14 @@ class Limiter:
 
 
 class _Gate:
-    __slots__ = ("active", "limit", "queue", "waiters")
+    __slots__ = ("active", "limit", "queue", "waited", "waiters")
 
-    def __init__(self, limit: int, queue: int) -> None:
+    def __init__(self, limit: int, queue: int, waited: Any) -> None:
         self.limit = limit
         self.queue = queue
         self.active = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
+        self.waited = waited  # the engine's airlock_engine_queue_seconds
 
 
 class EngineGates:
@@ -348,7 +370,7 @@ class EngineGates:
         gate = self._gates.get(engine)
         if gate is None:
             gate = self._gates[engine] = _Gate(
-                self.limits.get(engine, self.default_limit), self.default_queue
+                self.limits.get(engine, self.default_limit), self.default_queue, self.wait_time.labels(engine)
             )
         return gate
 
@@ -386,7 +408,7 @@ class EngineGates:
             finally:
                 gauge.dec()
             waited = time.perf_counter() - began
-        self.wait_time.labels(engine).observe(waited)
+        gate.waited.observe(waited)
         try:
             yield waited
         finally:
@@ -394,6 +416,14 @@ class EngineGates:
 
     async def run(self, engine: str, work: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """``await work(*args, **kwargs)`` holding one of the engine's slots."""
+        gate = self._gates.get(engine) or self._gate(engine)
+        if gate.active < gate.limit and not gate.waiters:  # a free slot: slot()'s first case, inline
+            gate.active += 1
+            gate.waited.observe(0.0)
+            try:
+                return await work(*args, **kwargs)
+            finally:
+                self._release(gate)
         async with self.slot(engine):
             return await work(*args, **kwargs)
 
