@@ -9,8 +9,8 @@ Starlette on the same server ~1,550 / ~2,000; aiohttp.web ~1,800 / ~1,950; Starl
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, MutableMapping
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -156,6 +156,33 @@ class BoundedSend:
             self._timer = None
 
 
+class DisconnectWatch(Protocol):
+    """What a server's connection offers so that :func:`until_disconnect` needs no watcher task: it
+    cancels a watched task once the connection is lost before that task's response was complete.
+    airlock.serving.protocol.GuardedHttpProtocol is one."""
+
+    def watch_disconnect(self, task: asyncio.Task[Any], cycle: Any) -> bool:
+        """Watch ``task`` (answering the request of ``cycle``); False if the connection is gone."""
+
+    def unwatch_disconnect(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching ``task``; True if it was cancelled because the connection was lost."""
+
+
+#: the attribute of a server's request object (uvicorn's cycle: ``receive.__self__``) that holds its
+#: connection when that is a :class:`DisconnectWatch`; set by airlock.serving.protocol per request
+DISCONNECT_WATCH = "airlock_disconnect_watch"
+
+
+def disconnect_watch(receive: Receive) -> tuple[DisconnectWatch, Any] | None:
+    """The connection under ``receive`` if it watches for the client leaving, with the request.
+
+    uvicorn's ``receive`` is a method of its request cycle, on which our protocol puts itself. None
+    elsewhere (another server, the bare app)."""
+    cycle = getattr(receive, "__self__", None)
+    connection: DisconnectWatch | None = getattr(cycle, DISCONNECT_WATCH, None)
+    return None if connection is None else (connection, cycle)
+
+
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], gone: list[bool]) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -163,16 +190,41 @@ async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task[Any], gone:
     task.cancel()
 
 
-async def until_disconnect(receive: Receive, work: Awaitable[T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel it (closing the upstream request) and raise.
+async def until_disconnect(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
+    """Await ``work``; if the client disconnects first, cancel it (closing the upstream request) and raise
+    ClientDisconnected.
 
-    uvicorn's ``send`` returns silently once the client is gone, so the ``http.disconnect`` message
-    from ``receive`` is the only signal. One watcher task per request cancels the request's own task;
-    cheaper than running ``work`` in a task of its own and waiting on both.
+    uvicorn's ``send`` returns silently once the client is gone, so the connection being lost is the
+    only signal. Under our own protocol (:class:`DisconnectWatch`) the connection cancels the request's
+    task itself when it is lost: nothing more per request than an entry in a dict. Elsewhere one
+    watcher task per request waits for ``http.disconnect`` from ``receive`` and cancels the request's
+    own task; cheaper than running ``work`` in a task of its own and waiting on both.
     """
     current = asyncio.current_task()
     if current is None:  # not inside a task: nothing to cancel
         return await work
+    watch = disconnect_watch(receive)
+    if watch is None:
+        return await _until_disconnect_watcher(receive, work, current)
+    connection, cycle = watch
+    if not connection.watch_disconnect(current, cycle):
+        work.close()  # never started: the engine is not asked at all
+        raise ClientDisconnected
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if connection.unwatch_disconnect(current):
+            current.uncancel()
+            raise ClientDisconnected from None
+        raise  # not ours: the server's shutdown cutting requests, or the caller's
+    finally:
+        # (a no-op after the branch above) cut as ``work`` ended otherwise, e.g. with ClientStalled:
+        # the cancellation is ours, and taken back
+        if connection.unwatch_disconnect(current):
+            current.uncancel()
+
+
+async def _until_disconnect_watcher(receive: Receive, work: Awaitable[T], current: asyncio.Task[Any]) -> T:
     gone: list[bool] = []
     watcher = asyncio.get_running_loop().create_task(_cancel_on_disconnect(receive, current, gone))
     try:

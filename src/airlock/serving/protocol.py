@@ -23,6 +23,10 @@ size; so a client that opens connections and never finishes them exhausts the pr
   what nginx calls reusable connections); if every connection has a request in flight, the new one
   is closed at once. Either way the listening socket keeps being drained and the descriptors in use
   stay bounded, while a client that sends its request at once still gets served.
+- **the client leaving** (``gateway.asgi.DisconnectWatch``): a request awaiting its engine inside
+  ``gateway.asgi.until_disconnect`` is registered with its connection, which cancels its task when
+  the connection is lost before the response is complete; the gateway answers that as 499 and closes
+  the engine's request. No watcher task per request, as without this protocol.
 
 The default cap is half the descriptors the process may open (the soft ``RLIMIT_NOFILE``, first
 raised to the hard limit, as Go's runtime does), less a reserve for the engines, the key database
@@ -45,9 +49,10 @@ from typing import Any, ClassVar
 import httptools
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from airlock.gateway.asgi import DISCONNECT_WATCH
 log = logging.getLogger("airlock.serving")
 
 #: the most client connections one gateway process holds by default
@@ -111,6 +116,54 @@ class ConnectionGuard:
         return True
 
 
+class ClientWatch:
+    """One connection's :class:`airlock.gateway.asgi.DisconnectWatch`: the tasks awaiting an engine for
+    its requests (``gateway.asgi.until_disconnect``), each with its request's cycle, cancelled if the
+    connection is lost before that response is complete.
+
+    The protocol and each request's cycle hold it; it holds neither (a task and its cycle only while
+    watched), so that no reference cycle keeps a closed connection for the garbage collector."""
+
+    __slots__ = ("cancelled", "lost", "watched")
+
+    def __init__(self) -> None:
+        self.watched: dict[asyncio.Task[Any], RequestResponseCycle] = {}
+        self.cancelled: set[asyncio.Task[Any]] = set()  # cut by cut(), until unwatched
+        self.lost = False  # the connection is gone
+
+    def watch_disconnect(self, task: asyncio.Task[Any], cycle: Any) -> bool:
+        """Cancel ``task`` if the connection is lost before ``cycle``'s response is complete; False
+        (nothing watched) if it is lost already."""
+        if self.lost:
+            if cycle.response_complete:
+                return True  # answered already: nothing to watch
+            cycle.disconnected = True  # (uvicorn marks only the latest cycle; see cut)
+            return False
+        self.watched[task] = cycle
+        return True
+
+    def unwatch_disconnect(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching ``task``; True if it was cancelled because the connection was lost (the
+        caller takes that cancellation back)."""
+        self.watched.pop(task, None)
+        if self.cancelled and task in self.cancelled:
+            self.cancelled.discard(task)
+            return True
+        return False
+
+    def cut(self) -> None:
+        """The connection was lost: cancel the tasks whose responses are not complete."""
+        for task, cycle in list(self.watched.items()):
+            if cycle.response_complete or task.done():
+                continue  # answered in full: the client left after its answer
+            del self.watched[task]
+            # uvicorn marks only the connection's latest cycle; one answered while a pipelined request
+            # waits is marked too, so that its send stays silent as for any client gone
+            cycle.disconnected = True
+            self.cancelled.add(task)
+            task.cancel()
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's :class:`HttpToolsProtocol` with the guards of this module's docstring; one subclass
     per server, made by :func:`guarded_protocol`, carries that server's :class:`ConnectionGuard`."""
@@ -138,6 +191,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._begun = False  # the awaited request's first byte has come
         self._begun_in_chunk = False  # a later request's header began inside the chunk being parsed
         self._refuse_when_done = False  # a 431 waits for the responses before it
+        self.watch = ClientWatch()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -157,9 +211,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._release()
+        self.watch.lost = True
         if self.flow is None:  # refused in connection_made: uvicorn never saw it
             return
         super().connection_lost(exc)
+        if self.watch.watched:
+            # a turn later, as a watcher task woken by uvicorn's http.disconnect used to: a stream that
+            # reset its stalled client itself (gateway.asgi.BoundedSend) ends as ClientStalled first
+            self.loop.call_soon(self.watch.cut)
 
     def _release(self) -> None:
         if self._counted:
@@ -229,6 +288,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._begun = False
         self.guard.idle.pop(self, None)
         super().on_headers_complete()
+        # the request's cycle knows its connection: gateway.asgi.until_disconnect asks it to watch
+        setattr(self.cycle, DISCONNECT_WATCH, self.watch)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
