@@ -53,6 +53,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from airlock.gateway.asgi import DISCONNECT_WATCH
+from airlock.serving.corked import CorkedTransport
+
 log = logging.getLogger("airlock.serving")
 
 #: the most client connections one gateway process holds by default
@@ -204,7 +206,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         guard.open += 1
         self._counted = True
         guard.idle[self] = None
-        super().connection_made(transport)
+        # a response's head goes out with its body in one write (serving/corked.py)
+        super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
         self._header_since = self.loop.time()
         # one timer per connection, re-armed by itself: nothing to arm or cancel per request
         self._timer = self.loop.call_later(guard.limits.header_timeout_s, self._check)
