@@ -27,12 +27,9 @@ def split_complete(buffer: bytes) -> tuple[bytes, bytes]:
     return buffer[:end], buffer[end:]
 
 
-def _events(block: bytes) -> list[bytes]:
-    return [e for e in block.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
-
-
 def _data(event: bytes) -> Any:
-    payload = b"".join(line[5:].lstrip() for line in event.split(b"\n") if line.startswith(b"data:"))
+    lines = event.replace(b"\r\n", b"\n").split(b"\n")
+    payload = b"".join(line[5:].lstrip() for line in lines if line.startswith(b"data:"))
     if not payload or payload == b"[DONE]":
         return None
     try:
@@ -64,16 +61,41 @@ class UsageScanner:
         return self._scan(rest) if b'"usage"' in rest else rest
 
     def _scan(self, block: bytes) -> bytes:
-        kept: list[bytes] = []
-        changed = False
-        for event in _events(block):
-            data = _data(event) if b'"usage"' in event else None
+        """Parse only the events that mention usage, found by position; cut the usage-only one out.
+
+        The rest of the block is passed on as it came (no split and join of every event)."""
+        cuts: list[tuple[int, int]] = []
+        search = 0
+        while (i := block.find(b'"usage"', search)) >= 0:
+            start, end = _event_bounds(block, i)
+            search = end
+            data = _data(block[start:end])
             if isinstance(data, dict) and isinstance(data.get("usage"), dict):
                 self.usage = data["usage"]
                 if self.drop_usage_only and not data.get("choices"):
-                    changed = True
-                    continue
-            kept.append(event)
-        if not changed:
+                    cuts.append((start, end))
+        if not cuts:
             return block
-        return b"".join(e + b"\n\n" for e in kept)
+        kept: list[bytes] = []
+        at = 0
+        for start, end in cuts:
+            kept.append(block[at:start])
+            at = end
+        kept.append(block[at:])
+        return b"".join(kept)
+
+
+def _event_bounds(block: bytes, at: int) -> tuple[int, int]:
+    """[start, end) of the event holding byte ``at``: from the end of the separator before it to the
+    end of the separator after it (or the block's ends)."""
+    start = 0
+    for sep in _SEPARATORS:
+        j = block.rfind(sep, 0, at)
+        if j >= 0:
+            start = max(start, j + len(sep))
+    end = len(block)
+    for sep in _SEPARATORS:
+        j = block.find(sep, at)
+        if j >= 0:
+            end = min(end, j + len(sep))
+    return start, end

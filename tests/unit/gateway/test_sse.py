@@ -54,3 +54,16 @@ def test_nothing_is_held_back_but_a_partial_event() -> None:
     scanner = UsageScanner()
     assert scanner.feed(CHUNK[:10]) == b""
     assert scanner.feed(CHUNK[10:]) == CHUNK
+
+
+def test_the_usage_only_event_is_cut_out_of_one_block_in_crlf_too() -> None:
+    crlf = [e.replace(b"\n", b"\r\n") for e in (CHUNK, FINAL, USAGE, DONE)]
+    for events in ([CHUNK, FINAL, USAGE, DONE], crlf):
+        scanner = UsageScanner(drop_usage_only=True)
+        assert scanner.feed(b"".join(events)) + scanner.flush() == events[0] + events[1] + events[3]
+        assert scanner.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+    # data split over two lines is one event's data (the SSE rule), parsed whole
+    split = b'data: {"choices": [],\ndata:  "usage": {"prompt_tokens": 1}}\n\n'
+    scanner = UsageScanner(drop_usage_only=True)
+    assert scanner.feed(CHUNK + split + DONE) == CHUNK + DONE
+    assert scanner.usage == {"prompt_tokens": 1}
