@@ -101,17 +101,20 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.used = 0  # requests sent on it
         self.idle_since = 0.0
+        # one parser for the connection's life: a connection is reused only after a whole response,
+        # where the parser is ready for the next one
+        self.parser = httptools.HttpResponseParser(self)
+        self.chunks: collections.deque[bytes] = collections.deque()
         self._reset()
 
     def _reset(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: dict[str, str] = {}
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
         self.close_delimited = False
-        self.chunks: collections.deque[bytes] = collections.deque()
+        self.chunks.clear()
         self.buffered = 0
         self.received = 0
         self.error: EngineError | None = None
@@ -212,7 +215,8 @@ class _Connection(asyncio.Protocol):
         return data
 
     def send(self, head: bytes, body: bytes) -> None:
-        self._reset()
+        if self.used:
+            self._reset()
         self.used += 1
         assert self.transport is not None
         self.transport.write(head + body if len(body) < 65536 else head)

@@ -282,3 +282,29 @@ async def test_a_close_delimited_body_ends_with_the_connection() -> None:
             assert await resp.read() == b"all of it"
         assert client.idle_connections() == 0
         await client.close()
+
+
+@sync
+async def test_one_connection_carries_chunked_and_sized_answers_in_turn() -> None:
+    async def alternating(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = 0
+        while True:
+            await read_request(reader)
+            n += 1
+            if n % 2:
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab%d\r\n0\r\n\r\n" % (n % 10)
+                )
+            else:
+                writer.write(answer(b"sized%d" % n))
+            await writer.drain()
+
+    async with server(alternating) as (url, accepted):
+        client = EngineClient()
+        got = []
+        for _ in range(6):
+            async with await client.post(url, b"{}", {}) as resp:
+                got.append(await resp.read())
+        assert got == [b"ab1", b"sized2", b"ab3", b"sized4", b"ab5", b"sized6"]
+        assert accepted[0] == 1
+        await client.close()
