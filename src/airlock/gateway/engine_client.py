@@ -40,6 +40,8 @@ import httptools
 #: and below which it is read again.
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+#: The most bytes a response's status line and headers may take (an engine is not a header source).
+MAX_HEAD = 64 * 1024
 
 
 class EngineError(Exception):
@@ -133,6 +135,12 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(EngineBrokeOff(f"malformed HTTP: {exc}"))
             self.close()
+            self._wake()
+            return
+        if not self.headers_done and self.received > MAX_HEAD:
+            self._fail(EngineBrokeOff(f"the response's headers passed {MAX_HEAD} bytes"))
+            self.close()
+            self._wake()
             return
         if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True

@@ -308,3 +308,19 @@ async def test_one_connection_carries_chunked_and_sized_answers_in_turn() -> Non
         assert got == [b"ab1", b"sized2", b"ab3", b"sized4", b"ab5", b"sized6"]
         assert accepted[0] == 1
         await client.close()
+
+
+@sync
+async def test_endless_headers_are_cut_off() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(100_000):
+            writer.write(b"X-Filler-%d: %s\r\n" % (i, b"y" * 64))
+            await writer.drain()
+
+    async with server(endless) as (url, _):
+        client = EngineClient()
+        with pytest.raises(EngineBrokeOff, match="headers passed"):
+            await client.post(url, b"{}", {})
+        await client.close()
