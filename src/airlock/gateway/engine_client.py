@@ -375,7 +375,8 @@ class EngineClient:
         deadline = time.monotonic() - self.keepalive_s
         while idle:
             conn = idle.pop()  # the most recent: the least likely to have been closed by the engine
-            if not conn.lost and conn.idle_since > deadline:
+            # anything the engine sent while idle (a 408, garbage) spoils the connection
+            if not conn.lost and conn.idle_since > deadline and conn.received == 0:
                 return conn
             conn.close()
         return None
@@ -386,6 +387,7 @@ class EngineClient:
             return
         now = conn.idle_since = time.monotonic()
         conn.waiter = None
+        conn.received = 0
         idle = self._idle.setdefault(target.pool_key, [])
         if idle and idle[0].idle_since < now - self.keepalive_s:  # the oldest first: drop the expired
             for old in [c for c in idle if c.lost or c.idle_since < now - self.keepalive_s]:

@@ -324,3 +324,25 @@ async def test_endless_headers_are_cut_off() -> None:
         with pytest.raises(EngineBrokeOff, match="headers passed"):
             await client.post(url, b"{}", {})
         await client.close()
+
+
+@sync
+async def test_a_connection_the_engine_spoke_on_while_idle_is_not_reused() -> None:
+    async def says_408_when_idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer(b"{}"))
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")  # and keeps it open
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with server(says_408_when_idle) as (url, accepted):
+        client = EngineClient()
+        async with await client.post(url, b"{}", {}) as resp:
+            assert await resp.read() == b"{}"
+        await asyncio.sleep(0.3)
+        async with await asyncio.wait_for(client.post(url, b"{}", {}), 3) as resp:
+            assert resp.status == 200 and await resp.read() == b"{}"
+        assert accepted[0] == 2  # a fresh connection, not the 408 read as the answer
+        await client.close()
