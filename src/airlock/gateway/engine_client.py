@@ -14,7 +14,10 @@ Errors, each an :class:`EngineError`:
 * :class:`EngineUnreachable`: no connection could be made (the engine is down): 503.
 * :class:`EngineDisconnected`: the connection closed before the response began. On a reused
   keep-alive connection the engine had closed (llama-server closes after a stream without saying
-  so), the request is sent once more on a fresh connection: it was never read.
+  so), the request is sent once more on a new connection, but only when the close came within
+  :data:`STALE_CLOSE_S` of the request: later, the engine may have worked on it, and a POST is not
+  sent twice. Idle connections are kept ``keepalive_s`` (4 s: under uvicorn's and cpp-httplib's 5 s
+  idle timeouts), so that race is rare.
 * :class:`EngineBrokeOff`: the connection closed or the engine sent bad HTTP mid-response.
 * :class:`EngineTimeout` (a TimeoutError): no byte for ``read_timeout_s`` while one was awaited.
 
@@ -36,10 +39,13 @@ from urllib.parse import urlsplit
 
 import httptools
 
-#: Buffered body bytes above which the engine's socket stops being read (the client reads slowly),
-#: and below which it is read again.
+#: Buffered body bytes above which the engine's socket stops being read (the client reads slowly);
+#: it is read again once the buffer was taken.
 HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+#: A reused connection that closes this soon after the request was written had been closed by the
+#: engine while idle (it never read the request): the request is sent again, once, on a new one.
+#: Later than this, the engine may have worked on it, and a POST is not sent twice.
+STALE_CLOSE_S = 0.1
 #: The most bytes a response's status line and headers may take (an engine is not a header source).
 MAX_HEAD = 64 * 1024
 
@@ -103,6 +109,8 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.used = 0  # requests sent on it
         self.idle_since = 0.0
+        self.sent_at = 0.0
+        self.spoiled = False  # bytes came that belong to no request: never reused
         # one parser for the connection's life: a connection is reused only after a whole response,
         # where the parser is ready for the next one
         self.parser = httptools.HttpResponseParser(self)
@@ -110,6 +118,7 @@ class _Connection(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
+        self.began = False
         self.status = 0
         self.headers: dict[str, str] = {}
         self.headers_done = False
@@ -121,6 +130,8 @@ class _Connection(asyncio.Protocol):
         self.received = 0
         self.error: EngineError | None = None
         self.waiter: asyncio.Future[None] | None = None
+        if getattr(self, "paused", False) and self.transport is not None and not self.lost:
+            self.transport.resume_reading()
         self.paused = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
@@ -132,8 +143,8 @@ class _Connection(asyncio.Protocol):
         self.received += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(EngineBrokeOff(f"malformed HTTP: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(EngineBrokeOff(f"malformed HTTP: {exc!r}"))
             self.close()
             self._wake()
             return
@@ -153,7 +164,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         if not self.complete and self.error is None:
-            if self.headers_done and self.close_delimited:
+            if self.headers_done and self.close_delimited and exc is None:
                 self.complete = True  # a body without length or chunks ends with the connection
             elif self.received == 0:
                 self._fail(EngineDisconnected("connection closed before an answer"))
@@ -164,11 +175,23 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.began or self.used == 0:  # a second message for one request, or one for none
+            self.spoiled = True
+        self.began = True
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        if not self.spoiled:
+            self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        if self.spoiled:
+            return
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # informational (103 Early Hints...): the answer is still to come
+            self.headers = {}
+            return
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
         headers = self.headers
         self.close_delimited = (
@@ -177,10 +200,16 @@ class _Connection(asyncio.Protocol):
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.chunks.append(body)
-        self.buffered += len(body)
+        if not self.spoiled:
+            self.chunks.append(body)
+            self.buffered += len(body)
 
     def on_message_complete(self) -> None:
+        if self.spoiled:
+            return
+        if not self.headers_done:  # the end of an informational response
+            self.began = False
+            return
         self.complete = True
 
     # -- the request's side ----------------------------------------------------------------------------
@@ -195,6 +224,8 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _timed_out(self, seconds: float) -> None:
+        if self.waiter is None or self.waiter.done():
+            return  # the bytes came in the same turn: the waiting request goes on
         self._fail(EngineTimeout(f"nothing for {seconds:g} s"))
         self._wake()
         self.close()
@@ -226,6 +257,7 @@ class _Connection(asyncio.Protocol):
         if self.used:
             self._reset()
         self.used += 1
+        self.sent_at = self.loop.time()
         assert self.transport is not None
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
@@ -235,6 +267,11 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         self.lost = True
+
+    @property
+    def reusable(self) -> bool:
+        """Whole, kept alive by the engine, and nothing since that belongs to no request."""
+        return self.complete and self.keep_alive and not (self.lost or self.spoiled or self.error)
 
 
 class EngineResponse:
@@ -291,7 +328,7 @@ class EngineResponse:
             return
         self._released = True
         conn = self._conn
-        if conn.complete and conn.keep_alive and not conn.lost and conn.error is None:
+        if conn.reusable and not conn.chunks:  # read to its end (a paused socket is not pooled)
             self._client._put(self._target, conn)
         else:
             conn.close()
@@ -306,14 +343,15 @@ class EngineResponse:
 
 
 class EngineClient:
-    """Pools of keep-alive connections, one per engine address; ``close`` ends them all."""
+    """Pools of keep-alive connections, one per engine address; ``close`` ends them all. Idle ones
+    older than ``keepalive_s`` are closed when met (the engines close theirs after 5 s)."""
 
     def __init__(
         self,
         *,
         connect_timeout_s: float = 10.0,
         read_timeout_s: float | None = None,
-        keepalive_s: float = 60.0,
+        keepalive_s: float = 4.0,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -322,6 +360,10 @@ class EngineClient:
         self._targets: dict[str, Target] = {}
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
+
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
 
     def target(self, url: str) -> Target:
         target = self._targets.get(url)
@@ -336,8 +378,8 @@ class EngineClient:
         """Send and wait for the status line and headers; the body is read from the response."""
         target = self.target(url)
         head = self._head(target, headers, len(body))
-        for _attempt in range(2):
-            conn = self._take_idle(target)
+        for attempt in range(2):
+            conn = self._take_idle(target) if attempt == 0 else None
             reused = conn is not None
             if conn is None:
                 conn = await self._connect(target)
@@ -349,7 +391,7 @@ class EngineClient:
                     await conn.wait(self.read_timeout_s)
             except EngineDisconnected:
                 conn.close()
-                if reused:
+                if reused and self._loop_time() - conn.sent_at < STALE_CLOSE_S:
                     continue  # a keep-alive connection the engine had closed: it never read this
                 raise
             except BaseException:
@@ -363,7 +405,7 @@ class EngineClient:
         lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.host_header}"]
         for name, value in headers.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise EngineError(f"the header {name!r} holds a line break")
+                raise ValueError(f"the header {name!r} for the engine holds a line break")
             lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {length}\r\n\r\n")
         return "\r\n".join(lines).encode("latin-1")
@@ -375,8 +417,8 @@ class EngineClient:
         deadline = time.monotonic() - self.keepalive_s
         while idle:
             conn = idle.pop()  # the most recent: the least likely to have been closed by the engine
-            # anything the engine sent while idle (a 408, garbage) spoils the connection
-            if not conn.lost and conn.idle_since > deadline and conn.received == 0:
+            # anything the engine sent while idle (a 408, garbage) spoiled the connection
+            if conn.reusable and conn.idle_since > deadline:
                 return conn
             conn.close()
         return None
@@ -387,7 +429,6 @@ class EngineClient:
             return
         now = conn.idle_since = time.monotonic()
         conn.waiter = None
-        conn.received = 0
         idle = self._idle.setdefault(target.pool_key, [])
         if idle and idle[0].idle_since < now - self.keepalive_s:  # the oldest first: drop the expired
             for old in [c for c in idle if c.lost or c.idle_since < now - self.keepalive_s]:

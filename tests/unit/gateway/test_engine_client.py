@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -345,4 +347,104 @@ async def test_a_connection_the_engine_spoke_on_while_idle_is_not_reused() -> No
         async with await asyncio.wait_for(client.post(url, b"{}", {}), 3) as resp:
             assert resp.status == 200 and await resp.read() == b"{}"
         assert accepted[0] == 2  # a fresh connection, not the 408 read as the answer
+        await client.close()
+
+
+@sync
+async def test_an_answer_left_with_a_paused_socket_is_not_pooled() -> None:
+    total = HIGH_WATER + 1000  # just past the mark: it all arrives, and reading is paused
+
+    first = [True]
+
+    async def big_then_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if first[0]:  # the first connection's first answer is big
+            first[0] = False
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total + b"x" * total)
+            await writer.drain()
+        await keep_alive(reader, writer)  # the connection itself stays usable for the engine
+
+    async with server(big_then_echo) as (url, accepted):
+        client = EngineClient(read_timeout_s=2)
+        async with await client.post(url, b"{}", {}) as resp:
+            await asyncio.sleep(0.2)
+            assert resp._conn.paused and resp._conn.complete and resp._conn.chunks
+            # the client went away here, nothing read
+        assert client.idle_connections() == 0
+        async with await client.post(url, b'"next"', {}) as resp:
+            assert await resp.read() == b'{"echo": "next"}'
+        assert accepted[0] == 2
+        await client.close()
+
+
+@sync
+async def test_a_request_the_engine_worked_on_before_dropping_it_is_not_sent_twice() -> None:
+    bodies: list[bytes] = []
+
+    async def drops_the_second(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, body = await read_request(reader)
+        bodies.append(body)
+        writer.write(answer(b"{}"))
+        await writer.drain()
+        _, body = await read_request(reader)
+        bodies.append(body)
+        await asyncio.sleep(0.5)  # works on it, then dies
+
+    async with server(drops_the_second) as (url, _):
+        client = EngineClient()
+        async with await client.post(url, b"first", {}) as resp:
+            await resp.read()
+        with pytest.raises(EngineDisconnected):
+            await client.post(url, b"second", {})
+        await asyncio.sleep(0.2)
+        assert bodies == [b"first", b"second"]
+        await client.close()
+
+
+@sync
+async def test_bytes_past_the_answer_are_not_read_into_it_and_spoil_the_connection() -> None:
+    async def two_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        bad = b"HTTP/1.1 500 Oops\r\nX-Extra: 1\r\nContent-Length: 2\r\n\r\nB2"
+        writer.write(answer(b"A1") + bad)
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async with server(two_answers) as (url, _):
+        client = EngineClient()
+        async with await client.post(url, b"{}", {}) as resp:
+            assert (resp.status, await resp.read()) == (200, b"A1")
+            assert "x-extra" not in resp.headers
+        assert client.idle_connections() == 0
+        await client.close()
+
+
+@sync
+async def test_an_informational_answer_is_skipped_and_a_reset_is_not_a_whole_body() -> None:
+    async def hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + answer(b"real"))
+        await writer.drain()
+        await keep_alive(reader, writer)
+
+    async with server(hints) as (url, _):
+        client = EngineClient()
+        async with await client.post(url, b"{}", {}) as resp:
+            assert (resp.status, await resp.read()) == (200, b"real")
+            assert "link" not in resp.headers
+        await client.close()
+
+    async def resets(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"partial": ')
+        await writer.drain()
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST
+
+    async with server(resets) as (url, _):
+        client = EngineClient()
+        async with await client.post(url, b"{}", {}) as resp:
+            with pytest.raises(EngineBrokeOff):
+                await resp.read()
         await client.close()
