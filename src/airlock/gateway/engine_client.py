@@ -31,7 +31,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import cast
@@ -72,7 +72,7 @@ class EngineTimeout(EngineError, TimeoutError):
 
 @dataclass(frozen=True)
 class Target:
-    """Where one URL's requests go: the pool key, the path and the request head's fixed part."""
+    """Where one URL's requests go: the address (the pool's key), the path and the Host header."""
 
     host: str
     port: int
@@ -130,9 +130,7 @@ class _Connection(asyncio.Protocol):
         self.received = 0
         self.error: EngineError | None = None
         self.waiter: asyncio.Future[None] | None = None
-        if getattr(self, "paused", False) and self.transport is not None and not self.lost:
-            self.transport.resume_reading()
-        self.paused = False
+        self.paused = False  # (a paused socket holds unread bytes: it was never pooled)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
 
@@ -144,14 +142,10 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(EngineBrokeOff(f"malformed HTTP: {exc!r}"))
-            self.close()
-            self._wake()
+            self._break(EngineBrokeOff(f"malformed HTTP: {exc!r}"))
             return
         if not self.headers_done and self.received > MAX_HEAD:
-            self._fail(EngineBrokeOff(f"the response's headers passed {MAX_HEAD} bytes"))
-            self.close()
-            self._wake()
+            self._break(EngineBrokeOff(f"the response's headers passed {MAX_HEAD} bytes"))
             return
         if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
@@ -223,12 +217,16 @@ class _Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _break(self, error: EngineError) -> None:
+        """Fail the request in flight with ``error`` and close the connection."""
+        self._fail(error)
+        self.close()
+        self._wake()
+
     def _timed_out(self, seconds: float) -> None:
         if self.waiter is None or self.waiter.done():
             return  # the bytes came in the same turn: the waiting request goes on
-        self._fail(EngineTimeout(f"nothing for {seconds:g} s"))
-        self._wake()
-        self.close()
+        self._break(EngineTimeout(f"nothing for {seconds:g} s"))
 
     async def wait(self, timeout_s: float | None) -> None:
         """Until more bytes, the end, or an error have come (or ``timeout_s`` passed: an error)."""
@@ -288,16 +286,11 @@ class EngineResponse:
         self.headers: Mapping[str, str] = conn.headers  # names in lower case
 
     async def read(self) -> bytes:
-        conn = self._conn
+        """The whole body."""
         parts: list[bytes] = []
-        while True:
-            if conn.chunks:
-                parts.append(conn.take())
-            if conn.complete:
-                return parts[0] if len(parts) == 1 else b"".join(parts)
-            if conn.error is not None:
-                raise conn.error
-            await conn.wait(self._client.read_timeout_s)
+        while (data := await self.chunk()) is not None:
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def chunk(self) -> bytes | None:
         """The body bytes that have arrived (waiting for some), in one piece; None at the end."""
@@ -315,11 +308,6 @@ class EngineResponse:
     def done(self) -> bool:
         """The whole body has arrived and been taken: :meth:`chunk` would return None."""
         return self._conn.complete and not self._conn.chunks
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive: everything buffered at each step, in one piece."""
-        while (data := await self.chunk()) is not None:
-            yield data
 
     def release(self) -> None:
         """Back to the pool when the answer was read to its end and the engine keeps the connection;
@@ -361,10 +349,6 @@ class EngineClient:
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
 
-    @staticmethod
-    def _loop_time() -> float:
-        return asyncio.get_running_loop().time()
-
     def target(self, url: str) -> Target:
         target = self._targets.get(url)
         if target is None:
@@ -391,7 +375,7 @@ class EngineClient:
                     await conn.wait(self.read_timeout_s)
             except EngineDisconnected:
                 conn.close()
-                if reused and self._loop_time() - conn.sent_at < STALE_CLOSE_S:
+                if reused and conn.loop.time() - conn.sent_at < STALE_CLOSE_S:
                     continue  # a keep-alive connection the engine had closed: it never read this
                 raise
             except BaseException:
@@ -428,7 +412,6 @@ class EngineClient:
             conn.close()
             return
         now = conn.idle_since = time.monotonic()
-        conn.waiter = None
         idle = self._idle.setdefault(target.pool_key, [])
         if idle and idle[0].idle_since < now - self.keepalive_s:  # the oldest first: drop the expired
             for old in [c for c in idle if c.lost or c.idle_since < now - self.keepalive_s]:
