@@ -8,9 +8,9 @@ until someone edits the database. With it, any gateway sharing the database free
     gateway_owners  owner (random id), host, pid, the pid's start time, heartbeat (unix time)
     key_leases      owner, key_id, n: that owner's requests in flight for the key
 
-An owner is dead when it runs on this host (same boot, same PID namespace) and its pid is gone (or is another process now: the
-start time differs), or when its heartbeat is older than :data:`LEASE_TTL_S` (a gateway on another
-host, or one whose database was unreachable that long). Reaping an owner deletes its row first
+An owner is dead when it runs on this host (same boot, same PID namespace) and its pid is gone (or
+is another process now: the start time differs), or when its heartbeat is older than
+:data:`LEASE_TTL_S` (a gateway on another host, or one whose database was unreachable that long). Reaping an owner deletes its row first
 (``rowcount`` 1: this gateway won the race, so two gateways never subtract twice), then subtracts
 its leases from ``key_state.in_flight`` and deletes them, all in one transaction.
 
