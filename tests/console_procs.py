@@ -1,6 +1,6 @@
 """What the console's browser tests share (Chromium: tests/integration/test_console_browser.py,
 Firefox: test_console_firefox.py): `airlock serve` on the fake engine with an admin and a user key,
-and a wait that looks again while the page is mid-render."""
+a wait that looks again while the page is mid-render, and the page's views through either driver."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 
@@ -31,6 +32,27 @@ def wait(what: str, check: Callable[[], T | None], timeout_s: float = 30.0) -> T
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class Page:
+    """The console page through a driver's ``find_element(by, value)`` (Selenium's or Marionette's,
+    each with its own ``By``)."""
+
+    find: Callable[[str, str], Any]
+    by_id: str
+    by_css: str
+
+    def visible(self, element_id: str) -> bool:
+        return bool(self.find(self.by_id, element_id).is_displayed())
+
+    def table_text(self, table_id: str) -> str:
+        return str(self.find(self.by_id, table_id).text)
+
+    def go(self, view: str) -> None:
+        """Open a view from the menu and wait until it shows."""
+        self.find(self.by_css, f'a[data-view="{view}"]').click()
+        wait(f"the {view} view", lambda: self.visible(f"view-{view}"))
 
 
 @contextmanager

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from console_procs import serving, wait
+from console_procs import Page, serving, wait
 from harness import missing, need
 
 pytestmark = pytest.mark.integration
@@ -106,15 +106,8 @@ def _flow(tmp: Path, shots: Path) -> None:
             def shot(view: str) -> None:
                 driver.save_screenshot(str(shots / f"console-{view}.png"))
 
-            def visible(element_id: str) -> bool:
-                return bool(find(By.ID, element_id).is_displayed())
-
-            def table_text(table_id: str) -> str:
-                return str(find(By.ID, table_id).text)
-
-            def go(view: str) -> None:
-                find(By.CSS_SELECTOR, f'a[data-view="{view}"]').click()
-                wait(f"the {view} view", lambda: visible(f"view-{view}"))
+            page = Page(find, By.ID, By.CSS_SELECTOR)
+            visible, table_text, go = page.visible, page.table_text, page.go
 
             def fetch(path: str, method: str = "GET", headers: dict[str, str] | None = None) -> int:
                 status = driver.execute_async_script(

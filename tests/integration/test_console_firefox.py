@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from airlock.engines.base import free_port
-from console_procs import serving, wait
+from console_procs import Page, serving, wait
 from harness import missing, need
 
 pytestmark = pytest.mark.integration
@@ -198,15 +198,8 @@ def _flow(tmp: Path, shots: Path) -> None:
                 driver.execute_script(RECORD_URLS, sandbox="airlock", new_sandbox=False)
             find = driver.find_element
 
-            def visible(element_id: str) -> bool:
-                return bool(find(By.ID, element_id).is_displayed())
-
-            def table_text(table_id: str) -> str:
-                return str(find(By.ID, table_id).text)
-
-            def go(view: str) -> None:
-                find(By.CSS_SELECTOR, f'a[data-view="{view}"]').click()
-                wait(f"the {view} view", lambda: visible(f"view-{view}"))
+            page = Page(find, By.ID, By.CSS_SELECTOR)
+            visible, table_text, go = page.visible, page.table_text, page.go
 
             driver.navigate(url + "/console")
             wait("the login form", lambda: visible("login-view"))
