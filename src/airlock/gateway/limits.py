@@ -416,7 +416,7 @@ class EngineGates:
 
     async def run(self, engine: str, work: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """``await work(*args, **kwargs)`` holding one of the engine's slots."""
-        gate = self._gates.get(engine) or self._gate(engine)
+        gate = self._gate(engine)
         if gate.active < gate.limit and not gate.waiters:  # a free slot: slot()'s first case, inline
             gate.active += 1
             gate.waited.observe(0.0)
