@@ -389,3 +389,6 @@ def test_a_gateway_request_whose_client_left_is_a_499_and_frees_its_slot(
     assert answer.status_code == 200, answer.text
     metrics = httpx.get(thread.url + "/metrics").text
     assert 'airlock_requests_in_flight{route="/v1/chat/completions"} 0.0' in metrics
+    # the audit writes in batches: wait for this last line too, so that the next test counts from
+    # after it (else it could take this 200 for its own request's line)
+    assert _audited(audit, audited + 2)[-1]["status"] == 200
